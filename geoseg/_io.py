@@ -1,0 +1,61 @@
+"""Small file-system helpers shared by every writer: atomic outputs and path checks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from geoseg.errors import OutputError
+
+
+def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """Validate an output path before any work starts.
+
+    Raises:
+        OutputError: the parent folder is missing or not writable, or the file exists and
+            ``overwrite`` is False.
+    """
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(
+            f"output folder {str(parent)!r} for {str(p)!r} does not exist; create it first"
+        )
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {str(parent)!r} is not writable")
+    if p.exists() and not overwrite:
+        raise OutputError(f"output {str(p)!r} already exists; pass overwrite=True / --overwrite")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    On any exception the temporary file (or folder) is removed, so a failed run never
+    leaves a half-written output behind.
+    """
+    final = check_output_path(path, overwrite=overwrite)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent or "."
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # writers (GDAL, OGR) want to create the file themselves
+    try:
+        yield tmp
+        if final.is_dir() and not tmp.is_dir():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        for extra in tmp.parent.glob(tmp.name + ".*"):  # sidecars (.aux.xml, .ovr)
+            extra.unlink(missing_ok=True)
+        raise

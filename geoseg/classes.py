@@ -1,0 +1,213 @@
+"""Class tables: the id, name and colour of every class a model predicts.
+
+A :class:`ClassTable` travels with datasets, checkpoints and output rasters so that every
+output carries its class names and colours (GeoTIFF colour table, vector attributes,
+legends). Class ids need not be contiguous: model output channel ``i`` is ``classes[i]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from geoseg.errors import ConfigError
+
+# A qualitative palette (Tableau 10) used when a class has no colour of its own.
+DEFAULT_COLORS = (
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
+
+
+def _parse_color(value: Any, where: str) -> str:
+    """Return a ``#rrggbb`` colour from a hex string or an RGB(A) sequence."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text.startswith("#"):
+            text = "#" + text
+        if len(text) == 7:
+            try:
+                int(text[1:], 16)
+            except ValueError:
+                pass
+            else:
+                return text
+    elif isinstance(value, Sequence) and len(value) in (3, 4):
+        try:
+            rgb = [int(v) for v in value[:3]]
+        except (TypeError, ValueError):
+            rgb = []
+        if len(rgb) == 3 and all(0 <= v <= 255 for v in rgb):
+            return "#{:02x}{:02x}{:02x}".format(*rgb)
+    raise ConfigError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b] with values 0-255")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One class: its raster value, a human name and a display colour."""
+
+    id: int
+    name: str
+    color: str
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        """The colour as an (r, g, b) tuple of 0-255 integers."""
+        c = self.color.lstrip("#")
+        return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+class ClassTable(Sequence[ClassInfo]):
+    """An ordered table of classes; position ``i`` is model output channel ``i``.
+
+    Args:
+        classes: the classes in model-output order; ids must be unique non-negative ints.
+    """
+
+    def __init__(self, classes: Iterable[ClassInfo]) -> None:
+        self._classes = tuple(classes)
+        if not self._classes:
+            raise ConfigError("classes: the class table is empty; list at least one class")
+        ids = [c.id for c in self._classes]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ConfigError(f"classes: duplicate class ids {dup}; each id must be unique")
+        if min(ids) < 0:
+            raise ConfigError(f"classes: class ids must be >= 0, got {min(ids)}")
+        self._index = {c.id: i for i, c in enumerate(self._classes)}
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, value: Any, where: str = "classes") -> ClassTable:
+        """Build a table from config data.
+
+        Accepts a list of mappings ``{id, name, color}`` (``color`` optional), a mapping
+        ``{id: name}`` or ``{id: {name, color}}``, or a list of names (ids 0, 1, ...).
+        """
+        if isinstance(value, ClassTable):
+            return value
+        items: list[tuple[Any, Any]] = []
+        if isinstance(value, Mapping):
+            items = list(value.items())
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            for i, entry in enumerate(value):
+                if isinstance(entry, str):
+                    items.append((i, entry))
+                elif isinstance(entry, Mapping):
+                    unknown = set(entry) - {"id", "name", "color", "colour"}
+                    if unknown:
+                        raise ConfigError(
+                            f"{where}[{i}]: unknown key(s) {sorted(unknown)}; "
+                            "valid keys are ['color', 'id', 'name']"
+                        )
+                    if "id" not in entry:
+                        raise ConfigError(f"{where}[{i}]: missing 'id'")
+                    items.append((entry["id"], dict(entry)))
+                else:
+                    raise ConfigError(f"{where}[{i}]: expected a name or a mapping, got {entry!r}")
+        else:
+            raise ConfigError(f"{where}: expected a list or mapping of classes, got {value!r}")
+        out = []
+        for k, (cid, spec) in enumerate(items):
+            try:
+                ident = int(cid)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: class id {cid!r} is not an integer") from None
+            if isinstance(spec, Mapping):
+                name = str(spec.get("name", f"class_{ident}"))
+                raw_color = spec.get("color", spec.get("colour"))
+            else:
+                name, raw_color = str(spec), None
+            color = (
+                DEFAULT_COLORS[k % len(DEFAULT_COLORS)]
+                if raw_color is None
+                else _parse_color(raw_color, f"{where}[{name}]")
+            )
+            out.append(ClassInfo(ident, name, color))
+        return cls(out)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        """The table as JSON-ready ``[{id, name, color}, ...]``."""
+        return [{"id": c.id, "name": c.name, "color": c.color} for c in self._classes]
+
+    def to_json(self) -> str:
+        """The table as a JSON string (stored in raster tags and checkpoints)."""
+        return json.dumps(self.to_list())
+
+    @classmethod
+    def from_json(cls, text: str) -> ClassTable:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_config(json.loads(text))
+
+    # -- Sequence protocol --------------------------------------------------------------
+    def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
+        return self._classes[index]
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __iter__(self) -> Iterator[ClassInfo]:
+        return iter(self._classes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ClassTable) and self._classes == other._classes
+
+    def __hash__(self) -> int:
+        return hash(self._classes)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{c.id}:{c.name}" for c in self._classes)
+        return f"ClassTable({inner})"
+
+    # -- lookups ------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[int]:
+        """Class ids in model-output order."""
+        return [c.id for c in self._classes]
+
+    @property
+    def names(self) -> list[str]:
+        """Class names in model-output order."""
+        return [c.name for c in self._classes]
+
+    def index_of(self, class_id: int) -> int:
+        """Model-output channel of ``class_id``; KeyError-free: raises ConfigError."""
+        try:
+            return self._index[int(class_id)]
+        except KeyError:
+            raise ConfigError(
+                f"class id {class_id} is not in the class table (ids: {self.ids})"
+            ) from None
+
+    def by_id(self, class_id: int) -> ClassInfo:
+        """The class whose raster value is ``class_id``."""
+        return self._classes[self.index_of(class_id)]
+
+    def nodata_value(self) -> int:
+        """A raster value that is no class: 0 if free, else 255 (or 65535 past uint8)."""
+        ids = set(self.ids)
+        for candidate in (0, 255, 65535):
+            if candidate not in ids:
+                return candidate
+        raise ConfigError("classes: no free value for no-data among 0, 255, 65535")
+
+    def dtype(self) -> str:
+        """Smallest unsigned raster dtype holding every id and the no-data value."""
+        top = max([*self.ids, self.nodata_value()])
+        return "uint8" if top <= 255 else "uint16"
+
+    def colormap(self) -> dict[int, tuple[int, int, int, int]]:
+        """A rasterio colour map ``{value: (r, g, b, a)}``; no-data is transparent."""
+        cmap = {c.id: (*c.rgb, 255) for c in self._classes}
+        cmap[self.nodata_value()] = (0, 0, 0, 0)
+        return cmap

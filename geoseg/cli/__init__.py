@@ -1,0 +1,60 @@
+"""The ``geoseg`` command line: one thin module per subcommand.
+
+Each module in this package defines ``add_parser(subparsers)`` (register options) and
+``run(args) -> int`` (call one public library function, print the result). Parsing and
+printing only: everything a command does is a public function a notebook can call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from geoseg import __version__
+from geoseg.errors import GeosegError
+
+#: Subcommand modules, in the order shown by ``geoseg --help``.
+COMMANDS = ("train", "evaluate", "predict", "vectorize", "stats", "change", "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every available subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="geoseg",
+        description="Segment remote-sensing imagery into georeferenced maps.",
+    )
+    parser.add_argument("--version", action="version", version=f"geoseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"geoseg.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"geoseg.cli.{name}":
+                continue  # subcommand not shipped in this build
+            raise
+        sp = module.add_parser(sub)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``geoseg`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GeosegError as exc:
+        print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"geoseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Typed configuration: YAML files whose keys are the constructor arguments of dataclasses.
+
+One config system for the whole package: each section of a YAML file maps onto a
+dataclass, and :func:`from_mapping` builds it, naming any unknown key together with the
+valid keys. Command-line overrides use dotted keys, ``training.max_epochs=3``, whose
+values are parsed as YAML (so ``3`` is an int, ``null`` is None, ``[1, 2]`` is a list).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from geoseg.errors import ConfigError, InputFileError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path`` with clear errors for missing or broken files."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputFileError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied.
+
+    Values are parsed as YAML. Intermediate mappings are created as needed; whether the
+    final key is valid is checked later by :func:`from_mapping`.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override {item!r} is not KEY=VALUE (for example training.max_epochs=3)"
+            )
+        key, raw = item.split("=", 1)
+        parts = [k for k in key.strip().split(".") if k]
+        if not parts:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def unknown_key_error(key: str, valid: Iterable[str], where: str) -> ConfigError:
+    """A ConfigError naming an unknown key, the closest valid key and all valid keys."""
+    valid = sorted(valid)
+    hint = difflib.get_close_matches(key, valid, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(f"{where}: unknown key {key!r}{did_you_mean}; valid keys are {valid}")
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Light type check/coercion for config values (ints to floats, lists to tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any or tp is object:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return value
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        return list(value) if origin is list else tuple(value)
+    if origin in (list, tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if origin is dict and not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    if dataclasses.is_dataclass(tp) and isinstance(value, Mapping):
+        return from_mapping(tp, value, where)  # type: ignore[arg-type]
+    return value
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError.
+
+    Args:
+        cls: a dataclass type whose field names are the valid keys.
+        data: the mapping read from YAML (None means all defaults).
+        where: the config path shown in error messages, e.g. ``"training"``.
+    """
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {data!r}")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise unknown_key_error(str(key), fields, where)
+        kwargs[key] = _check_type(value, hints.get(key, Any), f"{where}.{key}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {missing}")
+    return cls(**kwargs)
+
+
+def to_mapping(obj: Any) -> Any:
+    """Dataclasses (nested) to plain YAML/JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_mapping(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): to_mapping(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

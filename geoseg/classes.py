@@ -150,7 +150,7 @@ class ClassTable(Sequence[ClassInfo]):
         return cls.from_config(json.loads(text))
 
     # -- Sequence protocol --------------------------------------------------------------
-    def __getitem__(self, index: Any) -> Any:  # type: ignore[override]
+    def __getitem__(self, index: Any) -> Any:
         return self._classes[index]
 
     def __len__(self) -> int:

@@ -14,6 +14,13 @@ from typing import Any
 
 from geoseg.errors import ConfigError
 
+#: Mask value for pixels excluded from loss and metrics (no-data, ignored labels).
+#: Masks hold class *indices* (0..K-1, model output channels), never raw class ids.
+IGNORE_INDEX = -100
+
+#: GeoTIFF tag holding a class table as JSON on every class map geoseg writes.
+CLASSES_TAG = "GEOSEG_CLASSES"
+
 # A qualitative palette (Tableau 10) used when a class has no colour of its own.
 DEFAULT_COLORS = (
     "#4e79a7",
@@ -211,3 +218,25 @@ class ClassTable(Sequence[ClassInfo]):
         cmap = {c.id: (*c.rgb, 255) for c in self._classes}
         cmap[self.nodata_value()] = (0, 0, 0, 0)
         return cmap
+
+
+def write_class_table(dst: Any, table: ClassTable, band: int = 1) -> None:
+    """Store ``table`` on an open, writable rasterio dataset.
+
+    Writes the colour table (QGIS/GDAL show it), the JSON tag :data:`CLASSES_TAG` (names
+    and colours round-trip exactly) and GDAL category names (``band.GetCategoryNames``).
+    """
+    dst.write_colormap(band, table.colormap())
+    dst.update_tags(**{CLASSES_TAG: table.to_json()})
+    dst.set_band_description(band, "class")
+
+
+def read_class_table(src: Any, band: int = 1) -> ClassTable | None:
+    """The class table of an open rasterio dataset, or None if it has none.
+
+    Reads the :data:`CLASSES_TAG` tag written by :func:`write_class_table`.
+    """
+    text = src.tags().get(CLASSES_TAG)
+    if text:
+        return ClassTable.from_json(text)
+    return None

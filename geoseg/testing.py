@@ -10,7 +10,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
-from geoseg.classes import ClassTable
+from geoseg.classes import ClassTable, write_class_table
 
 
 def write_raster(
@@ -56,6 +56,5 @@ def write_raster(
     with rasterio.open(p, "w", **meta) as dst:
         dst.write(arr)
         if classes is not None:
-            dst.write_colormap(1, classes.colormap())
-            dst.update_tags(geoseg_classes=classes.to_json())
+            write_class_table(dst, classes)
     return p

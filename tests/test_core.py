@@ -84,3 +84,19 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target.write_text("x")
     with pytest.raises(OutputError, match="already exists"), atomic_path(target):
         pass
+
+
+def test_class_table_survives_geotiff(tmp_path):
+    import numpy as np
+    import rasterio
+
+    from geoseg.classes import read_class_table
+    from geoseg.testing import write_raster
+
+    table = ClassTable.from_config({1: "developed", 5: "forest"})
+    path = write_raster(
+        tmp_path / "c.tif", np.array([[1, 5], [5, 0]], dtype="uint8"), nodata=0, classes=table
+    )
+    with rasterio.open(path) as src:
+        assert read_class_table(src) == table
+        assert src.colormap(1)[5][:3] == table.by_id(5).rgb

@@ -1,0 +1,175 @@
+"""Vector outputs: one registry of formats chosen by file extension, atomic writes.
+
+======================  =============  ==========================================
+extension               format         notes
+======================  =============  ==========================================
+``.gpkg``               GeoPackage     streams (append) chunk by chunk
+``.parquet``            GeoParquet     written in one go (pyarrow)
+``.fgb``                FlatGeobuf     written in one go (spatial index)
+``.geojson``            GeoJSON        RFC 7946: reprojected to EPSG:4326
+``.shp``                Shapefile      streams; sidecar files move together
+======================  =============  ==========================================
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pandas as pd
+import pyogrio
+
+from geoseg._io import atomic_path, check_output_path
+from geoseg.errors import ConfigError, OutputError
+
+
+@dataclass(frozen=True)
+class VectorFormat:
+    """How to write one vector format."""
+
+    name: str
+    driver: str
+    append: bool  # the driver can append layers chunk by chunk
+    epsg4326: bool = False  # the format requires lon/lat WGS84 (RFC 7946)
+    sidecars: tuple[str, ...] = ()
+    writer: Callable[[gpd.GeoDataFrame, Path], None] | None = None
+
+
+def _write_parquet(gdf: gpd.GeoDataFrame, path: Path) -> None:
+    gdf.to_parquet(path, index=False)
+
+
+#: Output formats by lower-case file extension.
+VECTOR_FORMATS: dict[str, VectorFormat] = {
+    ".gpkg": VectorFormat("GeoPackage", "GPKG", append=True),
+    ".parquet": VectorFormat("GeoParquet", "Parquet", append=False, writer=_write_parquet),
+    ".fgb": VectorFormat("FlatGeobuf", "FlatGeobuf", append=False),
+    ".geojson": VectorFormat("GeoJSON", "GeoJSON", append=False, epsg4326=True),
+    ".shp": VectorFormat(
+        "Shapefile", "ESRI Shapefile", append=True, sidecars=(".shx", ".dbf", ".prj", ".cpg")
+    ),
+}
+
+
+def vector_format(path: str | Path) -> VectorFormat:
+    """The format for ``path``'s extension.
+
+    Raises:
+        ConfigError: the extension is not a known vector format (lists the valid ones).
+    """
+    ext = Path(path).suffix.lower()
+    try:
+        return VECTOR_FORMATS[ext]
+    except KeyError:
+        valid = ", ".join(f"{k} ({v.name})" for k, v in VECTOR_FORMATS.items())
+        raise ConfigError(
+            f"unknown vector output extension {ext or '(none)'!r} for {str(path)!r}; "
+            f"valid extensions: {valid}"
+        ) from None
+
+
+def check_vector_path(path: str | Path, *, overwrite: bool = False) -> VectorFormat:
+    """Validate an output path (known extension, folder exists, not clobbering)."""
+    fmt = vector_format(path)
+    check_output_path(path, overwrite=overwrite)
+    return fmt
+
+
+def _prepare(gdf: gpd.GeoDataFrame, fmt: VectorFormat) -> gpd.GeoDataFrame:
+    if fmt.epsg4326 and gdf.crs is not None and gdf.crs.to_epsg() != 4326:
+        gdf = gdf.to_crs(4326)
+    return gdf
+
+
+def _write_one(gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, append: bool) -> None:
+    gdf = _prepare(gdf, fmt)
+    if fmt.writer is not None:
+        fmt.writer(gdf, path)
+        return
+    kwargs: dict[str, Any] = {"driver": fmt.driver}
+    if fmt.driver == "GeoJSON":
+        kwargs["layer_options"] = {"RFC7946": "YES"}
+    types = set(gdf.geom_type.dropna()) if len(gdf) else set()
+    geometry_type = "MultiPolygon" if "MultiPolygon" in types else "Polygon"
+    if fmt.driver == "ESRI Shapefile" or "MultiPolygon" in types:
+        kwargs["promote_to_multi"] = geometry_type == "MultiPolygon"
+    kwargs["geometry_type"] = geometry_type
+    pyogrio.write_dataframe(gdf, path, append=append, **kwargs)
+
+
+def _move_sidecars(tmp: Path, final: Path, fmt: VectorFormat) -> None:
+    for ext in fmt.sidecars:
+        side = tmp.with_suffix(ext)
+        if side.exists():
+            shutil.move(str(side), str(final.with_suffix(ext)))
+
+
+def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write polygons to ``path``, the format picked by its extension.
+
+    GeoJSON is written per RFC 7946 (EPSG:4326). The file appears atomically: written under
+    a temporary name and renamed on success, so a failure leaves no half-written output.
+
+    Args:
+        gdf: the polygons (CRS set).
+        path: output file; ``.gpkg``, ``.parquet``, ``.fgb``, ``.geojson`` or ``.shp``.
+        overwrite: replace an existing file.
+
+    Returns:
+        The output path.
+
+    Raises:
+        ConfigError: unknown extension. OutputError: folder missing or file exists.
+    """
+    fmt = check_vector_path(path, overwrite=overwrite)
+    final = Path(path)
+    with atomic_path(final, overwrite=overwrite) as tmp:
+        _write_one(gdf, tmp, fmt, append=False)
+        _move_sidecars(tmp, final, fmt)
+    return final
+
+
+def stream_vector(
+    frames: Iterable[gpd.GeoDataFrame],
+    path: str | Path,
+    *,
+    empty: gpd.GeoDataFrame,
+    overwrite: bool = False,
+) -> int:
+    """Write an iterable of GeoDataFrames (same schema) as one layer; returns the row count.
+
+    Appends frame by frame where the format can (GeoPackage, Shapefile), so memory holds one
+    frame at a time; other formats gather the frames first. ``empty`` (the schema) is
+    written when there are no rows, so an all-no-data input still gives a valid layer.
+    """
+    fmt = check_vector_path(path, overwrite=overwrite)
+    final = Path(path)
+    count = 0
+    with atomic_path(final, overwrite=overwrite) as tmp:
+        if fmt.append:
+            started = False
+            for f in frames:
+                if len(f) == 0:
+                    continue
+                _write_one(f, tmp, fmt, append=started)
+                started = True
+                count += len(f)
+            if not started:
+                _write_one(empty, tmp, fmt, append=False)
+        else:
+            parts = [f for f in frames if len(f)]
+            gdf = (
+                gpd.GeoDataFrame(pd.concat(parts, ignore_index=True), crs=empty.crs)
+                if parts
+                else empty
+            )
+            count = len(gdf)
+            _write_one(gdf, tmp, fmt, append=False)
+        _move_sidecars(tmp, final, fmt)
+    if not final.exists():  # pragma: no cover - defensive
+        raise OutputError(f"writing {str(final)!r} failed")
+    return count

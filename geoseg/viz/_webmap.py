@@ -239,9 +239,9 @@ def web_map(
                 "fillColor": f["properties"]["fill"],
                 "color": "#222222",
                 "weight": 0.6,
-                "fillOpacity": 0.35,
+                "fillOpacity": 0.0,  # outlines over the class map; clicks still open popups
             },
-            highlight_function=lambda f: {"weight": 2.5, "color": "#000000"},
+            highlight_function=lambda f: {"weight": 2.5, "color": "#000000", "fillOpacity": 0.5},
             popup=folium.GeoJsonPopup(
                 fields=["class_name", "class_id", "area_m2", "area_ha"],
                 aliases=["Class", "Class id", "Area (m²)", "Area (ha)"],

@@ -1,0 +1,47 @@
+"""Data layer: torchgeo datasets, spatial splits, normalization and the Lightning module.
+
+Typical use::
+
+    from geoseg.config import from_mapping, load_yaml
+    from geoseg.data import DataConfig, GeoDataModule
+
+    cfg = from_mapping(DataConfig, load_yaml("configs/nc.yaml")["data"], "data")
+    dm = GeoDataModule(cfg, seed=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))  # {"image", "mask", "bounds"}
+"""
+
+from geoseg.data.config import (
+    AugmentConfig,
+    DataConfig,
+    ImageryConfig,
+    LabelConfig,
+    NormalizationConfig,
+    SplitConfig,
+)
+from geoseg.data.datamodule import TRAIN_SAMPLERS, GeoDataModule
+from geoseg.data.datasets import (
+    ImageryDataset,
+    RasterLabelDataset,
+    SegmentationDataset,
+    VectorLabelDataset,
+    collate,
+)
+from geoseg.data.transforms import Augment
+
+__all__ = [
+    "TRAIN_SAMPLERS",
+    "Augment",
+    "AugmentConfig",
+    "DataConfig",
+    "GeoDataModule",
+    "ImageryConfig",
+    "ImageryDataset",
+    "LabelConfig",
+    "NormalizationConfig",
+    "RasterLabelDataset",
+    "SegmentationDataset",
+    "SplitConfig",
+    "VectorLabelDataset",
+    "collate",
+]

@@ -1,0 +1,208 @@
+"""Typed configuration of the data layer: the ``data:`` section of a geoseg YAML file.
+
+Every key of the YAML section is a field of :class:`DataConfig` (nested sections are the
+other dataclasses of this module), so a typo'd key anywhere raises
+:class:`~geoseg.errors.ConfigError` naming the key and the valid keys::
+
+    from geoseg.config import from_mapping
+    cfg = from_mapping(DataConfig, yaml_dict["data"], "data")
+
+Units: sizes called ``*_size``, ``buffer`` and ``stride`` are in **pixels** of the imagery
+grid; bounding boxes (``val_boxes``, ``test_boxes``) are in **CRS units** of the imagery grid.
+
+Relative paths: a relative path (or glob) is looked up, in order, against ``data.root``
+when given, the current working directory, and the geoseg repository root (the folder
+holding the ``geoseg`` package); the first folder where it matches wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from geoseg.classes import ClassTable
+
+
+@dataclass
+class ImageryConfig:
+    """Where the imagery is and how its files combine into one multi-band scene.
+
+    Attributes:
+        paths: a file, a folder (all ``*.tif``/``*.tiff`` inside), a glob, or a list of
+            these.
+        stack: ``"mosaic"``: every file holds all bands and the files tile the scene
+            (one file is the simplest mosaic); ``"bands"``: each file holds one band (or
+            a few) and they are stacked in the order given, e.g. the six Landsat files of
+            the North Carolina sample. Files may differ in dtype and no-data value.
+        bands: 1-based band numbers to read from every file (``"mosaic"`` only); None
+            reads all bands.
+        band_names: one name per output band; None gives ``B1, B2, ...`` (or the band
+            descriptions stored in the files when every band has one).
+        nodata: no-data value of the imagery, overriding the files' tags (e.g. ``0`` for
+            SpaceNet chips, whose black collar has no tag). None uses each file's tag.
+        nodata_mode: ``"any"``: a pixel is no-data when any band is no-data (default);
+            ``"all"``: only when every band is (RGB chips where a dark pixel may be 0 in
+            one band).
+        resampling: rasterio resampling name used only when a file must be reprojected
+            onto the imagery grid (``"bilinear"``, ``"nearest"``, ``"cubic"``, ...).
+    """
+
+    paths: list[str] | str
+    stack: Literal["mosaic", "bands"] = "mosaic"
+    bands: list[int] | None = None
+    band_names: list[str] | None = None
+    nodata: float | None = None
+    nodata_mode: Literal["any", "all"] = "any"
+    resampling: str = "bilinear"
+
+
+@dataclass
+class LabelConfig:
+    """Where the labels are: a class raster, or vector polygons rasterized on the fly.
+
+    Attributes:
+        path: raster (``.tif``) or vector (``.geojson``, ``.gpkg``, ``.shp``, ...) file,
+            folder, glob, or a list of these. Several raster files form a mosaic; several
+            vector files are concatenated.
+        nodata: label value meaning "no label", overriding the raster's nodata tag.
+        ignore_values: label values excluded from loss and metrics (e.g. ``[-1]`` for
+            Sen1Floods11 "no data"). They become ``IGNORE_INDEX`` in masks.
+        class_field: vector labels: the attribute holding each feature's class id. None
+            burns ``burn_value`` for every feature.
+        burn_value: vector labels: the class id burnt for every feature when
+            ``class_field`` is None. None: the one class that is not ``background``.
+        background: vector labels: class id of pixels that no polygon covers. None marks
+            them ignored (sparse training polygons); set it (e.g. ``0``) for dense
+            labels such as building footprints.
+        all_touched: vector labels: burn every pixel a polygon touches, not only pixels
+            whose centre it covers (rasterio ``all_touched``).
+        layer: vector labels: the layer of a multi-layer file (GeoPackage).
+    """
+
+    path: list[str] | str
+    nodata: float | None = None
+    ignore_values: list[float] = field(default_factory=list)
+    class_field: str | None = None
+    burn_value: int | None = None
+    background: int | None = None
+    all_touched: bool = False
+    layer: str | None = None
+
+
+@dataclass
+class NormalizationConfig:
+    """Per-band normalization ``(x - mean) / std``.
+
+    Attributes:
+        mean: one value per band; None computes it from the training split's valid
+            pixels.
+        std: one value per band; None computes it (as ``mean``).
+        max_pixels: at most this many training pixels are read to compute the
+            statistics (regions are subsampled on a regular pixel lattice beyond it).
+    """
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    max_pixels: int = 20_000_000
+
+
+@dataclass
+class SplitConfig:
+    """Spatial train/val/test split: whole regions, never random pixels.
+
+    Attributes:
+        method: ``"blocks"``: the scene is cut into square blocks of ``block_size``
+            pixels; whole blocks are assigned (seeded, in proportion to their valid
+            labelled pixels) to val and test, the rest to train. ``"strips"``: three
+            contiguous strips along ``axis`` (train | val | test). ``"boxes"``: val and
+            test are the explicit ``val_boxes``/``test_boxes``; train is the rest.
+        val_fraction: share of valid labelled pixels for validation (blocks, strips).
+        test_fraction: share for test (blocks, strips).
+        block_size: block side in pixels (blocks); None is 4 x ``tile_size``.
+        axis: strips: ``"x"`` (west-east), ``"y"`` (north-south) or ``"auto"`` (the
+            longer side of the scene).
+        buffer: pixels removed from the train region around val and test regions, so
+            train pixels are at least this far from any val/test pixel.
+        val_boxes: boxes ``[minx, miny, maxx, maxy]`` in CRS units (boxes).
+        test_boxes: boxes ``[minx, miny, maxx, maxy]`` in CRS units (boxes).
+        seed: seed of the block assignment.
+    """
+
+    method: Literal["blocks", "strips", "boxes"] = "blocks"
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    block_size: int | None = None
+    axis: Literal["auto", "x", "y"] = "auto"
+    buffer: int = 0
+    val_boxes: list[list[float]] | None = None
+    test_boxes: list[list[float]] | None = None
+    seed: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation, applied to image and mask together.
+
+    Attributes:
+        flips: random horizontal and vertical flips.
+        rotate90: random rotations by multiples of 90 degrees (exact, no resampling).
+        photometric: random per-band brightness/contrast jitter of the image.
+        brightness: largest brightness shift, in normalized (standard-deviation) units.
+        contrast: largest relative contrast change (0.1 = +-10 %).
+    """
+
+    flips: bool = True
+    rotate90: bool = True
+    photometric: bool = False
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section: imagery, labels, classes, tiling, splits and loaders.
+
+    Attributes:
+        imagery: see :class:`ImageryConfig`.
+        labels: see :class:`LabelConfig`.
+        classes: the class table: a list of ``{id, name, color}`` (see
+            :meth:`geoseg.classes.ClassTable.from_config`).
+        normalization: see :class:`NormalizationConfig`.
+        split: see :class:`SplitConfig`.
+        augment: see :class:`AugmentConfig`.
+        tile_size: tile side in pixels.
+        batch_size: tiles per batch.
+        train_samples: random training tiles per epoch.
+        train_sampler: ``"random"`` (torchgeo RandomGeoSampler) or ``"random_batch"``
+            (RandomBatchGeoSampler: each batch from one region).
+        eval_stride: stride in pixels of the val/test grid tiles; None = ``tile_size``
+            (no overlap).
+        min_valid_fraction: tiles whose share of valid labelled pixels is not above this
+            are skipped (all-no-data tiles are always skipped).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        crs: CRS of the working grid; None = the first imagery file's CRS.
+        resolution: pixel size of the working grid in CRS units; None = the first
+            imagery file's.
+        root: folder that relative paths are resolved against first (see module doc).
+    """
+
+    imagery: ImageryConfig
+    labels: LabelConfig
+    classes: Any
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tile_size: int = 64
+    batch_size: int = 8
+    train_samples: int = 400
+    train_sampler: str = "random"
+    eval_stride: int | None = None
+    min_valid_fraction: float = 0.0
+    num_workers: int = 0
+    crs: str | None = None
+    resolution: float | None = None
+    root: str | None = None
+
+    def class_table(self) -> ClassTable:
+        """The :class:`~geoseg.classes.ClassTable` described by ``classes``."""
+        return ClassTable.from_config(self.classes, "data.classes")

@@ -26,10 +26,10 @@ LossFactory = Callable[..., nn.Module]
 
 
 class _SafeIgnore(nn.Module):
-    """Wrap an smp loss so an all-ignored batch gives 0 instead of NaN.
+    """Wrap a loss so an all-ignored batch gives 0 instead of NaN.
 
-    smp's Dice/Jaccard/focal losses divide by the number of valid pixels; a tile that is
-    all no-data (common at mosaic edges) would otherwise poison the gradient.
+    torch's cross-entropy and smp's losses divide by the number of valid pixels; a batch
+    that is all no-data (common at mosaic edges) would otherwise poison the gradient.
     """
 
     def __init__(self, inner: nn.Module, ignore_index: int) -> None:
@@ -44,7 +44,8 @@ class _SafeIgnore(nn.Module):
 
 
 def _ce(*, class_weights: torch.Tensor | None, ignore_index: int, **kw: Any) -> nn.Module:
-    return nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index, **kw)
+    ce = nn.CrossEntropyLoss(weight=class_weights, ignore_index=ignore_index, **kw)
+    return _SafeIgnore(ce, ignore_index)
 
 
 def _smp(name: str) -> LossFactory:

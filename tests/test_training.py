@@ -1,0 +1,206 @@
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _fake_dm import CLASSES, FakeDataModule
+
+from geoseg.classes import IGNORE_INDEX
+from geoseg.config import ExperimentConfig
+from geoseg.errors import ConfigError
+from geoseg.metrics import build_metrics, confusion_from_arrays, metrics_report
+from geoseg.models import load_model
+from geoseg.training import (
+    SCHEDULERS,
+    SegmentationTask,
+    TrainingConfig,
+    pad_forward,
+    train,
+)
+
+TINY_MODEL = {
+    "arch": "unet",
+    "encoder": "tu-resnet10t",
+    "kwargs": {"encoder_depth": 3, "decoder_channels": [16, 8, 8]},
+}
+
+
+def _tiny_model():
+    from geoseg.models import create_model
+
+    return create_model(
+        "unet", in_channels=2, num_classes=3, encoder="tu-resnet10t", **TINY_MODEL["kwargs"]
+    )
+
+
+def _config(**training):
+    base = {"max_epochs": 3, "lr": 0.01, "progress_bar": False, "scheduler": "none"}
+    base.update(training)
+    return {"model": TINY_MODEL, "training": base}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = _config(loss={"ce": 1.0, "dice": 0.5}, class_weights="balanced")
+    result = train(cfg, output_dir=out, datamodule=FakeDataModule())
+    return result
+
+
+# -- metrics ---------------------------------------------------------------------------
+def test_metrics_report_hand_checked():
+    preds = torch.tensor([[0, 0, 1, 1], [2, 2, 0, 1]])
+    target = torch.tensor([[0, IGNORE_INDEX, 1, 0], [0, 0, 0, 1]])
+    table = CLASSES
+    m = build_metrics(3)
+    m.update(preds, target)
+    rep = metrics_report(m.compute(), table)
+    # confusion (rows reference): dark -> 2 dark, 1 mid, 2 bright; mid -> 2 mid
+    assert rep["confusion_matrix"]["counts"] == [[2, 1, 2], [0, 2, 0], [0, 0, 0]]
+    assert rep["confusion_matrix"]["labels"] == ["dark", "mid", "bright"]
+    assert rep["pixels"] == 7
+    assert rep["overall_accuracy"] == pytest.approx(4 / 7)
+    assert rep["iou"] == pytest.approx({"dark": 2 / 5, "mid": 2 / 3, "bright": 0.0})
+    assert rep["f1"]["dark"] == pytest.approx(2 * 2 / (2 * 2 + 3))
+    assert rep["miou"] == pytest.approx((0.4 + 2 / 3 + 0.0) / 3)
+    assert rep["support"] == {"dark": 5, "mid": 2, "bright": 0}
+    json.dumps(rep)  # JSON-ready
+
+
+def test_metrics_class_absent_everywhere_is_null_and_excluded():
+    rep = confusion_from_arrays([0, 1, 1, 0], [0, 1, 0, 0], CLASSES)
+    assert rep["iou"]["bright"] is None and rep["f1"]["bright"] is None
+    assert rep["iou"]["dark"] == pytest.approx(2 / 3)
+    assert rep["iou"]["mid"] == pytest.approx(1 / 2)
+    assert rep["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+# -- padding ---------------------------------------------------------------------------
+def test_pad_forward_keeps_size():
+    model = _tiny_model()
+    model.eval()
+    x = torch.randn(1, 2, 45, 50)
+    out = pad_forward(model, x)
+    assert out.shape == (1, 3, 45, 50)
+    x64 = torch.randn(1, 2, 64, 64)
+    assert torch.allclose(pad_forward(model, x64), model(x64))
+
+
+# -- training --------------------------------------------------------------------------
+def test_train_writes_checkpoint_metrics_and_logs(trained):
+    out = trained.output_dir
+    assert (out / "model.safetensors").is_file()
+    assert (out / "config.yaml").is_file()
+    assert any((out / "logs").rglob("metrics.csv"))
+    summary = json.loads((out / "metrics.json").read_text())
+    assert len(summary["history"]) == 3
+    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
+    for key in ("train_loss", "val_loss", "val_miou", "val_accuracy", "lr"):
+        assert isinstance(summary["history"][0][key], float)
+    assert set(summary["test"]["iou"]) == {"dark", "mid", "bright"}
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(trained):
+    hist = trained.history
+    best = max(hist, key=lambda h: h["val_miou"])
+    assert trained.best_epoch == best["epoch"]
+    # the kept weights reproduce that epoch's validation score
+    assert trained.metrics["val"]["miou"] == pytest.approx(best["val_miou"], abs=1e-6)
+
+
+def test_checkpoint_metadata_is_complete(trained):
+    _, meta = load_model(trained.checkpoint)
+    dm = FakeDataModule()
+    assert meta.arch == "unet" and meta.encoder == "tu-resnet10t"
+    assert meta.model_kwargs == TINY_MODEL["kwargs"]
+    assert meta.bands == dm.band_names
+    assert meta.mean == dm.mean and meta.std == dm.std
+    assert meta.classes == CLASSES
+    assert meta.tile_size == 32
+    assert meta.resolution == 30.0 and meta.crs == "EPSG:32119"
+    assert meta.image_nodata == -9999.0
+    assert meta.metrics["test"]["miou"] == pytest.approx(trained.metrics["test"]["miou"])
+    assert meta.metrics["val"]["miou"] == pytest.approx(trained.metrics["val"]["miou"])
+    assert meta.config["training"]["class_weights"] == "balanced"
+    assert meta.config["model"] == {**TINY_MODEL, "encoder_weights": None}
+    # the loaded model gives the recorded test score
+    from geoseg.evaluation import evaluate
+
+    rep = evaluate(trained.checkpoint, datamodule=dm, progress=False)
+    assert rep["miou"] == pytest.approx(trained.metrics["test"]["miou"], abs=1e-6)
+
+
+def test_model_learns_the_synthetic_task(tmp_path):
+    res = train(
+        _config(max_epochs=6, lr=0.02, scheduler="cosine"),
+        output_dir=tmp_path,
+        datamodule=FakeDataModule(n=16),
+    )
+    first = res.history[0]["train_loss"]
+    last = res.history[-1]["train_loss"]
+    assert last < first
+    assert res.metrics["test"]["overall_accuracy"] > 0.6
+
+
+def test_same_seed_same_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = _config(max_epochs=1, seed=7)
+    a = train(cfg, output_dir=tmp_path / "a", datamodule=FakeDataModule())
+    b = train(cfg, output_dir=tmp_path / "b", datamodule=FakeDataModule())
+    wa, wb = load_file(str(a.checkpoint)), load_file(str(b.checkpoint))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_every_scheduler_and_optimizer_configures(scheduler):
+    model = _tiny_model()
+    for opt in ("adamw", "adam", "sgd"):
+        task = SegmentationTask(model, CLASSES, TrainingConfig(optimizer=opt, scheduler=scheduler))
+        out = task.configure_optimizers()
+        optimizer = out["optimizer"] if isinstance(out, dict) else out
+        assert type(optimizer).__name__.lower() == opt
+
+
+# -- config errors ---------------------------------------------------------------------
+def test_unknown_training_key_names_valid_keys():
+    with pytest.raises(ConfigError, match="max_epochs") as err:
+        ExperimentConfig.load({"training": {"max_epoch": 3}})
+    assert "training" in str(err.value) and "valid keys" in str(err.value)
+
+
+def test_unknown_key_in_override_and_at_top_level():
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        ExperimentConfig.load({}, overrides=["training.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"valid keys are .*'training'"):
+        ExperimentConfig.load({"trainig": {}})
+    with pytest.raises(ConfigError, match="encoder"):
+        ExperimentConfig.load({"model": {"encodr": "resnet18"}})
+
+
+def test_override_values_are_parsed_as_yaml():
+    exp = ExperimentConfig.load(
+        {}, overrides=["training.max_epochs=3", "training.loss={ce: 1.0, dice: 0.5}"]
+    )
+    assert exp.training.max_epochs == 3
+    assert exp.training.loss == {"ce": 1.0, "dice": 0.5}
+    with pytest.raises(ConfigError, match="expected int"):
+        ExperimentConfig.load({}, overrides=["training.max_epochs=many"])
+
+
+@pytest.mark.parametrize(
+    ("training", "match"),
+    [
+        ({"optimizer": "adamm"}, "valid names are \\['adam', 'adamw', 'sgd'\\]"),
+        ({"scheduler": "step"}, "cosine"),
+        ({"loss": "bce"}, "valid names"),
+        ({"class_weights": [1.0, 2.0]}, "2 weights given for 3 classes"),
+        ({"class_weights": "inverse"}, "balanced"),
+    ],
+)
+def test_bad_training_values(tmp_path, training, match):
+    with pytest.raises(ConfigError, match=match):
+        train(_config(**training), output_dir=tmp_path, datamodule=FakeDataModule())

@@ -1,0 +1,212 @@
+"""The Dask graph of a prediction: batch tasks feed block tasks.
+
+Why an explicit block graph and not ``dask.array.map_overlap``: ``map_overlap`` would
+run the model on each chunk plus its halo, so the model windows (and the result) would
+depend on the chunking, every halo would be computed twice, and blending across chunk
+borders would not be the ``sum(w*p)/sum(w)`` form. Here the model windows are a
+property of the mosaic alone (:func:`geoseg.inference.tiling.tile_windows`) and
+batches are fixed groups of consecutive windows in one window row, so
+
+* each window runs exactly once (no halo recomputation);
+* a **batch task** reads its windows, skips windows with no valid pixel, normalizes
+  and runs the per-process model (:func:`run_batch`);
+* a **block task** (one non-overlapping output block) depends on the batches holding
+  the windows that intersect it, accumulates ``sum(w*p)`` and ``sum(w)`` in global
+  window order, divides, takes the argmax and writes its block to a small file
+  (:func:`finalize_block`);
+* the per-pixel arithmetic is therefore identical whatever the block size or the
+  scheduler (threads, processes, distributed): results are bit-for-bit equal.
+
+Memory: a batch result lives until the blocks using it are done; Dask's ordering keeps
+that to a strip about one tile high across the mosaic plus the tasks in flight, so peak
+memory depends on tile size, batch size, workers and mosaic *width*, never on area.
+
+Extending to other outputs (instance ids, extra heads): :func:`run_batch` returns, per
+window, the runner's named outputs; a new output adds its own merge function next to
+the weighted class-score blend in :func:`finalize_block` and its own file in the writer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.inference.backends import RunnerSpec, get_runner
+from geoseg.inference.mosaic import Mosaic
+from geoseg.inference.tiling import PixelWindow, axis_starts
+
+#: A batch result: per window, (probabilities (C, T, T) or None if skipped, valid mask).
+BatchResult = list[tuple[np.ndarray | None, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """How a block task turns blended scores into output values."""
+
+    lut: np.ndarray  # class index -> class id
+    class_nodata: int
+    class_dtype: str
+    probabilities: bool
+    out_dir: str
+
+
+def run_batch(
+    mosaic: Mosaic,
+    spec: RunnerSpec,
+    windows: list[PixelWindow],
+    mean: np.ndarray,
+    std: np.ndarray,
+) -> BatchResult:
+    """Read, normalize and predict a batch of windows (all-no-data windows skipped).
+
+    No-data pixels are fed to the model as 0 after normalization.
+    """
+    xs, idx, valids = [], [], []
+    for i, w in enumerate(windows):
+        data, valid = mosaic.read(w)
+        valids.append(valid)
+        if valid.any():
+            x = (data - mean[:, None, None]) / std[:, None, None]
+            x[:, ~valid] = 0.0
+            xs.append(x)
+            idx.append(i)
+    out: BatchResult = [(None, v) for v in valids]
+    if xs:
+        probs = get_runner(spec)(np.stack(xs))
+        for j, i in enumerate(idx):
+            out[i] = (probs[j], valids[i])
+    return out
+
+
+def finalize_block(
+    block: PixelWindow,
+    batches: list[BatchResult],
+    members: list[tuple[PixelWindow, int, int]],
+    weight: np.ndarray,
+    spec: BlockSpec,
+) -> tuple[PixelWindow, str | None]:
+    """Blend every window overlapping ``block`` and save the block's outputs.
+
+    Args:
+        block: the output block.
+        batches: results of the batch tasks this block depends on.
+        members: (window, position in ``batches``, position in that batch), in global
+            window order, which fixes the summation order.
+        weight: the blend window.
+        spec: output conventions.
+
+    Returns:
+        ``(block, path)`` of an ``.npz`` holding ``classes`` and optionally ``probs``,
+        or ``(block, None)`` when the whole block is no-data.
+    """
+    acc: np.ndarray | None = None
+    wsum = np.zeros((block.height, block.width), dtype=np.float32)
+    valid = np.zeros((block.height, block.width), dtype=bool)
+    for win, b, k in members:
+        probs, vmask = batches[b][k]
+        r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
+        c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
+        dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
+        src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
+        valid[dst] |= vmask[src]
+        if probs is None:
+            continue
+        if acc is None:
+            acc = np.zeros((probs.shape[0], block.height, block.width), dtype=np.float32)
+        w = weight[src]
+        acc[(slice(None), *dst)] += probs[(slice(None), *src)] * w
+        wsum[dst] += w
+    if acc is None or not valid.any():
+        return block, None
+    p = acc / np.maximum(wsum, np.float32(1e-30))
+    classes = spec.lut[np.argmax(p, axis=0)].astype(spec.class_dtype)
+    classes[~valid] = spec.class_nodata
+    arrays = {"classes": classes}
+    if spec.probabilities:
+        q = np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
+        q[:, ~valid] = 255
+        arrays["probs"] = q
+    name = f"block_{block.row}_{block.col}.npz"
+    final = os.path.join(spec.out_dir, name)
+    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz", dir=spec.out_dir)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, final)  # atomic: a retried task after a killed worker is harmless
+    return block, final
+
+
+def build_graph(
+    mosaic: Mosaic,
+    spec: RunnerSpec,
+    *,
+    tile_size: int,
+    overlap: int,
+    batch_size: int,
+    block_size: int,
+    weight: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    block_spec: BlockSpec,
+    token: str,
+) -> tuple[dict[Any, Any], list[Any], int]:
+    """Build the task graph.
+
+    Returns:
+        ``(graph, block_keys, n_windows)``.
+    """
+    rows = axis_starts(mosaic.height, tile_size, overlap)
+    cols = axis_starts(mosaic.width, tile_size, overlap)
+    dsk: dict[Any, Any] = {}
+    bname, fname = f"geoseg-batch-{token}", f"geoseg-block-{token}"
+    # batch id and position of window (ri, ci)
+    where: dict[tuple[int, int], tuple[int, int]] = {}
+    nb = 0
+    for ri, r in enumerate(rows):
+        for start in range(0, len(cols), batch_size):
+            cis = range(start, min(start + batch_size, len(cols)))
+            wins = [PixelWindow(r, cols[ci], tile_size, tile_size) for ci in cis]
+            dsk[(bname, nb)] = (run_batch, mosaic, spec, wins, mean, std)
+            for k, ci in enumerate(cis):
+                where[(ri, ci)] = (nb, k)
+            nb += 1
+    keys = []
+    for r in range(0, mosaic.height, block_size):
+        for c in range(0, mosaic.width, block_size):
+            block = PixelWindow(
+                r, c, min(block_size, mosaic.height - r), min(block_size, mosaic.width - c)
+            )
+            ri0 = bisect.bisect_right(rows, block.row - tile_size)
+            ri1 = bisect.bisect_left(rows, block.row_stop)
+            ci0 = bisect.bisect_right(cols, block.col - tile_size)
+            ci1 = bisect.bisect_left(cols, block.col_stop)
+            deps: list[int] = []
+            members = []
+            for ri in range(ri0, ri1):
+                for ci in range(ci0, ci1):
+                    b, k = where[(ri, ci)]
+                    if b not in deps:
+                        deps.append(b)
+                    win = PixelWindow(rows[ri], cols[ci], tile_size, tile_size)
+                    members.append((win, deps.index(b), k))
+            key = (fname, r // block_size, c // block_size)
+            dsk[key] = (
+                finalize_block,
+                block,
+                [(bname, b) for b in deps],
+                members,
+                weight,
+                block_spec,
+            )
+            keys.append(key)
+    return dsk, keys, len(rows) * len(cols)
+
+
+def block_path_is_done(path: str | None) -> bool:
+    """True when a block result exists on disk (or the block is all no-data)."""
+    return path is None or Path(path).is_file()

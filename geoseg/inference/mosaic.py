@@ -1,0 +1,392 @@
+"""Input mosaics: one GeoTIFF, many tiles (any CRS/resolution), a folder or a VRT.
+
+A :class:`Mosaic` is a small picklable description (paths, band indexes, the output
+grid) that is shipped to Dask workers; each worker opens its own GDAL handles lazily
+(one set per thread, since GDAL datasets are not thread-safe) and reads only the
+window it is asked for. The mosaic is never materialized.
+
+Sources already on the output grid (same CRS, resolution and pixel alignment) are read
+with plain windowed reads; others go through a :class:`rasterio.vrt.WarpedVRT` onto the
+output grid. Where sources overlap, the first valid source wins (rasterio ``merge``'s
+``first`` method). A pixel is valid only where every selected band is valid according
+to GDAL's mask (nodata value, per-dataset mask band or alpha band) and some source
+covers it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
+from geoseg.inference.tiling import PixelWindow
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file as placed on the output grid.
+
+    Attributes:
+        path: file path.
+        src_crs: CRS to assume for a file without one (WKT), else None.
+        warp: True when the file must be reprojected/resampled onto the grid.
+        row_off, col_off: placement of an unwarped file on the grid (pixels).
+        bbox: (row0, col0, row1, col1) of the file's footprint on the grid (pixels).
+    """
+
+    path: str
+    src_crs: str | None
+    warp: bool
+    row_off: int
+    col_off: int
+    bbox: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """A lazily-read mosaic on one output grid.
+
+    Attributes:
+        sources: input files in priority order.
+        bands: 1-based band indexes read from every source, in model order.
+        crs: output grid CRS (WKT).
+        transform: output grid transform.
+        height, width: output grid size in pixels.
+        resampling: resampling name used for warped sources.
+    """
+
+    sources: tuple[Source, ...]
+    bands: tuple[int, ...]
+    crs: str
+    transform: Affine
+    height: int
+    width: int
+    resampling: str = "nearest"
+    _local: Any = field(default=None, compare=False, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_local"] = None  # GDAL handles never travel to workers
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def _handles(self) -> dict[str, Any]:
+        local = self.__dict__.get("_local")
+        if local is None:
+            local = threading.local()
+            object.__setattr__(self, "_local", local)
+        if not hasattr(local, "handles"):
+            local.handles = {}
+        handles: dict[str, Any] = local.handles
+        return handles
+
+    def _open(self, src: Source) -> Any:
+        handles = self._handles()
+        ds = handles.get(src.path)
+        if ds is None:
+            try:
+                base = rasterio.open(src.path)
+                if src.warp:
+                    from rasterio.vrt import WarpedVRT
+
+                    kw: dict[str, Any] = {}
+                    if src.src_crs is not None:
+                        kw["src_crs"] = CRS.from_wkt(src.src_crs)
+                    ds = WarpedVRT(
+                        base,
+                        crs=CRS.from_wkt(self.crs),
+                        transform=self.transform,
+                        width=self.width,
+                        height=self.height,
+                        resampling=Resampling[self.resampling],
+                        **kw,
+                    )
+                else:
+                    ds = base
+            except RasterioError as exc:
+                raise InputFileError(f"cannot open input {src.path!r}: {exc}") from None
+            handles[src.path] = ds
+        return ds
+
+    def read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``window`` of the mosaic (may extend past the grid edge).
+
+        Returns:
+            ``(data, valid)``: float32 (bands, h, w) values (0 where invalid) and a
+            bool (h, w) mask of pixels with valid data in every band.
+
+        Raises:
+            InputFileError: a source cannot be read (corrupt, truncated); names the file.
+        """
+        nb = len(self.bands)
+        data = np.zeros((nb, window.height, window.width), dtype=np.float32)
+        valid = np.zeros((window.height, window.width), dtype=bool)
+        for src in self.sources:
+            r0, c0, r1, c1 = src.bbox
+            rr0, rr1 = max(window.row, r0, 0), min(window.row_stop, r1, self.height)
+            cc0, cc1 = max(window.col, c0, 0), min(window.col_stop, c1, self.width)
+            if rr0 >= rr1 or cc0 >= cc1:
+                continue
+            ds = self._open(src)
+            off_r, off_c = (0, 0) if src.warp else (src.row_off, src.col_off)
+            win = Window(cc0 - off_c, rr0 - off_r, cc1 - cc0, rr1 - rr0)
+            try:
+                arr = ds.read(list(self.bands), window=win, out_dtype="float32")
+                masks = ds.read_masks(list(self.bands), window=win)
+            except RasterioError as exc:
+                raise InputFileError(
+                    f"cannot read input {src.path!r} (corrupt or truncated?): {exc}"
+                ) from None
+            ok = np.all(masks > 0, axis=0) & np.all(np.isfinite(arr), axis=0)
+            sl = (
+                slice(rr0 - window.row, rr1 - window.row),
+                slice(cc0 - window.col, cc1 - window.col),
+            )
+            take = ok & ~valid[sl]
+            if take.any():
+                data[(slice(None), *sl)] = np.where(take, arr, data[(slice(None), *sl)])
+                valid[sl] |= take
+            if valid[sl].all() and window.height == rr1 - rr0 and window.width == cc1 - cc0:
+                break
+        return data, valid
+
+
+def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Turn a file, a folder, a VRT or a list of these into a list of raster files.
+
+    Raises:
+        InputFileError: a path does not exist or a folder holds no raster.
+    """
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    if not items:
+        raise InputFileError("no input rasters given")
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputFileError(
+                    f"input folder {str(p)!r} holds no raster files ({', '.join(RASTER_SUFFIXES)})"
+                )
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputFileError(f"input {str(p)!r} does not exist")
+    return out
+
+
+def _select_bands(
+    path: Path, ds: Any, model_bands: Sequence[str], bands: Sequence[int | str] | None
+) -> tuple[int, ...]:
+    names = list(model_bands)
+    if bands is not None:
+        sel: list[int] = []
+        for b in bands:
+            if isinstance(b, str) and not b.isdigit():
+                desc = list(ds.descriptions)
+                if b not in desc:
+                    raise DataError(
+                        f"input {str(path)!r} has no band named {b!r}; its bands are {desc}"
+                    )
+                sel.append(desc.index(b) + 1)
+            else:
+                idx = int(b)
+                if not 1 <= idx <= ds.count:
+                    raise DataError(
+                        f"band {idx} does not exist in {str(path)!r} ({ds.count} bands; "
+                        "band indexes are 1-based)"
+                    )
+                sel.append(idx)
+        if len(sel) != len(names):
+            raise DataError(
+                f"{len(sel)} bands selected but the checkpoint expects {len(names)} "
+                f"({names}); select exactly that many"
+            )
+        return tuple(sel)
+    if ds.count == len(names):
+        return tuple(range(1, ds.count + 1))
+    desc = list(ds.descriptions)
+    if all(n in desc for n in names):
+        return tuple(desc.index(n) + 1 for n in names)
+    raise DataError(
+        f"input {str(path)!r} has {ds.count} bands but the checkpoint expects "
+        f"{len(names)} ({names}); pass bands=[...] / --bands to choose which input bands "
+        "to use, in model order"
+    )
+
+
+def open_mosaic(
+    inputs: str | Path | Sequence[str | Path],
+    *,
+    model_bands: Sequence[str],
+    bands: Sequence[int | str] | None = None,
+    crs: str | CRS | None = None,
+    dst_crs: str | CRS | None = None,
+    resolution: float | tuple[float, float] | None = None,
+    resampling: str = "nearest",
+) -> Mosaic:
+    """Describe the input mosaic and its output grid, checking every file up front.
+
+    Args:
+        inputs: a GeoTIFF, a folder of rasters, a VRT, or a list of these.
+        model_bands: the checkpoint's band names (model input order).
+        bands: 1-based band indexes (or band descriptions) to read, in model order;
+            by default all bands when their count matches, else bands whose
+            descriptions equal the model band names.
+        crs: CRS to assume for inputs that have none.
+        dst_crs: output grid CRS (default: the first file's).
+        resolution: output pixel size in ``dst_crs`` units (default: the first file's).
+        resampling: resampling for reprojected inputs (a ``rasterio.enums.Resampling``
+            name).
+
+    Raises:
+        InputFileError: missing, corrupt or truncated file.
+        DataError: no CRS, band count mismatch between files or with the checkpoint.
+        ConfigError: unknown resampling name or bad CRS string.
+    """
+    if resampling not in Resampling.__members__:
+        raise ConfigError(
+            f"resampling: unknown method {resampling!r}; valid names are "
+            f"{sorted(Resampling.__members__)}"
+        )
+    paths = expand_inputs(inputs)
+    user_crs = _parse_crs(crs, "crs") if crs is not None else None
+    infos = []
+    band_sel: tuple[int, ...] | None = None
+    first_count = None
+    for p in paths:
+        try:
+            with rasterio.open(p) as ds:
+                if first_count is None:
+                    first_count = (p, ds.count)
+                    band_sel = _select_bands(p, ds, model_bands, bands)
+                elif ds.count != first_count[1]:
+                    raise DataError(
+                        f"mosaic inputs differ in band count: {str(first_count[0])!r} has "
+                        f"{first_count[1]} bands, {str(p)!r} has {ds.count}; every file of "
+                        "a mosaic must hold the same bands"
+                    )
+                src_crs = ds.crs if ds.crs else None
+                if src_crs is None:
+                    if user_crs is None:
+                        raise DataError(
+                            f"input {str(p)!r} has no CRS; pass crs=... / --crs EPSG:XXXX "
+                            "to say which CRS its coordinates are in"
+                        )
+                    src_crs = user_crs
+                # Touch the last row of every band: truncated files fail here, not mid-run.
+                ds.read(window=Window(0, ds.height - 1, ds.width, 1))
+                infos.append((p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height))
+        except RasterioError as exc:
+            raise InputFileError(
+                f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
+            ) from None
+    assert band_sel is not None
+    grid_crs = _parse_crs(dst_crs, "dst_crs") if dst_crs is not None else infos[0][1]
+    if resolution is None:
+        _p0, c0, _, t0, w0, h0 = infos[0]
+        if c0 == grid_crs:
+            res = (abs(t0.a), abs(t0.e))
+        else:
+            from rasterio.warp import calculate_default_transform
+
+            tr, _, _ = calculate_default_transform(c0, grid_crs, w0, h0, *_bounds(t0, w0, h0))
+            res = (abs(tr.a), abs(tr.e))
+    elif isinstance(resolution, int | float):
+        res = (float(resolution), float(resolution))
+    else:
+        res = (float(resolution[0]), float(resolution[1]))
+    # Union of footprints in the grid CRS.
+    from rasterio.warp import transform_bounds
+
+    boxes = []
+    for _p, c, _nocrs, t, w, h in infos:
+        b = _bounds(t, w, h)
+        boxes.append(b if c == grid_crs else transform_bounds(c, grid_crs, *b, densify_pts=21))
+    t0 = infos[0][3]
+    # Anchor the grid on the first file's pixel corners so it needs no resampling.
+    ox, oy = t0.c, t0.f
+    left = ox + math.floor((min(b[0] for b in boxes) - ox) / res[0] + 1e-9) * res[0]
+    top = oy + math.ceil((max(b[3] for b in boxes) - oy) / res[1] - 1e-9) * res[1]
+    right, bottom = max(b[2] for b in boxes), min(b[1] for b in boxes)
+    width = max(1, math.ceil((right - left) / res[0] - 1e-9))
+    height = max(1, math.ceil((top - bottom) / res[1] - 1e-9))
+    transform = Affine(res[0], 0.0, left, 0.0, -res[1], top)
+    sources = []
+    warped = []
+    for (p, c, nocrs, t, _w, _h), b in zip(infos, boxes, strict=True):
+        col_f = (t.c - left) / res[0]
+        row_f = (top - t.f) / res[1]
+        aligned = (
+            c == grid_crs
+            and t.b == 0
+            and t.d == 0
+            and abs(abs(t.a) - res[0]) < 1e-9 * res[0]
+            and abs(abs(t.e) - res[1]) < 1e-9 * res[1]
+            and abs(col_f - round(col_f)) < 1e-6
+            and abs(row_f - round(row_f)) < 1e-6
+        )
+        c0 = math.floor((b[0] - left) / res[0])
+        r0 = math.floor((top - b[3]) / res[1])
+        c1 = math.ceil((b[2] - left) / res[0])
+        r1 = math.ceil((top - b[1]) / res[1])
+        if not aligned:
+            warped.append(str(p))
+        sources.append(
+            Source(
+                path=str(p),
+                src_crs=c.to_wkt() if nocrs else None,
+                warp=not aligned,
+                row_off=round(row_f),
+                col_off=round(col_f),
+                bbox=(max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)),
+            )
+        )
+    if warped:
+        warnings.warn(
+            f"{len(warped)} input(s) reprojected/resampled onto the output grid "
+            f"({grid_crs.to_string()}, {res[0]:g} x {res[1]:g}, {resampling}): {warped[:3]}",
+            ReprojectionWarning,
+            stacklevel=3,
+        )
+    return Mosaic(
+        sources=tuple(sources),
+        bands=band_sel,
+        crs=grid_crs.to_wkt(),
+        transform=transform,
+        height=height,
+        width=width,
+        resampling=resampling,
+    )
+
+
+def _bounds(t: Affine, w: int, h: int) -> tuple[float, float, float, float]:
+    xs = [t.c, t.c + t.a * w + t.b * h, t.c + t.a * w, t.c + t.b * h]
+    ys = [t.f, t.f + t.d * w + t.e * h, t.f + t.d * w, t.f + t.e * h]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _parse_crs(value: str | CRS, key: str) -> CRS:
+    try:
+        return CRS.from_user_input(value)
+    except Exception:
+        raise ConfigError(f"{key}: {value!r} is not a CRS (try 'EPSG:32618')") from None

@@ -1,0 +1,400 @@
+"""The public ``predict()``: checkpoint + GeoTIFF mosaic -> class map COG (+ probabilities)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg._io import atomic_path, check_output_path
+from geoseg.errors import ConfigError, GeosegError, SchedulerError
+from geoseg.inference.backends import (
+    RunnerSpec,
+    choose_backend,
+    resolve_device,
+    tta_transforms,
+)
+from geoseg.inference.blending import BlendFn, weight_window
+from geoseg.inference.graph import BlockSpec, build_graph
+from geoseg.inference.mosaic import open_mosaic
+from geoseg.inference.tiling import check_tiling
+from geoseg.inference.writer import BlockWriter
+from geoseg.models import read_metadata
+
+#: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
+#: ``distributed.Client``) runs on a ``dask.distributed`` cluster.
+SCHEDULERS = ("threads", "processes", "synchronous")
+
+#: Default overlap as a fraction of the tile: 256 px tiles overlap by 32 px, so the
+#: model runs on (256/224)^2 = 1.31x the pixels of a non-overlapping grid.
+DEFAULT_OVERLAP_FRACTION = 8
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_overlap(tile_size: int) -> int:
+    """The default overlap for ``tile_size`` (pixels): ``tile_size // 8``."""
+    return tile_size // DEFAULT_OVERLAP_FRACTION
+
+
+@contextlib.contextmanager
+def _maybe_atomic(path: Path | None, overwrite: bool) -> Iterator[Path | None]:
+    if path is None:
+        yield None
+    else:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            yield tmp
+
+
+def _connect(scheduler: Any, timeout: float) -> Any:
+    """Return a distributed Client for a ``tcp://`` address or Client, else None."""
+    if not isinstance(scheduler, str):
+        if hasattr(scheduler, "get") and hasattr(scheduler, "scheduler_info"):
+            return scheduler
+        raise ConfigError(f"scheduler: expected a name or a distributed.Client, got {scheduler!r}")
+    if scheduler in SCHEDULERS:
+        return None
+    if "://" not in scheduler:
+        raise ConfigError(
+            f"scheduler: unknown scheduler {scheduler!r}; valid values are {list(SCHEDULERS)} "
+            "or the address of a dask.distributed scheduler ('tcp://host:8786')"
+        )
+    try:
+        from distributed import Client
+
+        return Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
+            f"({type(exc).__name__}); start it (`dask scheduler`) or use scheduler='threads'"
+        ) from None
+
+
+def predict(
+    checkpoint: str | Path,
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    *,
+    probabilities: str | Path | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 8,
+    blend: str | BlendFn = "cosine",
+    tta: bool | str = False,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    scheduler: Any = "threads",
+    device: str = "auto",
+    precision: str = "fp32",
+    backend: str = "auto",
+    bands: Sequence[int | str] | None = None,
+    crs: str | None = None,
+    dst_crs: str | None = None,
+    resolution: float | tuple[float, float] | None = None,
+    resampling: str = "nearest",
+    block_size: int = 1024,
+    overwrite: bool = False,
+    progress: bool = True,
+    connect_timeout: float = 5.0,
+    stats: dict[str, Any] | None = None,
+) -> Path | tuple[Path, Path]:
+    """Segment a GeoTIFF mosaic with a geoseg checkpoint, tile by tile, seam-free.
+
+    The mosaic is read window by window and never held in memory; overlapping windows
+    are blended as ``sum(w*p)/sum(w)`` with a strictly positive window; output blocks
+    are written as they finish and converted to Cloud-Optimized GeoTIFFs at the end
+    (written under a temporary name, renamed on success). The result is bit-for-bit
+    the same for every scheduler and ``block_size``.
+
+    Args:
+        checkpoint: a geoseg checkpoint (``save_checkpoint``); bands, normalization,
+            classes and the default tile size come from it.
+        inputs: a GeoTIFF, several GeoTIFFs forming a mosaic (any CRS/resolution:
+            reprojected onto one grid), a folder of rasters or a VRT.
+        output: the class map COG (uint8 class ids, uint16 past 255; colour table and
+            class names).
+        probabilities: optional per-class probability COG (uint8, p = v/254, 255 = no-data).
+        tile_size: model window in pixels (default: the checkpoint's).
+        overlap: overlap between windows in pixels (default: ``tile_size // 8``).
+        batch_size: windows per model call.
+        blend: a name from :data:`geoseg.inference.blending.BLEND_WINDOWS` or a callable.
+        tta: test-time augmentation: False, True/``"d4"`` (8 flips/rotations) or ``"flip"``.
+        workers: Dask workers: threads for ``threads`` (default: cores + 1; one model
+            shared), processes for ``processes`` (default: cores; one model each).
+        threads_per_worker: intra-op threads of each model (default: cores / models).
+        scheduler: ``threads``, ``processes``, ``synchronous``, a ``tcp://`` address of
+            a running ``dask.distributed`` scheduler, or a ``distributed.Client``.
+            Distributed workers must see the same files as the caller.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        precision: ``fp32`` or ``bf16`` (autocast; measured disagreement in the README).
+        backend: ``auto`` (ONNX Runtime for fp32 CPU, else PyTorch), ``onnx`` or ``torch``.
+        bands: 1-based band indexes or band descriptions to read, in model order.
+        crs: CRS to assume for inputs without one.
+        dst_crs: output grid CRS (default: the first input's).
+        resolution: output pixel size in ``dst_crs`` units (default: the first input's).
+        resampling: resampling for inputs that need reprojection.
+        block_size: output block side in pixels (the Dask chunking; any value gives the
+            same result).
+        overwrite: replace existing outputs.
+        progress: show a progress bar.
+        connect_timeout: seconds to wait for a distributed scheduler.
+        stats: if a dict is given, it is filled with run statistics.
+
+    Returns:
+        The class map path, or ``(class map, probabilities)`` when ``probabilities``.
+
+    Raises:
+        ConfigError: bad option values.
+        InputFileError: missing, corrupt or truncated input (named).
+        DataError: no CRS, band mismatch between files or with the checkpoint.
+        CheckpointError: unreadable checkpoint.
+        OutputError: output exists (without overwrite) or cannot be written.
+        SchedulerError: the scheduler cannot be reached or the distributed run failed.
+    """
+    t_start = time.perf_counter()
+    meta = read_metadata(checkpoint)
+    tile = int(tile_size or meta.tile_size)
+    ov = default_overlap(tile) if overlap is None else int(overlap)
+    check_tiling(tile, ov)
+    factor = 2 ** int(meta.model_kwargs.get("encoder_depth", 5))
+    if tile % factor:
+        raise ConfigError(
+            f"tile_size {tile} px must be a multiple of {factor} for this "
+            f"{meta.arch}/{meta.encoder} model; try {tile - tile % factor + factor}"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    out_path = check_output_path(output, overwrite=overwrite)
+    prob_path = None
+    if probabilities is not None:
+        prob_path = check_output_path(probabilities, overwrite=overwrite)
+        if prob_path.resolve() == out_path.resolve():
+            raise ConfigError("probabilities and output must be different files")
+    weight = weight_window(blend, tile, ov)
+    transforms = tuple(tta_transforms(tta))
+    mosaic = open_mosaic(
+        inputs,
+        model_bands=meta.bands,
+        bands=bands,
+        crs=crs,
+        dst_crs=dst_crs,
+        resolution=resolution,
+        resampling=resampling,
+    )
+    dev = resolve_device(device)
+    client = _connect(scheduler, connect_timeout)
+    cores = _cpu_count()
+    threads_by_worker: tuple[tuple[str, int], ...] = ()
+    if client is not None:
+        threads = threads_per_worker or 1
+        if threads_per_worker is None:
+            try:
+                info = client.scheduler_info(n_workers=-1)
+            except TypeError:
+                info = client.scheduler_info()
+            hosts: dict[str, int] = {}
+            for w in info["workers"].values():
+                hosts[w["host"]] = hosts.get(w["host"], 0) + 1
+            threads_by_worker = tuple(
+                (addr, max(1, cores // hosts[w["host"]])) for addr, w in info["workers"].items()
+            )
+        n_workers = None
+    elif scheduler == "processes":
+        n_workers = workers or cores
+        threads = threads_per_worker or max(1, cores // n_workers)
+    else:
+        n_workers = workers or cores + 1
+        threads = threads_per_worker or cores
+    chosen, onnx_path = choose_backend(
+        backend, checkpoint=str(checkpoint), precision=precision, device=dev, tile_size=tile
+    )
+    spec = RunnerSpec(
+        checkpoint=str(Path(checkpoint).resolve()),
+        backend=chosen,
+        precision=precision,
+        device=dev,
+        tile_size=tile,
+        tta=transforms,
+        onnx_path=onnx_path,
+        threads=threads,
+        threads_by_worker=threads_by_worker,
+    )
+    mean = np.asarray(meta.mean, dtype=np.float32)
+    std = np.asarray(meta.std, dtype=np.float32)
+    lut = np.asarray(meta.classes.ids, dtype=np.int64)
+    from rasterio.crs import CRS
+
+    try:
+        with (
+            _maybe_atomic(out_path, overwrite) as tmp_cls,
+            _maybe_atomic(prob_path, overwrite) as tmp_prob,
+        ):
+            assert tmp_cls is not None
+            work = tempfile.mkdtemp(prefix=".geoseg-predict-", dir=out_path.parent)
+            try:
+                writer = BlockWriter(
+                    work,
+                    crs=CRS.from_wkt(mosaic.crs),
+                    transform=mosaic.transform,
+                    height=mosaic.height,
+                    width=mosaic.width,
+                    classes=meta.classes,
+                    probabilities=prob_path is not None,
+                )
+                block_spec = BlockSpec(
+                    lut=lut,
+                    class_nodata=meta.classes.nodata_value(),
+                    class_dtype=meta.classes.dtype(),
+                    probabilities=prob_path is not None,
+                    out_dir=work,
+                )
+                dsk, keys, n_windows = build_graph(
+                    mosaic,
+                    spec,
+                    tile_size=tile,
+                    overlap=ov,
+                    batch_size=batch_size,
+                    block_size=block_size,
+                    weight=weight,
+                    mean=mean,
+                    std=std,
+                    block_spec=block_spec,
+                    token=uuid.uuid4().hex[:12],
+                )
+                try:
+                    _execute(
+                        dsk,
+                        keys,
+                        writer=writer,
+                        client=client,
+                        scheduler=scheduler,
+                        workers=n_workers,
+                        progress=progress,
+                    )
+                    writer.finish(tmp_cls, tmp_prob)
+                finally:
+                    writer.close()
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        if client is not None and isinstance(scheduler, str):
+            client.close()
+    if stats is not None:
+        stats.update(
+            backend=chosen,
+            device=dev,
+            tile_size=tile,
+            overlap=ov,
+            windows=n_windows,
+            blocks=len(keys),
+            height=mosaic.height,
+            width=mosaic.width,
+            seconds=time.perf_counter() - t_start,
+        )
+    if prob_path is not None:
+        return out_path, prob_path
+    return out_path
+
+
+def _execute(
+    dsk: dict[Any, Any],
+    keys: list[Any],
+    *,
+    writer: BlockWriter,
+    client: Any,
+    scheduler: Any,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Run the graph, writing each block as soon as it is done."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(keys), unit="block", disable=not progress, desc="geoseg predict")
+    t0 = time.perf_counter()
+    npx = 0
+
+    def done(result: tuple[Any, str | None]) -> None:
+        nonlocal npx
+        block, path = result
+        writer.write(block, path)
+        npx += block.height * block.width
+        bar.update(1)
+        dt = time.perf_counter() - t0
+        if dt > 0:
+            bar.set_postfix_str(f"{npx / dt / 1e6:.2f} Mpx/s", refresh=False)
+
+    try:
+        if client is not None:
+            _run_distributed(dsk, keys, client, done)
+        else:
+            _run_local(dsk, keys, scheduler, workers, done)
+    finally:
+        bar.close()
+
+
+def _run_local(
+    dsk: dict[Any, Any],
+    keys: list[Any],
+    scheduler: str,
+    workers: int | None,
+    done: Callable[[Any], None],
+) -> None:
+    import dask
+
+    wanted = set(keys)
+
+    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in wanted:
+            done(result)
+
+    import dask.multiprocessing
+    import dask.threaded
+
+    get: Callable[..., Any] = dask.get
+    if scheduler == "threads":
+        get = dask.threaded.get
+    elif scheduler == "processes":
+        get = dask.multiprocessing.get
+    kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
+    if scheduler != "synchronous":
+        kwargs["num_workers"] = workers
+    get(dsk, keys, **kwargs)
+
+
+def _run_distributed(
+    dsk: dict[Any, Any], keys: list[Any], client: Any, done: Callable[[Any], None]
+) -> None:
+    from distributed import as_completed
+
+    futures = client.get(dsk, keys, sync=False, retries=2)
+    try:
+        for fut in as_completed(futures):
+            try:
+                result = fut.result()
+            except GeosegError:
+                raise
+            except Exception as exc:
+                name = type(exc).__name__
+                raise SchedulerError(
+                    f"the distributed run failed ({name}: {str(exc)[:300]}); no output was "
+                    "written. Workers that keep dying usually ran out of memory: lower "
+                    "batch_size or block_size"
+                ) from None
+            done(result)
+            fut.release()
+    finally:
+        for f in futures:
+            f.cancel()

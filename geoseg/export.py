@@ -7,7 +7,7 @@ extension               format         notes
 ``.parquet``            GeoParquet     written in one go (pyarrow)
 ``.fgb``                FlatGeobuf     written in one go (spatial index)
 ``.geojson``            GeoJSON        RFC 7946: reprojected to EPSG:4326
-``.shp``                Shapefile      streams; sidecar files move together
+``.shp``                Shapefile      streams; ``perimeter_m`` is ``perim_m``
 ======================  =============  ==========================================
 """
 
@@ -85,12 +85,22 @@ def _prepare(gdf: gpd.GeoDataFrame, fmt: VectorFormat) -> gpd.GeoDataFrame:
     return gdf
 
 
-def _write_one(gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, append: bool) -> None:
+#: Shapefile field names are at most 10 characters.
+SHAPEFILE_FIELDS = {"perimeter_m": "perim_m"}
+
+
+def _write_one(
+    gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, append: bool, layer: str
+) -> None:
     gdf = _prepare(gdf, fmt)
+    if fmt.driver == "ESRI Shapefile":
+        gdf = gdf.rename(columns=SHAPEFILE_FIELDS)
     if fmt.writer is not None:
         fmt.writer(gdf, path)
         return
     kwargs: dict[str, Any] = {"driver": fmt.driver}
+    if fmt.driver == "GPKG":
+        kwargs["layer"] = layer
     if fmt.driver == "GeoJSON":
         kwargs["layer_options"] = {"RFC7946": "YES"}
     types = set(gdf.geom_type.dropna()) if len(gdf) else set()
@@ -128,7 +138,7 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, overwrite: bool = F
     fmt = check_vector_path(path, overwrite=overwrite)
     final = Path(path)
     with atomic_path(final, overwrite=overwrite) as tmp:
-        _write_one(gdf, tmp, fmt, append=False)
+        _write_one(gdf, tmp, fmt, append=False, layer=final.stem)
         _move_sidecars(tmp, final, fmt)
     return final
 
@@ -155,11 +165,11 @@ def stream_vector(
             for f in frames:
                 if len(f) == 0:
                     continue
-                _write_one(f, tmp, fmt, append=started)
+                _write_one(f, tmp, fmt, append=started, layer=final.stem)
                 started = True
                 count += len(f)
             if not started:
-                _write_one(empty, tmp, fmt, append=False)
+                _write_one(empty, tmp, fmt, append=False, layer=final.stem)
         else:
             parts = [f for f in frames if len(f)]
             gdf = (
@@ -168,7 +178,7 @@ def stream_vector(
                 else empty
             )
             count = len(gdf)
-            _write_one(gdf, tmp, fmt, append=False)
+            _write_one(gdf, tmp, fmt, append=False, layer=final.stem)
         _move_sidecars(tmp, final, fmt)
     if not final.exists():  # pragma: no cover - defensive
         raise OutputError(f"writing {str(final)!r} failed")

@@ -206,17 +206,36 @@ class RasterSource:
     path: str
     band: int = 1
     nodata: float | None = None
+    #: (crs wkt, transform, width, height): read through a nearest-neighbour WarpedVRT
+    warp: tuple[str, tuple[float, ...], int, int] | None = None
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Return (class ids as int64, valid mask) for ``window``."""
         with rasterio.open(self.path) as src:
-            a = src.read(self.band, window=window)
-            nodata = self.nodata if self.nodata is not None else src.nodata
-            valid = src.read_masks(self.band, window=window) > 0
-            if nodata is not None:
-                valid &= ~(np.isnan(a) if np.isnan(nodata) else (a == nodata))
-            if a.dtype.kind == "f":
-                valid &= ~np.isnan(a)
+            if self.warp is None:
+                return self._read(src, window)
+            from rasterio.vrt import WarpedVRT
+            from rasterio.warp import Resampling
+
+            crs, transform, width, height = self.warp
+            with WarpedVRT(
+                src,
+                crs=crs,
+                transform=Affine(*transform[:6]),
+                width=width,
+                height=height,
+                resampling=Resampling.nearest,
+            ) as vrt:
+                return self._read(vrt, window)
+
+    def _read(self, src: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        a = src.read(self.band, window=window)
+        nodata = self.nodata if self.nodata is not None else src.nodata
+        valid = src.read_masks(self.band, window=window) > 0
+        if nodata is not None:
+            valid &= ~(np.isnan(a) if np.isnan(nodata) else (a == nodata))
+        if a.dtype.kind == "f":
+            valid &= ~np.isnan(a)
         return _ensure_integers(a, valid, f"{self.path} band {self.band}"), valid
 
 

@@ -1,0 +1,562 @@
+"""Area statistics of class maps: class areas per zone, and change between two dates.
+
+Everything is computed chunk by chunk (windowed reads, zones rasterized per chunk), so
+memory is bounded by the chunk size whatever the raster size. Areas are true ground areas
+in m²: the pixel area for a projected CRS (times its unit factor squared), and the
+ellipsoidal area of each row's pixels for a geographic CRS (it shrinks towards the poles);
+never degrees.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from pyproj import Geod
+from rasterio.features import geometry_mask
+from rasterio.windows import Window
+
+from geoseg._io import atomic_path, check_output_path
+from geoseg.classes import ClassTable
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
+from geoseg.vectorize import (
+    DEFAULT_CHUNK_SIZE,
+    RasterGrid,
+    RasterSource,
+    _collect,
+    _path_of,
+    _prepare,
+    class_color,
+    class_table_for,
+    open_grid,
+    parse_classes,
+)
+
+__all__ = [
+    "ALL_ZONES",
+    "ChangeResult",
+    "change",
+    "class_areas",
+    "pixel_areas",
+    "plot_class_areas",
+    "write_stats",
+]
+
+#: Value of the ``zone`` column on the rows for the whole raster.
+ALL_ZONES = "(all)"
+
+STATS_COLUMNS = ["zone", "class_id", "class_name", "pixels", "area_m2", "area_ha", "percent"]
+
+
+# ------------------------------------------------------------------------------------------
+# Pixel areas
+# ------------------------------------------------------------------------------------------
+def pixel_areas(grid: RasterGrid) -> np.ndarray:
+    """Ground area in m² of one pixel in each row (constant for a projected CRS).
+
+    For a geographic CRS each row's pixel is an ellipsoidal quadrangle whose area is
+    computed with ``pyproj.Geod`` on the CRS's ellipsoid.
+    """
+    t = grid.transform
+    if not grid.is_geographic:
+        return np.full(grid.height, abs(t.a * t.e - t.b * t.d) * grid.unit_factor**2)
+    if t.b != 0 or t.d != 0:
+        raise DataError(
+            "a rotated geographic grid is not supported for area statistics; warp it to a "
+            "north-up grid first (gdalwarp)"
+        )
+    ell = grid.crs.ellipsoid
+    geod = (
+        Geod(a=ell.semi_major_metre, rf=ell.inverse_flattening)
+        if ell is not None and ell.inverse_flattening
+        else Geod(ellps="WGS84")
+    )
+    x0, dx = t.c, t.a
+    rows = np.arange(grid.height + 1)
+    lats = np.clip(t.f + rows * t.e, -90.0, 90.0)
+    out = np.empty(grid.height)
+    for r in range(grid.height):
+        lo, hi = lats[r], lats[r + 1]
+        area, _ = geod.polygon_area_perimeter([x0, x0 + dx, x0 + dx, x0], [lo, lo, hi, hi])
+        out[r] = abs(area)
+    return out
+
+
+def _windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
+    if chunk_size < 16:
+        raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    for r0 in range(0, grid.height, chunk_size):
+        for c0 in range(0, grid.width, chunk_size):
+            yield Window(
+                c0, r0, min(chunk_size, grid.width - c0), min(chunk_size, grid.height - r0)
+            )
+
+
+# ------------------------------------------------------------------------------------------
+# Zones
+# ------------------------------------------------------------------------------------------
+def _read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
+    """Zones as geometries in the raster CRS plus their labels; clear errors otherwise."""
+    if isinstance(zones, gpd.GeoDataFrame):
+        gdf, where = zones, "zones"
+    else:
+        where = f"zones file {str(zones)!r}"
+        if not Path(zones).exists():
+            raise InputFileError(f"{where} does not exist")
+        try:
+            gdf = gpd.read_file(zones)
+        except Exception as exc:  # pyogrio raises several types for unreadable files
+            raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from None
+    if zone_field is not None and zone_field not in gdf.columns:
+        fields = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
+    gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+    if gdf.crs is None:
+        warnings.warn(
+            f"{where} has no CRS; assuming the raster's CRS",
+            ReprojectionWarning,
+            stacklevel=3,
+        )
+        gdf = gdf.set_crs(grid.crs_wkt)
+    elif not gdf.crs.equals(grid.crs):
+        gdf = gdf.to_crs(grid.crs_wkt)
+    labels = (
+        gdf[zone_field].astype(str).tolist()
+        if zone_field is not None
+        else [str(i) for i in gdf.index]
+    )
+    t = grid.transform
+    corners = [t * (0, 0), t * (grid.width, 0), t * (grid.width, grid.height), t * (0, grid.height)]
+    extent = shapely.Polygon(corners)
+    hit = shapely.intersects(gdf.geometry.values, extent)
+    if not hit.any():
+        b = gdf.total_bounds
+        raise DataError(
+            f"{where}: no zone intersects the raster (zones bounds {np.round(b, 3).tolist()} "
+            f"vs raster bounds {np.round(extent.bounds, 3).tolist()} in the raster CRS); "
+            "check that both cover the same place"
+        )
+    return gdf.geometry, labels
+
+
+# ------------------------------------------------------------------------------------------
+# Class areas
+# ------------------------------------------------------------------------------------------
+def class_areas(
+    classmap: Any,
+    *,
+    zones: Any = None,
+    zone_field: str | None = None,
+    classes: Any = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    band: int = 1,
+    nodata: float | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Area of each class, over the whole raster and per zone polygon.
+
+    Args:
+        classmap: class-map GeoTIFF (path or open dataset).
+        zones: polygons (path or GeoDataFrame) such as districts or parcels; reprojected
+            to the raster's CRS when needed. A pixel belongs to a zone when its centre does.
+        zone_field: the zones' attribute naming each zone (default: the row index).
+        classes: class ids to report and/or names (as in :func:`geoseg.vectorize.vectorize`).
+        chunk_size: chunk edge in pixels (memory is proportional to its square).
+        band: the band of class ids.
+        nodata: override the raster's nodata value.
+        progress: show a progress bar.
+
+    Returns:
+        A DataFrame with columns ``zone`` (:data:`ALL_ZONES` for the whole raster),
+        ``class_id``, ``class_name``, ``pixels``, ``area_m2``, ``area_ha`` and ``percent``
+        (share of the zone's classified area). ``attrs["colors"]`` maps class ids to colours.
+
+    Raises:
+        DataError: no CRS, non-integer values, a missing zone field, or zones that do not
+            intersect the raster.
+    """
+    from tqdm.auto import tqdm
+
+    path = _path_of(classmap)
+    grid = open_grid(path, band=band)
+    table = class_table_for(path, band=band)
+    keep, overrides = parse_classes(classes)
+    source = RasterSource(path, band, nodata)
+    row_area = pixel_areas(grid)
+    zone_geoms, zone_labels = (None, []) if zones is None else _read_zones(zones, zone_field, grid)
+    zone_values = zone_geoms.values if zone_geoms is not None else np.empty(0, object)
+    tree = shapely.STRtree(zone_values) if zone_geoms is not None else None
+    unique_labels = list(dict.fromkeys(zone_labels))  # polygons sharing a label form one zone
+    zone_ids = (
+        [unique_labels.index(z) for z in zone_labels]
+        if len(unique_labels) < 5000
+        else (pd.Index(unique_labels).get_indexer(zone_labels).tolist())
+    )
+    acc: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0, 0.0])  # (zone, class)
+    windows = list(_windows(grid, chunk_size))
+    for win in tqdm(windows, desc="class areas", unit="chunk", disable=not progress):
+        vals, valid = source.read(win)
+        if keep is not None:
+            valid &= np.isin(vals, keep)
+        weights = np.broadcast_to(
+            row_area[win.row_off : win.row_off + win.height, None], vals.shape
+        )
+        _accumulate(acc, -1, vals[valid], weights[valid])
+        if tree is None or not valid.any():
+            continue
+        wt = rasterio.windows.transform(win, grid.transform)
+        box = shapely.box(*rasterio.windows.bounds(win, grid.transform))
+        hits = tree.query(box, predicate="intersects")
+        for z in sorted({zone_ids[h] for h in hits}):
+            # all polygons of one zone label together: a pixel counts once per zone
+            geoms = [zone_values[h] for h in hits if zone_ids[h] == z]
+            inside = geometry_mask(geoms, out_shape=vals.shape, transform=wt, invert=True)
+            m = inside & valid
+            if m.any():
+                _accumulate(acc, z, vals[m], weights[m])
+    return _stats_frame(acc, unique_labels, table, overrides, zones is not None)
+
+
+def _accumulate(
+    acc: dict[tuple[int, int], list[float]], zone: int, vals: np.ndarray, w: np.ndarray
+) -> None:
+    if vals.size == 0:
+        return
+    u, inv = np.unique(vals, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(u))
+    areas = np.bincount(inv, weights=w, minlength=len(u))
+    for c, n, a in zip(u.tolist(), counts.tolist(), areas.tolist()):
+        entry = acc[(zone, c)]
+        entry[0] += n
+        entry[1] += a
+
+
+def _stats_frame(
+    acc: dict[tuple[int, int], list[float]],
+    zone_labels: list[str],
+    table: ClassTable | None,
+    overrides: dict[int, str],
+    with_zones: bool,
+) -> pd.DataFrame:
+    names = {c.id: c.name for c in table} if table is not None else {}
+    names.update(overrides)
+    rows = []
+    for (z, c), (n, a) in acc.items():
+        zone = ALL_ZONES if z < 0 else zone_labels[z]
+        rows.append((z, zone, c, names.get(c, f"class_{c}"), int(n), float(a)))
+    df = pd.DataFrame(rows, columns=["_z", "zone", "class_id", "class_name", "pixels", "area_m2"])
+    df = df.sort_values(["_z", "class_id"]).drop(columns="_z").reset_index(drop=True)
+    df["area_ha"] = df["area_m2"] / 1e4
+    total = df.groupby("zone", sort=False)["area_m2"].transform("sum")
+    df["percent"] = 100.0 * df["area_m2"] / total
+    df = df[STATS_COLUMNS].astype({"class_id": "int64", "pixels": "int64"})
+    ids = sorted(df["class_id"].unique().tolist())
+    df.attrs["colors"] = {c: class_color(table, c, k) for k, c in enumerate(ids)}
+    if not with_zones:
+        df = df[df["zone"] == ALL_ZONES].reset_index(drop=True)
+    return df
+
+
+def plot_class_areas(
+    stats: pd.DataFrame,
+    path: str | Path | None = None,
+    *,
+    colors: dict[int, str] | None = None,
+    unit: str = "ha",
+    overwrite: bool = False,
+) -> Any:
+    """Bar chart of class areas (one group of bars per zone), coloured by class colour.
+
+    Args:
+        stats: the output of :func:`class_areas`.
+        path: write the figure here (PNG) when given.
+        colors: class id -> colour (default: ``stats.attrs["colors"]``).
+        unit: ``"ha"``, ``"m2"`` or ``"percent"``.
+        overwrite: replace an existing image.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    columns = {"ha": "area_ha", "m2": "area_m2", "percent": "percent"}
+    if unit not in columns:
+        raise ConfigError(f"unit must be one of {list(columns)}, got {unit!r}")
+    colors = colors or stats.attrs.get("colors", {})
+    col = columns[unit]
+    zones = list(dict.fromkeys(stats["zone"]))
+    classes = stats.drop_duplicates("class_id").sort_values("class_id")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(zones) + 3), 4.5), dpi=100)
+    width = 0.8 / max(len(classes), 1)
+    for k, (cid, name) in enumerate(zip(classes["class_id"], classes["class_name"])):
+        sub = stats[stats["class_id"] == cid].set_index("zone")[col]
+        vals = [float(sub.get(z, 0.0)) for z in zones]
+        xs = np.arange(len(zones)) + (k - (len(classes) - 1) / 2) * width
+        ax.bar(xs, vals, width=width, label=name, color=colors.get(int(cid), None),
+               edgecolor="black", linewidth=0.3)  # fmt: skip
+    ax.set_xticks(np.arange(len(zones)))
+    ax.set_xticklabels(zones, rotation=30 if len(zones) > 4 else 0, ha="right")
+    ax.set_ylabel({"ha": "area (ha)", "m2": "area (m²)", "percent": "share of zone (%)"}[unit])
+    ax.set_title("Area per class" + (" and zone" if len(zones) > 1 else ""))
+    ax.legend(fontsize="small", ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return fig
+
+
+def write_stats(
+    stats: pd.DataFrame,
+    path: str | Path,
+    *,
+    plot: bool = True,
+    overwrite: bool = False,
+) -> tuple[Path, Path | None]:
+    """Write class statistics to CSV and (``plot=True``) a bar chart beside it (``.png``).
+
+    Returns:
+        (csv path, png path or None). Both are written atomically.
+    """
+    csv = Path(path)
+    png = csv.with_suffix(".png") if plot else None
+    check_output_path(csv, overwrite=overwrite)
+    if png is not None:
+        check_output_path(png, overwrite=overwrite)
+    with atomic_path(csv, overwrite=overwrite) as tmp:
+        stats.to_csv(tmp, index=False, float_format="%.6f")
+    if png is not None:
+        plot_class_areas(stats, png, overwrite=overwrite)
+    return csv, png
+
+
+# ------------------------------------------------------------------------------------------
+# Change between two class maps
+# ------------------------------------------------------------------------------------------
+_CODE_BITS = 20
+_CODE_MASK = (1 << _CODE_BITS) - 1
+
+
+@dataclass(frozen=True)
+class TransitionSource:
+    """Reads ``before_id << 20 | after_id`` where the class changed (picklable, windowed)."""
+
+    before: RasterSource
+    after: RasterSource
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Return (transition codes, valid mask: both valid and different) for ``window``."""
+        b, vb = self.before.read(window)
+        a, va = self.after.read(window)
+        valid = vb & va & (a != b)
+        _check_code_range(b[valid], a[valid])
+        return (b << _CODE_BITS) | a, valid
+
+
+def _check_code_range(*arrays: np.ndarray) -> None:
+    for arr in arrays:
+        if arr.size and (arr.min() < 0 or arr.max() > _CODE_MASK):
+            raise DataError(
+                f"change needs class ids in 0..{_CODE_MASK}, found {int(arr.min())}.."
+                f"{int(arr.max())}; set the nodata value (--nodata) for negative codes"
+            )
+
+
+@dataclass
+class ChangeResult:
+    """Output of :func:`change`.
+
+    Attributes:
+        matrix: from-to transition areas in m² (rows: before class, columns: after class).
+        polygons: regions that changed, with ``from_id``, ``from_name``, ``to_id``,
+            ``to_name``, ``area_m2``.
+        matrix_path: the CSV written beside the output, if any.
+        polygons_path: the vector output, if any.
+    """
+
+    matrix: pd.DataFrame
+    polygons: gpd.GeoDataFrame
+    matrix_path: Path | None = None
+    polygons_path: Path | None = None
+
+
+def _align(before: str, after: str, grid: RasterGrid, band: int) -> tuple | None:
+    """None if ``after`` is on ``before``'s grid, else the warp spec; errors if impossible."""
+    from rasterio.warp import transform_bounds
+
+    ag = open_grid(after, band=band, what="after raster")
+    same = (
+        (ag.height, ag.width) == (grid.height, grid.width)
+        and ag.transform.almost_equals(grid.transform)
+        and ag.crs.equals(grid.crs)
+    )
+    if same:
+        return None
+    t = grid.transform
+    b_bounds = rasterio.transform.array_bounds(grid.height, grid.width, t)
+    a_bounds = rasterio.transform.array_bounds(ag.height, ag.width, ag.transform)
+    try:
+        a_in_b = transform_bounds(ag.crs_wkt, grid.crs_wkt, *a_bounds)
+    except Exception as exc:
+        raise DataError(
+            f"cannot align {after!r} onto {before!r}: its CRS cannot be transformed ({exc})"
+        ) from None
+    if not all(math.isfinite(v) for v in a_in_b) or not shapely.box(*b_bounds).intersects(
+        shapely.box(*a_in_b)
+    ):
+        raise DataError(
+            f"cannot align {after!r} onto {before!r}: they do not overlap "
+            f"(after bounds {np.round(a_in_b, 3).tolist()} vs before bounds "
+            f"{np.round(b_bounds, 3).tolist()} in the before CRS)"
+        )
+    warnings.warn(
+        f"{after!r} is on another grid than {before!r}; reprojecting it onto the before grid "
+        "with nearest-neighbour resampling",
+        ReprojectionWarning,
+        stacklevel=3,
+    )
+    return (grid.crs_wkt, tuple(t)[:6], grid.width, grid.height)
+
+
+def change(
+    before: Any,
+    after: Any,
+    *,
+    output: str | Path | None = None,
+    min_area: float = 0.0,
+    simplify: float = 0.0,
+    connectivity: int = 4,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    workers: int | None = None,
+    band: int = 1,
+    nodata: float | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ChangeResult:
+    """From-to transition areas and polygons of change between two class maps.
+
+    ``after`` is reprojected onto ``before``'s grid with nearest-neighbour resampling when
+    the grids differ (a :class:`~geoseg.errors.ReprojectionWarning` says so).
+
+    Args:
+        before: the earlier class map (path or open dataset).
+        after: the later class map.
+        output: vector file for the change polygons (format by extension); the transition
+            matrix is written beside it as ``<output stem>.csv``.
+        min_area: drop change polygons smaller than this many m².
+        simplify: coverage simplification tolerance in metres.
+        connectivity: 4 or 8 (see :func:`geoseg.vectorize.vectorize`).
+        chunk_size: chunk edge in pixels.
+        workers: parallel workers for the polygons (default: all cores).
+        band: the band of class ids in both rasters.
+        nodata: override both rasters' nodata value.
+        overwrite: replace existing outputs.
+        progress: show progress bars.
+
+    Returns:
+        A :class:`ChangeResult` with the matrix (m²) and the change polygons.
+
+    Raises:
+        DataError: the rasters cannot be aligned (no overlap, no CRS), non-integer values.
+    """
+    from tqdm.auto import tqdm
+
+    from geoseg.export import check_vector_path, write_vector
+
+    bpath, apath = _path_of(before), _path_of(after)
+    out = Path(output) if output is not None else None
+    csv = out.with_suffix(".csv") if out is not None else None
+    if out is not None and csv is not None:
+        check_vector_path(out, overwrite=overwrite)
+        check_output_path(csv, overwrite=overwrite)
+    grid = open_grid(bpath, band=band, what="before raster")
+    warp = _align(bpath, apath, grid, band)
+    src_b = RasterSource(bpath, band, nodata)
+    src_a = RasterSource(apath, band, nodata, warp)
+    tb, ta = class_table_for(bpath, band=band), class_table_for(apath, band=band)
+    names: dict[int, str] = {}
+    for t in (ta, tb):
+        if t is not None:
+            names.update({c.id: c.name for c in t})
+
+    def name(c: int) -> str:
+        return names.get(int(c), f"class_{int(c)}")
+
+    # transition matrix, chunk by chunk
+    row_area = pixel_areas(grid)
+    acc: dict[tuple[int, int], float] = defaultdict(float)
+    for win in tqdm(list(_windows(grid, chunk_size)), desc="change matrix", disable=not progress):
+        b, vb = src_b.read(win)
+        a, va = src_a.read(win)
+        m = vb & va
+        if not m.any():
+            continue
+        _check_code_range(b[m], a[m])
+        w = np.broadcast_to(row_area[win.row_off : win.row_off + win.height, None], b.shape)[m]
+        codes = (b[m] << _CODE_BITS) | a[m]
+        u, inv = np.unique(codes, return_inverse=True)
+        for code, area in zip(u.tolist(), np.bincount(inv, weights=w).tolist()):
+            acc[(code >> _CODE_BITS, code & _CODE_MASK)] += area
+    if not acc:
+        raise DataError(f"{bpath!r} and {apath!r} have no valid pixels in common")
+    ids = sorted({k for pair in acc for k in pair})
+    pos = {c: k for k, c in enumerate(ids)}
+    table = np.zeros((len(ids), len(ids)))
+    for (f, t_), area in acc.items():
+        table[pos[f], pos[t_]] += area
+    labels = [name(i) for i in ids]
+    matrix = pd.DataFrame(table, index=labels, columns=labels)
+    matrix.index.name = "from \\ to (m2)"
+
+    # polygons of change: the chunked vectorizer on the transition codes
+    job = _prepare(
+        None,
+        source=TransitionSource(src_b, src_a),
+        grid=grid,
+        table=None,
+        simplify=simplify,
+        min_area=min_area,
+        fill_holes=0.0,
+        classes=None,
+        probabilities=None,
+        sieve=0,
+        connectivity=connectivity,
+    )
+    gdf = _collect(job, chunk_size=chunk_size, workers=workers, client=None, progress=progress)
+    codes = gdf["class_id"].to_numpy(np.int64)
+    from_id, to_id = codes >> _CODE_BITS, codes & _CODE_MASK
+    polys = gpd.GeoDataFrame(
+        {
+            "from_id": from_id,
+            "from_name": [name(c) for c in from_id],
+            "to_id": to_id,
+            "to_name": [name(c) for c in to_id],
+            "pixels": gdf["pixels"].to_numpy(),
+            "area_m2": gdf["area_m2"].to_numpy(),
+            "perimeter_m": gdf["perimeter_m"].to_numpy(),
+        },
+        geometry=gdf.geometry.values,
+        crs=gdf.crs,
+    )
+    result = ChangeResult(matrix, polys)
+    if out is not None and csv is not None:
+        with atomic_path(csv, overwrite=overwrite) as tmp:
+            matrix.to_csv(tmp, float_format="%.6f")
+        result.matrix_path = csv
+        result.polygons_path = write_vector(polys, out, overwrite=overwrite)
+    return result

@@ -1,0 +1,55 @@
+"""``geoseg stats``: area per class, overall and per zone, as CSV plus a bar chart."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from geoseg.analysis import class_areas, write_stats
+from geoseg.vectorize import DEFAULT_CHUNK_SIZE
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``stats`` subcommand."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "stats",
+        help="area (m², ha, %%) per class, overall and per zone polygon",
+        description=(
+            "Area of each class of a class map, overall and per zone (districts, parcels), "
+            "computed chunk by chunk in true ground units. Writes a CSV and a bar chart "
+            "(same name, .png)."
+        ),
+    )
+    p.add_argument("classmap", help="class-map GeoTIFF")
+    p.add_argument("-o", "--output", required=True, help="output CSV")
+    p.add_argument("--zones", default=None, help="zone polygons (any OGR vector file)")
+    p.add_argument("--zone-field", default=None, help="zone attribute naming each zone")
+    p.add_argument("--classes", default=None, help="classes to report and/or names: '1,5=forest'")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="PX")
+    p.add_argument("--band", type=int, default=1, help="band of class ids (default 1)")
+    p.add_argument("--nodata", type=float, default=None, help="override the nodata value")
+    p.add_argument("--no-plot", action="store_true", help="do not write the bar chart")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``geoseg stats``."""
+    from geoseg._io import check_output_path
+
+    check_output_path(args.output, overwrite=args.overwrite)
+    stats = class_areas(
+        args.classmap,
+        zones=args.zones,
+        zone_field=args.zone_field,
+        classes=args.classes,
+        chunk_size=args.chunk_size,
+        band=args.band,
+        nodata=args.nodata,
+        progress=not args.quiet,
+    )
+    csv, png = write_stats(stats, args.output, plot=not args.no_plot, overwrite=args.overwrite)
+    print(stats.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    print(f"wrote {csv}" + (f" and {png}" if png else ""))
+    return 0

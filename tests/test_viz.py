@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
@@ -18,7 +17,6 @@ from geoseg.errors import ConfigError, OutputError
 from geoseg.viz import (
     colorize,
     leaflet_assets,
-    plot_class_areas,
     plot_side_by_side,
     read_display,
     save_web_map,
@@ -160,16 +158,6 @@ def test_side_by_side_png_has_three_panels(nc, tmp_path):
     # the forest green of the class map is drawn
     green = np.all(img[..., :3] == (0x33, 0xA0, 0x2C), axis=-1)
     assert green.sum() > 1000
-
-
-def test_class_area_chart_sums_zones(tmp_path):
-    df = pd.DataFrame(
-        {"class_name": ["forest", "water", "forest"], "area_m2": [2e4, 1e4, 3e4], "zone": [1, 1, 2]}
-    )
-    fig = plot_class_areas(df, classes=NC_CLASSES, output=tmp_path / "c.png")
-    bars = fig.axes[0].patches
-    assert [round(b.get_width(), 6) for b in bars] == [5.0, 1.0]  # hectares
-    assert (tmp_path / "c.png").stat().st_size > 1000
 
 
 def test_web_map_is_offline_and_complete(nc, tmp_path):

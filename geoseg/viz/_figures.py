@@ -1,4 +1,4 @@
-"""Static figures (matplotlib): imagery | prediction | polygons, class-area charts."""
+"""Static figures (matplotlib): imagery | prediction | polygons with legend and scale bars."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from geoseg.viz._render import DisplayRaster, RasterSource, colorize, read_displ
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -181,66 +180,6 @@ def plot_side_by_side(
         fontsize=8,
         frameon=False,
     )
-    plt.close(fig)
-    if output is not None:
-        _save(fig, output, dpi=dpi)
-    return fig
-
-
-def plot_class_areas(
-    areas: pd.DataFrame,
-    *,
-    classes: ClassTable | None = None,
-    unit: str = "ha",
-    output: str | Path | None = None,
-    title: str = "Area per class",
-    dpi: int = 120,
-) -> Figure:
-    """A horizontal bar chart of area per class, bars in the class colours.
-
-    Args:
-        areas: a table with a class column (``class_name`` or ``class``) and an area column
-            (``area_m2``, or ``area_ha``/``area_km2``), e.g. from ``geoseg.analysis.class_areas``.
-            Several rows per class (zones) are summed.
-        classes: class table for colours (default: palette colours).
-        unit: "m2", "ha" or "km2".
-        output: if given, save the chart there (PNG).
-        title: chart title.
-        dpi: resolution of the saved figure.
-    """
-    import matplotlib.pyplot as plt
-
-    factors = {"m2": 1.0, "ha": 1e-4, "km2": 1e-6}
-    if unit not in factors:
-        raise ConfigError(f"unit: {unit!r} is not one of {sorted(factors)}")
-    name_col = next((c for c in ("class_name", "class", "name") if c in areas.columns), None)
-    if name_col is None:
-        raise DataError(f"areas table has no class column; columns are {list(areas.columns)}")
-    if "area_m2" in areas.columns:
-        m2 = areas["area_m2"].astype(float)
-    elif "area_ha" in areas.columns:
-        m2 = areas["area_ha"].astype(float) * 1e4
-    elif "area_km2" in areas.columns:
-        m2 = areas["area_km2"].astype(float) * 1e6
-    else:
-        raise DataError(
-            f"areas table has no area column (area_m2/area_ha/area_km2); "
-            f"columns are {list(areas.columns)}"
-        )
-    totals = (m2 * factors[unit]).groupby(areas[name_col].astype(str), sort=False).sum()
-    colors = {c.name: c.color for c in classes} if classes is not None else {}
-    fig, ax = plt.subplots(figsize=(6.4, 0.45 * len(totals) + 1.4), layout="constrained")
-    bars = ax.barh(
-        list(totals.index),
-        totals.to_numpy(),
-        color=[colors.get(n, "#4e79a7") for n in totals.index],
-        edgecolor="0.3",
-    )
-    ax.bar_label(bars, labels=[f"{v:,.0f}" for v in totals.to_numpy()], padding=3, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel({"m2": "area (m²)", "ha": "area (ha)", "km2": "area (km²)"}[unit])
-    ax.set_title(title)
-    ax.margins(x=0.15)
     plt.close(fig)
     if output is not None:
         _save(fig, output, dpi=dpi)

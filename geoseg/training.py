@@ -362,6 +362,9 @@ def make_datamodule(config: ExperimentConfig) -> Any:
 
 def _class_counts(dm: Any, num_classes: int) -> torch.Tensor:
     """Labelled pixels per class in the training split."""
+    if hasattr(dm, "class_pixel_counts"):
+        counts = torch.as_tensor(dm.class_pixel_counts("train")).long().flatten()
+        return counts[:num_classes]
     if hasattr(dm, "split_pixels"):
         _, y = dm.split_pixels("train")
         y = torch.as_tensor(y).long()
@@ -521,6 +524,7 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=DeprecationWarning)
         trainer.fit(task, datamodule=dm)
         if trainer.global_step == 0:
             raise DataError(

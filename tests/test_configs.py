@@ -1,0 +1,72 @@
+"""Every shipped config trains at tiny size through the CLI and round-trips its metadata."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import geoseg
+from geoseg.cli import main
+from geoseg.config import ExperimentConfig, load_yaml
+from geoseg.errors import ConfigError
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+TINY = [
+    "--set", "training.max_epochs=1",
+    "--set", "training.limit_train_batches=2",
+    "--set", "training.limit_val_batches=2",
+    "--set", "training.limit_test_batches=2",
+    "--set", "training.progress_bar=false",
+    "--set", "data.batch_size=2",
+    "--set", "data.train_samples=4",
+    "--set", "data.tile_size=32",
+    "--set", "model.kwargs.decoder_channels=[16, 8, 8]",
+]  # fmt: skip
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"nc_landcover.yaml", "sen1floods11_water.yaml", "spacenet_rio_buildings.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates(path):
+    exp = ExperimentConfig.load(path)
+    assert exp.data is not None
+    assert exp.model.encoder_weights is None  # nothing downloads
+    table = exp.data.class_table()
+    assert len(table) >= 2
+    # a typo'd key at any depth names the valid keys
+    with pytest.raises(ConfigError, match="valid keys"):
+        ExperimentConfig.load(path, overrides=["data.split.block_sise=3"])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_trains_tiny_via_cli(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "run"
+    rc = main(["train", str(path), "-o", str(out), *TINY])
+    assert rc == 0
+    raw = load_yaml(path)
+    model, meta = geoseg.load_model(out / "model.safetensors")
+    assert meta.arch == raw["model"]["arch"]
+    assert meta.encoder == raw["model"]["encoder"]
+    classes = raw["data"]["classes"]
+    assert meta.classes.ids == [c["id"] for c in classes]
+    assert meta.classes.names == [c["name"] for c in classes]
+    assert meta.bands == raw["data"]["imagery"]["band_names"]
+    assert len(meta.mean) == len(meta.std) == len(meta.bands)
+    assert all(s > 0 for s in meta.std)
+    assert meta.tile_size == 32
+    assert meta.crs and meta.resolution and meta.resolution > 0
+    assert meta.config["training"]["max_epochs"] == 1
+    assert (
+        meta.config["data"]["imagery"] == ExperimentConfig.load(path).to_dict()["data"]["imagery"]
+    )
+    assert "test" in meta.metrics and "val" in meta.metrics
+    assert set(meta.metrics["test"]["iou"]) == set(meta.classes.names)
+    summary = json.loads((out / "metrics.json").read_text())
+    assert len(summary["history"]) == 1
+    assert model.training is False

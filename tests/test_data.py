@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-import shapely
 import torch
 
 from geoseg.classes import IGNORE_INDEX
@@ -115,3 +114,215 @@ def test_nc_stack_six_bands_and_exact_strata(nc_dm):
         s = np.array(dm.std)[:, None, None]
         want = np.where(valid[rr, cc], (raw[:, rr, cc] - m) / s, 0.0)
         np.testing.assert_allclose(img, want, rtol=1e-5, atol=1e-5)
+
+
+def _overlaps(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_spatial_splits_are_disjoint(nc_dm):
+    dm = nc_dm
+    regions = {s: dm.region_bounds(s) for s in ("train", "val", "test")}
+    assert all(regions.values())
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        for ra in regions[a]:
+            for rb in regions[b]:
+                assert not _overlaps(ra, rb), (a, ra, b, rb)
+    # every random training tile lies inside one train region, so never over val/test
+    held_out = regions["val"] + regions["test"]
+    n = 0
+    for batch in dm.train_dataloader():
+        for box in batch["bounds"].tolist():
+            n += 1
+            assert not any(_overlaps(box, r) for r in held_out)
+            assert any(
+                box[0] >= r[0] - 1e-6
+                and box[1] >= r[1] - 1e-6
+                and box[2] <= r[2] + 1e-6
+                and box[3] <= r[3] + 1e-6
+                for r in regions["train"]
+            )
+    assert n == 8
+    # val tiles score only pixels of the val regions
+    _, y_val = dm.split_pixels("val")
+    scored = sum(
+        int((dm.dataset("val")[q]["mask"] != IGNORE_INDEX).sum()) for q in dm.eval_tiles("val")
+    )
+    assert scored == len(y_val) > 0
+    # the three splits partition the valid labelled pixels of the scene
+    total = sum(len(dm.split_pixels(s)[1]) for s in ("train", "val", "test"))
+    assert total == dm.coverage.label_valid == 135092
+
+
+def test_buffer_keeps_train_away():
+    dm = GeoDataModule(nc_config(split={"method": "strips", "buffer": 10, "axis": "x"}), seed=0)
+    dm.setup("fit")
+    train, val = dm.region_bounds("train"), dm.region_bounds("val")
+    gap = min(v[0] for v in val) - max(t[2] for t in train)
+    assert gap == pytest.approx(10 * 28.5)
+    fr = [len(dm.split_pixels(s)[1]) / dm.coverage.label_valid for s in ("val", "test")]
+    assert fr == pytest.approx([0.2, 0.2], abs=0.03)
+
+
+def test_explicit_boxes_split():
+    val = [633000.0, 220000.0, 636000.0, 223000.0]
+    test = [639000.0, 220000.0, 642000.0, 223000.0]
+    dm = GeoDataModule(
+        nc_config(split={"method": "boxes", "val_boxes": [val], "test_boxes": [test]})
+    )
+    dm.setup("fit")
+    (v,) = dm.region_bounds("val")
+    assert v[0] <= val[0] and v[2] >= val[2] and v[2] - v[0] < val[2] - val[0] + 2 * 28.5
+    for r in dm.region_bounds("train"):
+        assert not _overlaps(r, v)
+
+
+def test_normalization_matches_numpy_on_train_pixels(nc_dm):
+    dm = nc_dm
+    raw, valid, _ = _strata_indices()
+    with rasterio.open(NC / "strata.tif") as src:
+        t = src.transform
+    rows, cols = valid.shape
+    xs = t.c + (np.arange(cols) + 0.5) * t.a
+    ys = t.f + (np.arange(rows) + 0.5) * t.e
+    in_train = np.zeros_like(valid)
+    for r in dm.region_bounds("train"):
+        in_train |= ((ys > r[1]) & (ys < r[3]))[:, None] & ((xs > r[0]) & (xs < r[2]))[None, :]
+    px = raw[:, valid & in_train]
+    np.testing.assert_allclose(dm.mean, px.mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(dm.std, px.std(axis=1), rtol=1e-9)
+    X, y = dm.split_pixels("train")
+    assert X.dtype == np.float32 and y.dtype == np.int64 and X.shape == (px.shape[1], 6)
+    np.testing.assert_allclose(X.mean(axis=0), px.mean(axis=1), rtol=1e-6)
+
+
+def test_normalization_from_config():
+    dm = GeoDataModule(nc_config(normalization={"mean": [1.0] * 6, "std": [2.0] * 6}))
+    dm.setup("fit")
+    assert dm.mean == [1.0] * 6 and dm.std == [2.0] * 6
+
+
+def rio_config(chips, **over):
+    d = {
+        "imagery": {
+            "paths": [str(RIO / "3band" / f"3band_013022223130_Public_img{i}.tif") for i in chips],
+            "nodata": 0,
+            "nodata_mode": "all",
+        },
+        "labels": {
+            "path": [
+                str(RIO / "vectorData/geoJson" / f"013022223130_Public_img{i}_Geo.geojson")
+                for i in chips
+            ],
+            "background": 0,
+        },
+        "classes": [{"id": 0, "name": "background"}, {"id": 1, "name": "building"}],
+        "tile_size": 64,
+        "batch_size": 4,
+        "train_samples": 16,
+        "split": {"block_size": 96},
+    }
+    d.update(over)
+    return from_mapping(DataConfig, d, "data")
+
+
+@pytest.mark.parametrize("chip", [4, 9])
+def test_vector_labels_match_derived_masks(chip):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReprojectionWarning)
+        dm = GeoDataModule(rio_config([chip]))
+        dm.prepare_scene()
+    with rasterio.open(
+        RIO / "derived_masks" / f"3band_013022223130_Public_img{chip}_buildings.tif"
+    ) as src:
+        ref = src.read(1)
+    counts = dm.coverage.class_counts.tolist()
+    assert counts == [int((ref == 0).sum()), int((ref == 1).sum())]
+    # pixel-exact over the whole chip
+    ds = dm._whole
+    _, _, mask = ds.read_raw(dm.coverage.box)
+    assert mask.shape == ref.shape
+    np.testing.assert_array_equal(mask == 1, ref == 1)
+    np.testing.assert_array_equal(mask == IGNORE_INDEX, ref == 255)
+
+
+def test_spacenet_skips_all_nodata_tiles():
+    dm = GeoDataModule(rio_config([9]), seed=1)
+    dm.setup("fit")
+    for batch in dm.train_dataloader():
+        assert ((batch["mask"] != IGNORE_INDEX).flatten(1).sum(1) > 0).all()
+        # no-data pixels are 0 in the image and ignored in the mask
+        nod = (batch["image"] == 0).all(dim=1)
+        assert (batch["mask"][nod] == IGNORE_INDEX).all()
+    for batch in dm.val_dataloader():
+        assert ((batch["mask"] != IGNORE_INDEX).flatten(1).sum(1) > 0).all()
+
+
+def water_config(**labels):
+    return from_mapping(
+        DataConfig,
+        {
+            "imagery": {"paths": str(WATER / "S2/Spain_7370579_S2Hand.tif")},
+            "labels": {"path": str(WATER / "Labels/Spain_7370579_LabelHand.tif"), **labels},
+            "classes": [{"id": 0, "name": "land"}, {"id": 1, "name": "water", "color": "#1f78b4"}],
+            "tile_size": 64,
+            "batch_size": 2,
+            "train_samples": 4,
+        },
+        "data",
+    )
+
+
+def test_water_minus_one_is_ignored():
+    dm = GeoDataModule(water_config(ignore_values=[-1]))
+    dm.setup("fit")
+    assert len(dm.band_names) == 13 and dm.crs == "EPSG:4326"
+    assert dm.coverage.class_counts.tolist() == [192010, 70035]
+    assert dm.coverage.label_valid == 512 * 512 - 99
+    with rasterio.open(WATER / "Labels/Spain_7370579_LabelHand.tif") as src:
+        lab = src.read(1)
+    _, _, mask = dm._whole.read_raw(dm.coverage.box)
+    np.testing.assert_array_equal(mask == IGNORE_INDEX, lab == -1)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 13, 64, 64)
+
+
+def test_augment_moves_image_and_mask_together():
+    from geoseg.data import Augment, AugmentConfig
+
+    img = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 8, 8)
+    mask = img[0].long()
+    aug = Augment(AugmentConfig(photometric=False), generator=torch.Generator().manual_seed(3))
+    seen = set()
+    for _ in range(40):
+        out = aug({"image": img, "mask": mask})
+        assert torch.equal(out["image"][0].long(), out["mask"])
+        assert torch.equal(out["image"][1] - out["image"][0], torch.full((8, 8), 64.0))
+        seen.add(tuple(out["mask"][0, :2].tolist()))
+    assert len(seen) == 8  # all eight flips/rotations occur
+
+
+def test_training_only_augmentation_and_seed(nc_dm):
+    assert nc_dm.dataset("train").transform is not None
+    assert nc_dm.dataset("val").transform is None and nc_dm.dataset("test").transform is None
+    a = GeoDataModule(nc_config(), seed=5)
+    b = GeoDataModule(nc_config(), seed=5)
+    a.setup("fit")
+    b.setup("fit")
+    torch.manual_seed(0)
+    ba = next(iter(a.train_dataloader()))
+    torch.manual_seed(0)
+    bb = next(iter(b.train_dataloader()))
+    assert torch.equal(ba["bounds"], bb["bounds"]) and torch.equal(ba["mask"], bb["mask"])
+
+
+def test_overlapping_eval_tiles_score_each_pixel_once():
+    dm = GeoDataModule(nc_config(eval_stride=40, split={"block_size": 100, "seed": 3}))
+    dm.setup("test")
+    ds = dm.dataset("test")
+    tiles = dm.eval_tiles("test")
+    assert len(tiles) > 0
+    scored = sum(int((ds[t]["mask"] != IGNORE_INDEX).sum()) for t in tiles)
+    assert scored == len(dm.split_pixels("test")[1]) > 0
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape[1:] == (6, 64, 64)

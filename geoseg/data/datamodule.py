@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning
 import numpy as np
+import shapely
 import torch
 from torch.utils.data import DataLoader, Sampler
 from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSampler
@@ -16,6 +17,7 @@ from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSa
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.data.config import DataConfig
 from geoseg.data.datasets import (
+    EvalTile,
     ImageryDataset,
     LabelReader,
     RasterLabelDataset,
@@ -27,7 +29,14 @@ from geoseg.data.datasets import (
 )
 from geoseg.data.normalization import band_statistics, iter_chunks
 from geoseg.data.sources import Box, intersect
-from geoseg.data.splits import SPLITS, Coverage, compute_coverage, make_regions, pad_to
+from geoseg.data.splits import (
+    SPLITS,
+    Coverage,
+    compute_coverage,
+    make_regions,
+    pad_to,
+    subtract,
+)
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
 
@@ -399,16 +408,32 @@ class GeoDataModule(lightning.LightningDataModule):
             ds, sampler=sampler, batch_size=cfg.batch_size, generator=g, **self._loader_kwargs()
         )
 
-    def eval_tiles(self, split: str) -> list[Any]:
-        """The grid tiles (torchgeo queries) of ``split`` that hold valid labelled pixels."""
+    def eval_tiles(self, split: str) -> list[EvalTile]:
+        """The val/test grid tiles of ``split``, each scoring every pixel once.
+
+        Tiles come from torchgeo's ``GridGeoSampler`` over the split's regions (stride
+        ``eval_stride``); tiles without valid labelled pixels to score are dropped.
+        """
         ds = self.dataset(split)
         stride = self.config.eval_stride or self.tile_size
-        grid = GridGeoSampler(ds, size=self.tile_size, stride=stride)
-        out = []
-        for q in grid:
+        cov = self.coverage
+        region_rects = self.region_rects[split]
+        tiles: list[tuple[Any, Box, tuple[int, int, int, int]]] = []
+        for q in GridGeoSampler(ds, size=self.tile_size, stride=stride):
             box = query_box(q)
-            if any(intersect(box, r) for r in ds.regions) and self.coverage.box_count(box) > 0:
-                out.append(q)
+            tiles.append((q, box, cov.box_rect(box)))
+        tree = shapely.STRtree([shapely.box(*t[2]) for t in tiles])
+        out: list[EvalTile] = []
+        for i, (q, box, rect) in enumerate(tiles):
+            inside = [r for r in (_clip(rect, rr) for rr in region_rects) if r is not None]
+            if not inside:
+                continue
+            hits = tree.query(shapely.box(*rect), predicate="intersects")
+            earlier = [tiles[int(j)][2] for j in hits if j < i]
+            score = subtract(inside, earlier)
+            if sum(cov.count(r) for r in score) == 0:
+                continue
+            out.append(EvalTile(q, box, tuple(cov.rect_box(r) for r in score)))
         return out
 
     def _eval_loader(self, split: str) -> DataLoader[Any]:
@@ -469,3 +494,8 @@ def _label_source(labels: RasterLabelDataset | VectorLabelDataset) -> str:
     if isinstance(labels, VectorLabelDataset):
         return ", ".join(p.name for p in labels.label_files[:3])
     return ", ".join(str(s.path) for s in labels.sources[:3])
+
+
+def _clip(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> Any:
+    c0, r0, c1, r1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    return (c0, r0, c1, r1) if c1 > c0 and r1 > r0 else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,8 @@ def query_box(query: Any) -> Box:
     Accepts ``(x, y[, t])`` slices (torchgeo >= 0.8), a ``BoundingBox`` (<= 0.7), a
     shapely geometry (0.10) or a plain 4-tuple.
     """
+    if isinstance(query, EvalTile):
+        return query.box
     if isinstance(query, shapely.Geometry):
         b = query.bounds
         return (b[0], b[1], b[2], b[3])
@@ -177,8 +180,8 @@ def _attach_all(sources: Sequence[RasterSource], grid: Grid, where: str) -> None
         more = f" and {len(off) - 5} more" if len(off) > 5 else ""
         warnings.warn(
             f"{where}: {len(off)} file(s) are not on the working grid (CRS "
-            f"{grid.crs.to_string()}, pixel {grid.xres:.6g} x {grid.yres:.6g}, from "
-            f"{sources[0].path.name if sources else '?'}) and are reprojected on the fly: "
+            f"{grid.crs.to_string()}, pixel {grid.xres:.6g} x {grid.yres:.6g}, origin "
+            f"{grid.x0:.10g}, {grid.y0:.10g}) and are reprojected on the fly: "
             f"{names}{more}. Set data.crs/data.resolution to choose the grid, or warp the "
             "files onto one grid beforehand to avoid resampling",
             ReprojectionWarning,
@@ -603,6 +606,25 @@ def open_labels(
     return RasterLabelDataset(config, paths, grid)
 
 
+@dataclass(frozen=True)
+class EvalTile:
+    """A val/test grid tile and the pixels it scores.
+
+    Overlapping grid tiles (a stride below the tile size, or GridGeoSampler's last
+    row/column spilling into a neighbouring region of the same split) would score some
+    pixels twice; each pixel is scored by the first tile that contains it.
+
+    Attributes:
+        query: the torchgeo sampler's query for the tile.
+        box: the tile's bounds.
+        score: CRS boxes whose pixels this tile scores (inside the split's regions).
+    """
+
+    query: Any
+    box: Box
+    score: tuple[Box, ...]
+
+
 class SegmentationDataset(_GridDataset):
     """Training/evaluation tiles of one split: normalized imagery and class-index masks.
 
@@ -645,18 +667,29 @@ class SegmentationDataset(_GridDataset):
         self.transform = transform
         self._init_index(list(index_boxes if index_boxes is not None else regions), imagery.grid)
 
-    def read_raw(self, box: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(raw values (C, H, W), image valid (H, W), mask (H, W) int64)`` of ``box``."""
+    def read_raw(
+        self, box: Box, *, score: Sequence[Box] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(raw values (C, H, W), image valid (H, W), mask (H, W) int64)`` of ``box``.
+
+        Args:
+            box: the area to read.
+            score: boxes whose pixels may be scored (default: the split's regions).
+        """
         values, ivalid = self.imagery.read(box)
         lvalues, lvalid = self.labels.read(box)
         mask = self.label_reader.to_indices(lvalues, lvalid)
         mask[~ivalid] = IGNORE_INDEX
-        mask[~_inside_mask(self.grid, box, self.regions)] = IGNORE_INDEX
+        regions = self.regions if score is None else score
+        mask[~_inside_mask(self.grid, box, regions)] = IGNORE_INDEX
         return values, ivalid, mask
 
     def __getitem__(self, query: Any) -> dict[str, Any]:
-        box = query_box(query)
-        values, ivalid, mask = self.read_raw(box)
+        if isinstance(query, EvalTile):
+            box, score = query.box, query.score
+        else:
+            box, score = query_box(query), None
+        values, ivalid, mask = self.read_raw(box, score=score)
         image = (values - self.mean[:, None, None]) / self.std[:, None, None]
         image[:, ~ivalid] = 0.0
         sample = {
@@ -679,6 +712,7 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 __all__ = [
+    "EvalTile",
     "ImageryDataset",
     "LabelReader",
     "RasterLabelDataset",

@@ -136,7 +136,7 @@ def _read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[g
         else [str(i) for i in gdf.index]
     )
     t = grid.transform
-    corners = [t * (0, 0), t * (grid.width, 0), t * (grid.width, grid.height), t * (0, grid.height)]
+    corners = [t @ (0, 0), t @ (grid.width, 0), t @ (grid.width, grid.height), t @ (0, grid.height)]
     extent = shapely.Polygon(corners)
     hit = shapely.intersects(gdf.geometry.values, extent)
     if not hit.any():

@@ -65,6 +65,7 @@ __all__ = [
     "RasterGrid",
     "canonicalize",
     "class_table_for",
+    "coverage_gaps_overlaps",
     "parse_classes",
     "vectorize",
     "vectorize_to_file",
@@ -122,7 +123,7 @@ class RasterGrid:
         """The CRS used to measure in metres (the CRS itself, or a local LAEA)."""
         if not self.is_geographic:
             return self.crs
-        cx, cy = self.transform * (self.width / 2.0, self.height / 2.0)
+        cx, cy = self.transform @ (self.width / 2.0, self.height / 2.0)
         ellps = self.crs.ellipsoid
         a, rf = (ellps.semi_major_metre, ellps.inverse_flattening) if ellps else (6378137.0, 0)
         shape = f"+a={a} +rf={rf}" if rf else f"+R={a}"
@@ -452,6 +453,32 @@ def canonicalize(geoms: np.ndarray) -> np.ndarray:
     if len(geoms) == 0:
         return geoms
     return np.asarray(shapely.normalize(shapely.simplify(geoms, 0.0, preserve_topology=True)))
+
+
+def coverage_gaps_overlaps(geoms: Any, original: Any) -> tuple[float, float]:
+    """Total gap and overlap area between neighbouring polygons, in CRS units².
+
+    ``overlap`` is the area covered twice (sum of areas minus the area of the union).
+    ``gap`` is the area of holes in the union of ``geoms`` that are not holes of the
+    union of ``original`` (the unsimplified polygons): slivers opened between neighbours,
+    not no-data areas or the moving outer edge of the map.
+    """
+    g = np.asarray(geoms, object)
+    union = shapely.union_all(g)
+    overlap = float(shapely.area(g).sum() - union.area)
+    ref_holes = [
+        shapely.Polygon(r)
+        for p in shapely.get_parts(shapely.union_all(original))
+        for r in p.interiors
+    ]
+    tree = shapely.STRtree(ref_holes) if ref_holes else None
+    gap = 0.0
+    for part in shapely.get_parts(union):
+        for ring in part.interiors:
+            hole = shapely.Polygon(ring)
+            if tree is None or len(tree.query(hole, predicate="intersects")) == 0:
+                gap += hole.area
+    return gap, max(overlap, 0.0)
 
 
 def _dissolve_by(geoms: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
@@ -968,7 +995,10 @@ def _iter_frames(
         allp = allp.take(np.flatnonzero(grid.metric_area(allp.geoms) >= opts.min_area))
     if job.simplify_px > 0 and len(allp.geoms):
         # one coverage simplification: shared edges stay shared (no gaps, no overlaps)
-        simplified = np.asarray(shapely.coverage_simplify(allp.geoms, job.simplify_px))
+        # A coverage must be edge-matched: a vertex of one polygon in the middle of its
+        # neighbour's straight edge breaks it, so first put a vertex at every pixel corner.
+        dense = shapely.transform(shapely.segmentize(allp.geoms, 1.0), np.rint)
+        simplified = np.asarray(shapely.coverage_simplify(dense, job.simplify_px))
         allp = _Pieces(
             np.asarray(shapely.make_valid(simplified, method="structure", keep_collapsed=False))
             if not shapely.is_valid(simplified).all()

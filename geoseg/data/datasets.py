@@ -707,7 +707,14 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in samples[0]:
         vals = [s[key] for s in samples]
-        out[key] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+        if isinstance(vals[0], torch.Tensor):
+            # numpy's single-threaded copy: torch.stack's thread pool is slow on busy CPUs
+            if all(v.device.type == "cpu" and not v.requires_grad for v in vals):
+                out[key] = torch.from_numpy(np.stack([v.numpy() for v in vals]))
+            else:
+                out[key] = torch.stack(vals)
+        else:
+            out[key] = vals
     return out
 
 

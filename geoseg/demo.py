@@ -37,7 +37,7 @@ NC_BAND_FILES = tuple(f"lsat7_2000_{b}.tif" for b in (10, 20, 30, 40, 50, 70))
 NC_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B7")
 #: Command that retrains the demo model (also in models/README.md and README.md).
 RETRAIN_COMMAND = (
-    "geoseg train configs/nc_landcover.yaml --output runs/nc_landcover "
+    "geoseg train configs/nc_landcover.yaml --output-dir runs/nc_landcover "
     "&& cp runs/nc_landcover/model.safetensors models/nc_landcover.safetensors"
 )
 #: Output names, relative to the demo output folder.
@@ -294,7 +294,7 @@ def run_demo(
     gdf = rep.run(
         "vectorize",
         "Vectorizing the class map into polygons (GeoPackage)",
-        lambda: _vectorize(paths, meta, workers=workers),
+        lambda: _vectorize(paths, workers=workers, progress=progress),
     )
     areas = rep.run(
         "stats",
@@ -369,11 +369,11 @@ def _predict(
     )
 
 
-def _vectorize(paths: dict[str, Path], meta: Any, *, workers: int | None) -> Any:
+def _vectorize(paths: dict[str, Path], *, workers: int | None, progress: bool) -> Any:
     from geoseg.export import write_vector
     from geoseg.vectorize import vectorize
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"progress": progress}
     if workers is not None:
         kwargs["workers"] = workers
     gdf = vectorize(paths["classmap"], probabilities=paths["probabilities"], **kwargs)

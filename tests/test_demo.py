@@ -63,6 +63,10 @@ def test_demo_writes_every_output_and_they_read_back(demo):
         assert read_class_table(src) == meta.classes
         cm = src.read(1)
         nodata = src.nodata
+    from geoseg.inference import validate_cog
+
+    assert validate_cog(result.classmap) == []
+    assert validate_cog(result.probabilities) == []
     head = result.classmap.read_bytes()[:400]
     assert b"LAYOUT=IFDS_BEFORE_DATA" in head  # the COG ghost header
     valid = cm != nodata
@@ -83,7 +87,15 @@ def test_demo_writes_every_output_and_they_read_back(demo):
 
     # polygons: GeoPackage in the scene CRS; area equals the mapped area within 2 %
     gdf = pyogrio.read_dataframe(result.polygons)
-    assert gdf.crs.to_epsg() == 32119
+    # the scene's CRS is an unnamed LCC that equals EPSG:32119: same coordinates to < 1 cm
+    from pyproj import Transformer
+
+    x, y = gdf.geometry.iloc[0].representative_point().coords[0]
+    tx, ty = Transformer.from_crs(gdf.crs, "EPSG:32119", always_xy=True).transform(x, y)
+    assert (tx, ty) == pytest.approx((x, y), abs=0.01)
+    left, bottom, right, top = gdf.total_bounds
+    assert left >= 630534.0 - 1 and right <= 644470.5 + 1
+    assert bottom >= 215488.5 - 1 and top <= 228114.0 + 1
     assert len(gdf) > 50
     assert gdf.geometry.is_valid.all()
     mapped_m2 = valid.sum() * 28.5**2

@@ -326,3 +326,17 @@ def test_overlapping_eval_tiles_score_each_pixel_once():
     assert scored == len(dm.split_pixels("test")[1]) > 0
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape[1:] == (6, 64, 64)
+
+
+def test_block_split_is_stratified_by_class():
+    # agriculture (500 px) sits in a few blocks; the stratified assignment still puts
+    # some of it in every split, and the pixel shares stay near the fractions
+    dm = GeoDataModule(
+        nc_config(split={"block_size": 96, "val_fraction": 0.15, "test_fraction": 0.2})
+    )
+    dm.prepare_scene()
+    counts = {s: dm.class_pixel_counts(s) for s in ("train", "val", "test")}
+    assert all(c[1] > 0 for c in counts.values())
+    total = sum(int(c.sum()) for c in counts.values())
+    assert int(counts["val"].sum()) / total == pytest.approx(0.15, abs=0.04)
+    assert int(counts["test"].sum()) / total == pytest.approx(0.2, abs=0.04)

@@ -40,6 +40,9 @@ class Coverage:
         image_valid: valid imagery pixels over the scene.
         label_valid: valid label pixels over the scene.
         class_counts: valid labelled pixels per class index.
+        class_cells: int64 array (classes, rows, cols) of coarser cells of
+            ``class_cell`` pixels: labelled pixels per class (for stratified splits).
+        class_cell: side of the class cells in pixels (a multiple of ``cell``).
     """
 
     box: Box
@@ -49,6 +52,8 @@ class Coverage:
     image_valid: int
     label_valid: int
     class_counts: np.ndarray
+    class_cells: np.ndarray
+    class_cell: int
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,6 +90,13 @@ class Coverage:
             else self.counts[r0:r1, c0:c1].sum()
         )
 
+    def class_count(self, rect: Rect) -> np.ndarray:
+        """Labelled pixels per class in ``rect`` (approximate: whole class cells)."""
+        c0, r0, c1, r1 = rect
+        f = self.class_cell
+        sub = self.class_cells[:, r0 // f : math.ceil(r1 / f), c0 // f : math.ceil(c1 / f)]
+        return np.asarray(sub.sum(axis=(1, 2)), dtype=np.int64)
+
     def box_count(self, box: Box) -> int:
         """Valid labelled pixels under a CRS box."""
         return self.count(self.box_rect(box))
@@ -97,6 +109,7 @@ def compute_coverage(
     *,
     num_classes: int,
     max_cells: int = 2048,
+    max_class_cells: int = 256,
     chunk: int = 1024,
     progress: bool = True,
 ) -> Coverage:
@@ -111,6 +124,7 @@ def compute_coverage(
         grid: the working grid.
         num_classes: classes in the table.
         max_cells: the count array has at most this many cells per side.
+        max_class_cells: the per-class count array has at most this many per side.
         chunk: pixels per side read at once (rounded to whole cells).
         progress: show a tqdm bar for scenes of more than a few chunks.
     """
@@ -118,8 +132,12 @@ def compute_coverage(
 
     rows, cols = grid.shape(box)
     cell = max(1, math.ceil(max(rows, cols) / max_cells))
-    chunk = max(cell, (chunk // cell) * cell)
+    ccell = cell * max(1, math.ceil(max(rows, cols) / (cell * max_class_cells)))
+    chunk = max(ccell, (chunk // ccell) * ccell)
     counts = np.zeros((math.ceil(rows / cell), math.ceil(cols / cell)), dtype=np.int64)
+    class_cells = np.zeros(
+        (num_classes, math.ceil(rows / ccell), math.ceil(cols / ccell)), dtype=np.int64
+    )
     class_counts = np.zeros(num_classes, dtype=np.int64)
     image_valid = label_valid = 0
     steps = [(r, c) for r in range(0, rows, chunk) for c in range(0, cols, chunk)]
@@ -143,7 +161,20 @@ def compute_coverage(
         counts[r // cell : r // cell + blocks.shape[0], c // cell : c // cell + blocks.shape[1]] = (
             blocks
         )
-    return Coverage(box, grid, cell, counts, image_valid, label_valid, class_counts)
+        pr, pc = math.ceil(nr / ccell) * ccell, math.ceil(nc / ccell) * ccell
+        onehot = np.full((pr, pc), num_classes, dtype=np.int64)
+        onehot[:nr, :nc] = np.where(ok, mask, num_classes)
+        cy = np.repeat(np.arange(pr // ccell), ccell)[:, None]
+        cx = np.repeat(np.arange(pc // ccell), ccell)[None, :]
+        flat = (onehot * (pr // ccell) + cy) * (pc // ccell) + cx
+        binned = np.bincount(
+            flat.ravel(), minlength=(num_classes + 1) * (pr // ccell) * (pc // ccell)
+        ).reshape(num_classes + 1, pr // ccell, pc // ccell)[:num_classes]
+        r2, c2 = r // ccell, c // ccell
+        class_cells[:, r2 : r2 + binned.shape[1], c2 : c2 + binned.shape[2]] = binned
+    return Coverage(
+        box, grid, cell, counts, image_valid, label_valid, class_counts, class_cells, ccell
+    )
 
 
 def merge_cells(labels: np.ndarray, value: int, size: int, limit: tuple[int, int]) -> list[Rect]:
@@ -238,6 +269,57 @@ def _grow(rect: Rect, px: int, limit: tuple[int, int]) -> Rect:
     )
 
 
+#: Random block orders tried by the stratified block assignment.
+STRATIFY_TRIALS = 64
+
+
+def _greedy_codes(cfg: SplitConfig, order: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Split codes (0 train, 1 val, 2 test) of blocks taken in ``order``.
+
+    Val, then test, take blocks until each reaches its share of labelled pixels.
+    """
+    codes = np.zeros(len(order), dtype=np.int64)
+    total = float(weights.sum())
+    pos = 0
+    fractions = [(1, cfg.val_fraction), (2, cfg.test_fraction)]
+    for k, (code, frac) in enumerate(fractions):
+        if frac <= 0:
+            continue
+        # keep one block for train and one for each later split that wants one
+        reserve = 1 + sum(1 for _, f in fractions[k + 1 :] if f > 0)
+        got = 0.0
+        while pos < len(order) - reserve and (
+            got == 0 or got + weights[order[pos]] / 2 < frac * total
+        ):
+            got += float(weights[order[pos]])
+            codes[order[pos]] = code
+            pos += 1
+    return codes
+
+
+def _stratify_score(
+    cfg: SplitConfig, codes: np.ndarray, class_w: np.ndarray, block_w: np.ndarray
+) -> float:
+    """How far the splits' pixel and per-class shares are from the wanted fractions."""
+    total = float(block_w.sum())
+    class_total = class_w.sum(axis=0).astype(np.float64)
+    present = class_total > 0
+    score = 0.0
+    for code, frac in (
+        (0, 1 - cfg.val_fraction - cfg.test_fraction),
+        (1, cfg.val_fraction),
+        (2, cfg.test_fraction),
+    ):
+        sel = codes == code
+        score += 2.0 * abs(float(block_w[sel].sum()) / total - frac)
+        share = class_w[sel].sum(axis=0)[present] / class_total[present]
+        score += float(np.abs(share - frac).mean())
+        if frac > 0:
+            # a class absent from a split that should hold some of it
+            score += float(((share == 0) & (class_total[present] * frac >= 1)).mean())
+    return score
+
+
 def _assign_blocks(cfg: SplitConfig, cov: Coverage, block: int) -> dict[str, list[Rect]]:
     rows, cols = cov.shape
     nby, nbx = math.ceil(rows / block), math.ceil(cols / block)
@@ -247,7 +329,6 @@ def _assign_blocks(cfg: SplitConfig, cov: Coverage, block: int) -> dict[str, lis
             weights[i, j] = cov.count(
                 (j * block, i * block, min((j + 1) * block, cols), min((i + 1) * block, rows))
             )
-    total = int(weights.sum())
     cells = [(i, j) for i in range(nby) for j in range(nbx) if weights[i, j] > 0]
     wanted = [s for s, f in (("val", cfg.val_fraction), ("test", cfg.test_fraction)) if f > 0]
     if len(cells) < len(wanted) + 1:
@@ -255,25 +336,29 @@ def _assign_blocks(cfg: SplitConfig, cov: Coverage, block: int) -> dict[str, lis
             f"data.split: only {len(cells)} block(s) of {block} px hold labelled pixels, too "
             f"few for train{''.join(', ' + w for w in wanted)}; lower data.split.block_size"
         )
+    class_w = np.stack(
+        [
+            cov.class_count(
+                (j * block, i * block, min((j + 1) * block, cols), min((i + 1) * block, rows))
+            )
+            for i, j in cells
+        ]
+    )
+    block_w = np.array([weights[c] for c in cells], dtype=np.int64)
     rng = np.random.default_rng(cfg.seed)
-    order = [cells[k] for k in rng.permutation(len(cells))]
+    best: tuple[float, np.ndarray] | None = None
+    # Stratified assignment: among STRATIFY_TRIALS seeded random block orders, keep the
+    # one whose val/test class proportions best match the fractions (every class counts
+    # equally, so rare classes are not left out of val/test when avoidable).
+    for _ in range(STRATIFY_TRIALS):
+        codes = _greedy_codes(cfg, rng.permutation(len(cells)), block_w)
+        score = _stratify_score(cfg, codes, class_w, block_w)
+        if best is None or score < best[0]:
+            best = (score, codes)
+    assert best is not None
     labels = np.full((nby, nbx), -1, dtype=np.int64)
-    pos = 0
-    fractions = [(1, cfg.val_fraction), (2, cfg.test_fraction)]
-    for k, (code, frac) in enumerate(fractions):
-        if frac <= 0:
-            continue
-        # keep one block for train and one for each later split that wants one
-        reserve = 1 + sum(1 for _, f in fractions[k + 1 :] if f > 0)
-        got = 0
-        while pos < len(order) - reserve and (
-            got == 0 or got + weights[order[pos]] / 2 < frac * total
-        ):
-            got += int(weights[order[pos]])
-            labels[order[pos]] = code
-            pos += 1
-    for cell in order[pos:]:
-        labels[cell] = 0
+    for cell, code in zip(cells, best[1]):
+        labels[cell] = code
     limit = (cols, rows)
     return {
         "train": merge_cells(labels, 0, block, limit),

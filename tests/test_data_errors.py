@@ -204,3 +204,24 @@ def test_split_name_checked():
     dm = GeoDataModule(cfg(nc()))
     with pytest.raises(ConfigError, match="valid splits"):
         dm.region_bounds("training")
+
+
+def test_gdal_mask_band_is_respected(tmp_path):
+    img = np.full((3, 64, 64), 50, dtype=np.uint8)
+    p = tmp_path / "masked.tif"
+    write_raster(p, img)
+    with rasterio.open(p, "r+") as dst:
+        m = np.full((64, 64), 255, dtype=np.uint8)
+        m[:, :16] = 0  # west strip masked by a GDAL mask band, no nodata value
+        dst.write_mask(m)
+    lab = write_raster(tmp_path / "lab.tif", np.ones((64, 64), dtype=np.uint8))
+    d = {
+        "imagery": {"paths": str(p)},
+        "labels": {"path": str(lab)},
+        "classes": [{"id": 1, "name": "x"}],
+        "tile_size": 16,
+        "split": {"method": "strips", "axis": "y"},
+    }
+    dm = GeoDataModule(cfg(d))
+    dm.prepare_scene()
+    assert dm.coverage.label_valid == 64 * 48

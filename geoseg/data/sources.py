@@ -28,7 +28,7 @@ import rasterio
 from affine import Affine
 from pyproj import Transformer
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioIOError
 from rasterio.warp import reproject, transform_bounds
 
@@ -325,6 +325,10 @@ class RasterSource:
             sl = (slice(None), slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
             values[sl] = data
             valid[sl] = True
+            if _has_mask(src):
+                # GDAL mask band or alpha band (not just a nodata value): respect it
+                m = src.dataset_mask(window=window) > 0
+                valid[sl] &= m[None]
         else:
             dst = np.full((len(idx), rows, cols), np.nan, dtype=np.float64)
             # Read only the part of the file under the box (plus a margin for the
@@ -360,6 +364,15 @@ class RasterSource:
         valid &= ~np.isnan(values)
         values[~valid] = 0.0
         return values, valid
+
+
+def _has_mask(src: Any) -> bool:
+    """Whether a dataset carries a real mask (per-dataset mask band or alpha band)."""
+    try:
+        flags = src.mask_flag_enums
+    except Exception:  # pragma: no cover - exotic drivers
+        return False
+    return any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
 
 
 def resampling_method(name: str, *, where: str) -> Resampling:

@@ -47,6 +47,7 @@ from geoseg.data.sources import (
     resampling_method,
     resolve_paths,
     union_bounds,
+    work_dtype,
 )
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
 
@@ -256,6 +257,7 @@ class ImageryDataset(_GridDataset):
             self.band_names = list(config.band_names)
         else:
             self.band_names = [f"B{i + 1}" for i in range(n_bands)]
+        self.work_dtype = work_dtype(s.dtype for s in self.sources)
         grid = grid_from_raster(self.sources[0], crs=crs, resolution=resolution)
         _attach_all(self.sources, grid, where)
         if config.stack == "bands":
@@ -293,36 +295,51 @@ class ImageryDataset(_GridDataset):
         return None
 
     def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``box``: ``(values (C, H, W) float64, valid (H, W) bool)``."""
+        """Read ``box``: ``(values (C, H, W) float, valid (H, W) bool)``.
+
+        Values are float32 when that holds the files' values exactly (8/16-bit
+        integers, float32), else float64; no-data pixels are 0.
+        """
         rows, cols = self.grid.shape(box)
+        dt = self.work_dtype
         if self.config.stack == "bands":
             parts, valids = [], []
             for s in self.sources:
-                v, ok = s.read(self.grid, box, resampling=self.resampling)
+                v, ok = s.read(self.grid, box, resampling=self.resampling, dtype=dt)
                 parts.append(v)
                 valids.append(ok)
             values = np.concatenate(parts, axis=0)
             band_valid = np.concatenate(valids, axis=0)
         else:
+            hits = [s for s in self.sources if intersect(s.bounds, box) is not None]
             n = len(self.band_names)
-            values = np.zeros((n, rows, cols), dtype=np.float64)
-            band_valid = np.zeros((n, rows, cols), dtype=bool)
-            filled = np.zeros((rows, cols), dtype=bool)
-            for s in self.sources:
-                if intersect(s.bounds, box) is None:
-                    continue
-                v, ok = s.read(self.grid, box, bands=self.band_indexes, resampling=self.resampling)
-                # first file wins where files overlap
-                take = ok.any(axis=0) & ~filled
-                values[:, take] = v[:, take]
-                band_valid[:, take] = ok[:, take]
-                filled |= take
-        if self.config.nodata_mode == "all":
-            valid = band_valid.any(axis=0)
-        else:
-            valid = band_valid.all(axis=0)
-        values[:, ~valid] = 0.0
-        return values, np.asarray(valid, dtype=bool)
+            if len(hits) == 1:
+                values, band_valid = hits[0].read(
+                    self.grid, box, bands=self.band_indexes, resampling=self.resampling, dtype=dt
+                )
+            else:
+                values = np.zeros((n, rows, cols), dtype=dt)
+                band_valid = np.zeros((n, rows, cols), dtype=bool)
+                filled = np.zeros((rows, cols), dtype=bool)
+                for s in hits:
+                    v, ok = s.read(
+                        self.grid,
+                        box,
+                        bands=self.band_indexes,
+                        resampling=self.resampling,
+                        dtype=dt,
+                    )
+                    # first file wins where files overlap
+                    take = ok.any(axis=0) & ~filled
+                    np.copyto(values, v, where=take[None])
+                    np.copyto(band_valid, ok, where=take[None])
+                    filled |= take
+        bv = np.asarray(band_valid, dtype=bool)
+        valid = np.asarray(
+            bv.any(axis=0) if self.config.nodata_mode == "all" else bv.all(axis=0), dtype=bool
+        )
+        np.copyto(values, 0, where=~valid[None])
+        return values, valid
 
 
 class LabelReader:

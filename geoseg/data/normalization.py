@@ -67,7 +67,7 @@ def band_statistics(
         for box in iter_chunks(region, grid):
             values, valid = read(box)
             values, valid = values[:, ::step, ::step], valid[::step, ::step]
-            px = values[:, valid]
+            px = values[:, valid].astype(np.float64)
             if px.size == 0:
                 continue
             if ref is None:

@@ -292,6 +292,7 @@ class RasterSource:
         *,
         bands: Sequence[int] | None = None,
         resampling: Resampling = Resampling.nearest,
+        dtype: Any = np.float64,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read ``box`` of the working grid from this file.
 
@@ -300,14 +301,15 @@ class RasterSource:
             box: the area to read, in the grid's CRS (whole pixels of the grid).
             bands: 1-based bands to read (all when None).
             resampling: used only when the file is not on the grid.
+            dtype: float dtype of the values (float32 holds 8/16-bit data exactly).
 
         Returns:
-            ``(values, valid)``: float64 array (bands, rows, cols) and a bool array
+            ``(values, valid)``: float array (bands, rows, cols) and a bool array
             (rows, cols, per band) that is False outside the file, at no-data and NaN.
         """
         idx = list(bands) if bands is not None else list(range(1, self.count + 1))
         rows, cols = grid.shape(box)
-        values = np.zeros((len(idx), rows, cols), dtype=np.float64)
+        values = np.zeros((len(idx), rows, cols), dtype=dtype)
         valid = np.zeros((len(idx), rows, cols), dtype=bool)
         if rows == 0 or cols == 0:
             return values, valid
@@ -330,7 +332,7 @@ class RasterSource:
                 m = src.dataset_mask(window=window) > 0
                 valid[sl] &= m[None]
         else:
-            dst = np.full((len(idx), rows, cols), np.nan, dtype=np.float64)
+            dst = np.full((len(idx), rows, cols), np.nan, dtype=dtype)
             # Read only the part of the file under the box (plus a margin for the
             # resampling kernel), not the whole file.
             sb = transform_bounds(grid.crs, self.crs, *box, densify_pts=21)
@@ -358,12 +360,22 @@ class RasterSource:
                 resampling=resampling,
             )
             valid = ~np.isnan(dst)
-            values = np.where(valid, dst, 0.0)
+            values = np.where(valid, dst, 0.0).astype(dtype, copy=False)
         if self.nodata is not None and not math.isnan(self.nodata):
             valid &= values != self.nodata
         valid &= ~np.isnan(values)
         values[~valid] = 0.0
         return values, valid
+
+
+def work_dtype(dtypes: Iterable[str]) -> Any:
+    """The float dtype used to hold pixels of ``dtypes``.
+
+    float32 when it represents every value exactly (8/16-bit integers, float32), else
+    float64.
+    """
+    exact32 = {"uint8", "int8", "uint16", "int16", "float32", "float16"}
+    return np.float32 if all(d in exact32 for d in dtypes) else np.float64
 
 
 def _has_mask(src: Any) -> bool:

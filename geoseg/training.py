@@ -69,6 +69,8 @@ class TrainingConfig:
         progress_bar: show Lightning's progress bar.
         pad_multiple: inputs are reflection-padded to a multiple of this many pixels
             (smp encoders need 32) and outputs cropped back.
+        num_threads: CPU threads torch may use (None: torch's default). On a busy,
+            shared machine 1 is often several times faster than oversubscribing.
     """
 
     max_epochs: int = 20
@@ -92,6 +94,7 @@ class TrainingConfig:
     log_every_n_steps: int = 10
     progress_bar: bool = True
     pad_multiple: int = 32
+    num_threads: int | None = None
 
 
 def _adamw(params: Iterable[Any], cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -454,12 +457,6 @@ def train(
         ConfigError: unknown key or invalid value anywhere in the config.
         DataError: the data yields no training batches.
     """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from geoseg._io import atomic_path
-    from geoseg.models import create_model, save_checkpoint
-
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
     out.mkdir(parents=True, exist_ok=True)
@@ -467,6 +464,22 @@ def train(
     _pick(OPTIMIZERS, tcfg.optimizer, "optimizer")  # fail fast, before data loading
     _pick(SCHEDULERS, tcfg.scheduler, "scheduler")
     build_loss(tcfg.loss, options=tcfg.loss_options)
+
+    threads = torch.get_num_threads()
+    if tcfg.num_threads is not None:
+        torch.set_num_threads(max(1, tcfg.num_threads))
+    try:
+        return _fit(exp, tcfg, out, datamodule)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any) -> TrainResult:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from geoseg._io import atomic_path
+    from geoseg.models import create_model, save_checkpoint
 
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else make_datamodule(exp)
@@ -486,8 +499,11 @@ def train(
     task = SegmentationTask(model, classes, tcfg, class_weights=weights)
 
     has_val = _has_batches(dm, "val_dataloader")
+    ckpt_dir = out / "logs" / "checkpoints"
+    for stale in ckpt_dir.glob("*.ckpt"):  # a previous run in the same folder
+        stale.unlink()
     ckpt_cb = ModelCheckpoint(
-        dirpath=out / "logs" / "checkpoints",
+        dirpath=ckpt_dir,
         filename="best-{epoch}",
         monitor=MONITOR if has_val else None,
         mode="max",
@@ -524,7 +540,7 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(task, datamodule=dm)
         if trainer.global_step == 0:
             raise DataError(

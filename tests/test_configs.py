@@ -19,6 +19,7 @@ TINY = [
     "--set", "training.limit_val_batches=2",
     "--set", "training.limit_test_batches=2",
     "--set", "training.progress_bar=false",
+    "--set", "training.num_threads=1",
     "--set", "data.batch_size=2",
     "--set", "data.train_samples=4",
     "--set", "data.tile_size=32",
@@ -70,3 +71,20 @@ def test_config_trains_tiny_via_cli(path, tmp_path, monkeypatch):
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["history"]) == 1
     assert model.training is False
+
+
+def test_evaluate_rebuilds_data_from_checkpoint_config(tmp_path, monkeypatch):
+    """`geoseg evaluate` needs only the checkpoint: data comes from its stored config."""
+    monkeypatch.chdir(ROOT)
+    path = ROOT / "configs" / "sen1floods11_water.yaml"
+    out = tmp_path / "run"
+    assert main(["train", str(path), "-o", str(out), *TINY]) == 0
+    report = tmp_path / "eval" / "test.json"
+    report.parent.mkdir()
+    assert main(["evaluate", str(out / "model.safetensors"), "-o", str(report)]) == 0
+    saved = json.loads(report.read_text())
+    trained = json.loads((out / "metrics.json").read_text())["test"]
+    # limit_test_batches=2 in training vs the whole test split here: same labels, >= pixels
+    assert saved["pixels"] >= trained["pixels"] > 0
+    assert saved["confusion_matrix"]["labels"] == ["not-water", "water"]
+    assert (tmp_path / "eval" / "test_confusion.png").stat().st_size > 1000

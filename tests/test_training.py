@@ -37,7 +37,13 @@ def _tiny_model():
 
 
 def _config(**training):
-    base = {"max_epochs": 3, "lr": 0.01, "progress_bar": False, "scheduler": "none"}
+    base = {
+        "max_epochs": 3,
+        "lr": 0.01,
+        "progress_bar": False,
+        "scheduler": "none",
+        "num_threads": 1,
+    }
     base.update(training)
     return {"model": TINY_MODEL, "training": base}
 
@@ -143,6 +149,12 @@ def test_model_learns_the_synthetic_task(tmp_path):
     last = res.history[-1]["train_loss"]
     assert last < first
     assert res.metrics["test"]["overall_accuracy"] > 0.6
+
+
+def test_num_threads_is_restored(tmp_path):
+    before = torch.get_num_threads()
+    train(_config(max_epochs=1, num_threads=1), output_dir=tmp_path, datamodule=FakeDataModule())
+    assert torch.get_num_threads() == before
 
 
 def test_same_seed_same_weights(tmp_path):

@@ -9,7 +9,8 @@ EPILOG = """\
 overrides:
   --set KEY=VALUE changes one config value before the run; repeat it for several.
   KEY is a dotted path into the YAML (section.key[.subkey]) and VALUE is parsed as
-  YAML, so 3 is an int, 1e-3 a float, null is None and [1, 2] a list:
+  YAML, so 3 is an int, 0.001 or 1.0e-3 a float (YAML reads a bare 1e-3 as text),
+  null is None, true/false are booleans and [1, 2] is a list:
     geoseg train configs/nc_landcover.yaml -o runs/nc \\
         --set training.max_epochs=3 --set data.batch_size=4 \\
         --set "training.loss={ce: 1.0, dice: 0.5}"

@@ -340,3 +340,27 @@ def test_block_split_is_stratified_by_class():
     total = sum(int(c.sum()) for c in counts.values())
     assert int(counts["val"].sum()) / total == pytest.approx(0.15, abs=0.04)
     assert int(counts["test"].sum()) / total == pytest.approx(0.2, abs=0.04)
+
+
+def test_new_torchgeo_samplers_when_classic_ones_are_gone(monkeypatch):
+    import torchgeo.samplers as tgs
+
+    from geoseg.data import samplers
+
+    if not hasattr(tgs, "RandomPatchSampler"):
+        pytest.skip("torchgeo < 0.10 has no RandomPatchSampler")
+    classic = {"RandomGeoSampler", "RandomBatchGeoSampler", "GridGeoSampler"}
+    real = samplers._classic
+    monkeypatch.setattr(samplers, "_classic", lambda n: None if n in classic else real(n))
+    dm = GeoDataModule(nc_config(split={"block_size": 160}), seed=0)
+    dm.setup("fit")
+    held_out = dm.region_bounds("val") + dm.region_bounds("test")
+    n = 0
+    for batch in dm.train_dataloader():
+        for box in batch["bounds"].tolist():
+            n += 1
+            assert not any(_overlaps(box, r) for r in held_out)
+    assert n == 8
+    ds = dm.dataset("val")
+    scored = sum(int((ds[t]["mask"] != IGNORE_INDEX).sum()) for t in dm.eval_tiles("val"))
+    assert scored == len(dm.split_pixels("val")[1])

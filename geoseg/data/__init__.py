@@ -19,7 +19,7 @@ from geoseg.data.config import (
     NormalizationConfig,
     SplitConfig,
 )
-from geoseg.data.datamodule import TRAIN_SAMPLERS, GeoDataModule
+from geoseg.data.datamodule import GeoDataModule
 from geoseg.data.datasets import (
     ImageryDataset,
     RasterLabelDataset,
@@ -27,6 +27,7 @@ from geoseg.data.datasets import (
     VectorLabelDataset,
     collate,
 )
+from geoseg.data.samplers import TRAIN_SAMPLERS
 from geoseg.data.transforms import Augment
 
 __all__ = [

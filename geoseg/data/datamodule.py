@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -12,7 +11,6 @@ import numpy as np
 import shapely
 import torch
 from torch.utils.data import DataLoader, Sampler
-from torchgeo.samplers import GridGeoSampler, RandomBatchGeoSampler, RandomGeoSampler
 
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.data.config import DataConfig
@@ -28,6 +26,7 @@ from geoseg.data.datasets import (
     query_box,
 )
 from geoseg.data.normalization import band_statistics, iter_chunks
+from geoseg.data.samplers import TRAIN_SAMPLERS, grid_tiles
 from geoseg.data.sources import Box, intersect
 from geoseg.data.splits import (
     SPLITS,
@@ -39,19 +38,6 @@ from geoseg.data.splits import (
 )
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
-
-#: Training samplers by name (``data.train_sampler``).
-TRAIN_SAMPLERS: dict[str, type] = {
-    "random": RandomGeoSampler,
-    "random_batch": RandomBatchGeoSampler,
-}
-
-
-def _with_generator(cls: type, kwargs: dict[str, Any], seed: int) -> Any:
-    """Instantiate a torchgeo sampler, passing a seeded generator when it takes one."""
-    if "generator" in inspect.signature(cls).parameters:
-        kwargs["generator"] = torch.Generator().manual_seed(seed)
-    return cls(**kwargs)
 
 
 class _ValidTiles(Sampler[Any]):
@@ -383,17 +369,20 @@ class GeoDataModule(lightning.LightningDataModule):
         """Random tiles inside the train regions (``train_samples`` per epoch)."""
         ds = self.dataset("train")
         cfg = self.config
-        cls = TRAIN_SAMPLERS[cfg.train_sampler]
-        batched = cls is RandomBatchGeoSampler
-        kwargs: dict[str, Any] = {"dataset": ds, "size": cfg.tile_size}
+        spec = TRAIN_SAMPLERS[cfg.train_sampler]
+        batched = spec.batched
         if batched:
-            kwargs["batch_size"] = cfg.batch_size
-            kwargs["length"] = math.ceil(cfg.train_samples / cfg.batch_size) * cfg.batch_size
             length = math.ceil(cfg.train_samples / cfg.batch_size)
+            base = spec.build(
+                ds,
+                size=cfg.tile_size,
+                batch_size=cfg.batch_size,
+                length=length * cfg.batch_size,
+                seed=self.seed,
+            )
         else:
-            kwargs["length"] = cfg.train_samples
             length = cfg.train_samples
-        base = _with_generator(cls, kwargs, self.seed)
+            base = spec.build(ds, size=cfg.tile_size, length=length, seed=self.seed)
         sampler = _ValidTiles(
             base,
             self.coverage,
@@ -411,15 +400,16 @@ class GeoDataModule(lightning.LightningDataModule):
     def eval_tiles(self, split: str) -> list[EvalTile]:
         """The val/test grid tiles of ``split``, each scoring every pixel once.
 
-        Tiles come from torchgeo's ``GridGeoSampler`` over the split's regions (stride
-        ``eval_stride``); tiles without valid labelled pixels to score are dropped.
+        Tiles come from torchgeo's ``GridGeoSampler`` (``GriddedPatchSampler`` in newer
+        torchgeo) over the split's regions (stride ``eval_stride``); tiles without valid
+        labelled pixels to score are dropped.
         """
         ds = self.dataset(split)
         stride = self.config.eval_stride or self.tile_size
         cov = self.coverage
         region_rects = self.region_rects[split]
         tiles: list[tuple[Any, Box, tuple[int, int, int, int]]] = []
-        for q in GridGeoSampler(ds, size=self.tile_size, stride=stride):
+        for q in grid_tiles(ds, size=self.tile_size, stride=stride):
             box = query_box(q)
             tiles.append((q, box, cov.box_rect(box)))
         tree = shapely.STRtree([shapely.box(*t[2]) for t in tiles])

@@ -14,7 +14,7 @@ reads so that torchgeo samplers index them as usual.
 
 from __future__ import annotations
 
-import functools
+import atexit
 import glob
 import math
 import os
@@ -114,19 +114,42 @@ def resolve_paths(
     return list(dict.fromkeys(p.resolve() for p in out))
 
 
-@functools.lru_cache(maxsize=64)
-def _open_cached(path: str, pid: int) -> Any:
-    # One handle per file *per process*: a GDAL handle inherited through fork by a
-    # DataLoader worker is a known cause of hangs, so the process id is part of the key.
-    return rasterio.open(path)
+_HANDLES: dict[tuple[str, int], Any] = {}
+_MAX_HANDLES = 64
 
 
 def open_raster(path: str | Path) -> Any:
-    """An open rasterio dataset for ``path``, cached per process."""
+    """An open rasterio dataset for ``path``, cached per process.
+
+    One handle per file *per process*: a GDAL handle inherited through fork by a
+    DataLoader worker is a known cause of hangs, so the process id is part of the key.
+    Handles are closed at interpreter exit (before module teardown).
+    """
+    key = (str(path), os.getpid())
+    src = _HANDLES.get(key)
+    if src is not None and not src.closed:
+        return src
     try:
-        return _open_cached(str(path), os.getpid())
+        src = rasterio.open(str(path))
     except RasterioIOError as exc:
         raise InputFileError(f"cannot read raster {str(path)!r}: {exc}") from None
+    if len(_HANDLES) >= _MAX_HANDLES:
+        close_rasters()
+    _HANDLES[key] = src
+    return src
+
+
+def close_rasters() -> None:
+    """Close the cached raster handles of this process."""
+    pid = os.getpid()
+    for key in [k for k in _HANDLES if k[1] == pid]:
+        try:
+            _HANDLES.pop(key).close()
+        except Exception:  # pragma: no cover - closing must never fail the caller
+            pass
+
+
+atexit.register(close_rasters)
 
 
 @dataclass(frozen=True)

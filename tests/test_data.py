@@ -364,3 +364,14 @@ def test_new_torchgeo_samplers_when_classic_ones_are_gone(monkeypatch):
     ds = dm.dataset("val")
     scored = sum(int((ds[t]["mask"] != IGNORE_INDEX).sum()) for t in dm.eval_tiles("val"))
     assert scored == len(dm.split_pixels("val")[1])
+
+
+def test_split_pixels_subset(nc_dm):
+    _, y = nc_dm.split_pixels("val")
+    Xs, ys = nc_dm.split_pixels("val", max_pixels=1000, seed=1)
+    assert Xs.shape == (1000, 6) and ys.shape == (1000,)
+    assert np.bincount(ys, minlength=7) / 1000 == pytest.approx(
+        np.bincount(y, minlength=7) / len(y), abs=0.05
+    )
+    Xs2, _ = nc_dm.split_pixels("val", max_pixels=1000, seed=1)
+    np.testing.assert_array_equal(Xs, Xs2)

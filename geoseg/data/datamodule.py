@@ -448,8 +448,16 @@ class GeoDataModule(lightning.LightningDataModule):
         return self._eval_loader("test")
 
     # -- per-pixel access -----------------------------------------------------------------
-    def split_pixels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    def split_pixels(
+        self, split: str, *, max_pixels: int | None = None, seed: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """All valid labelled pixels of a split region, for per-pixel baselines.
+
+        Args:
+            split: ``"train"``, ``"val"`` or ``"test"``.
+            max_pixels: return at most this many pixels, a uniform random subset
+                (reproducible with ``seed``); None returns all of them.
+            seed: seed of the subset.
 
         Returns:
             ``(X, y)``: float32 (N, C) raw band values and int64 (N,) class indices.
@@ -459,16 +467,25 @@ class GeoDataModule(lightning.LightningDataModule):
         xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         ds = SegmentationDataset(self.imagery, self.labels, self.label_reader, self.regions[split])
+        rng = np.random.default_rng(seed)
+        expected = sum(self.coverage.count(r) for r in self.region_rects[split])
+        keep = 1.0 if not max_pixels or expected <= max_pixels else 1.2 * max_pixels / expected
         for region in self.regions[split]:
             for box in iter_chunks(region, self.grid):
                 values, ivalid, mask = ds.read_raw(box)
                 ok = ivalid & (mask != IGNORE_INDEX)
+                if keep < 1.0:
+                    ok &= rng.random(ok.shape) < keep
                 xs.append(values[:, ok].T.astype(np.float32))
                 ys.append(mask[ok])
         n = len(self.imagery.band_names)
         if not xs:
             return np.zeros((0, n), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return np.concatenate(xs), np.concatenate(ys)
+        X, y = np.concatenate(xs), np.concatenate(ys)
+        if max_pixels and len(y) > max_pixels:
+            pick = np.sort(rng.choice(len(y), size=max_pixels, replace=False))
+            X, y = X[pick], y[pick]
+        return X, y
 
     def class_pixel_counts(self, split: str) -> np.ndarray:
         """Valid labelled pixels per class index in ``split`` (e.g. for class weights)."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import geopandas as gpd
@@ -254,13 +255,19 @@ def test_formats_and_atomic_writes(tmp_path, single4):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def run_cli(module, argv):
+    parser = argparse.ArgumentParser()
+    module.add_parser(parser.add_subparsers())
+    return module.run(parser.parse_args(argv))
+
+
 def test_cli_vectorize(tmp_path):
-    from geoseg.cli import main
+    from geoseg.cli import vectorize as cmd
 
     out = tmp_path / "v.gpkg"
     args = ["--workers", "1", "--quiet", "--chunk-size", "100"]
     args += ["--classes", "5=forest,6=water", "--min-area", "5000"]
-    rc = main(["vectorize", str(STRATA), "-o", str(out), *args])
+    rc = run_cli(cmd, ["vectorize", str(STRATA), "-o", str(out), *args])
     assert rc == 0
     g = gpd.read_file(out)
     assert set(g.class_name) == {"forest", "water"} and (g.area_m2 >= 5000).all()
@@ -281,12 +288,13 @@ def test_error_no_crs(tmp_path):
 
 
 def test_error_output_folder_and_extension(tmp_path):
-    from geoseg.cli import main
+    from geoseg.cli import vectorize as cmd
 
     with pytest.raises(OutputError, match="does not exist"):
         vectorize_to_file(STRATA, tmp_path / "missing" / "o.gpkg", progress=False)
     with pytest.raises(ConfigError, match=r"\.gpkg.*\.parquet.*\.fgb.*\.geojson.*\.shp"):
         vectorize_to_file(STRATA, tmp_path / "o.kml", progress=False)
-    assert main(["vectorize", str(STRATA), "-o", str(tmp_path / "o.txt")]) == 1
+    with pytest.raises(ConfigError, match=r"unknown vector output extension '\.txt'"):
+        run_cli(cmd, ["vectorize", str(STRATA), "-o", str(tmp_path / "o.txt")])
     with pytest.raises(ConfigError, match="connectivity"):
         vectorize(STRATA, connectivity=6)

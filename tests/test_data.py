@@ -375,3 +375,21 @@ def test_split_pixels_subset(nc_dm):
     )
     Xs2, _ = nc_dm.split_pixels("val", max_pixels=1000, seed=1)
     np.testing.assert_array_equal(Xs, Xs2)
+
+
+def test_sparse_polygons_with_class_names_or_ids():
+    """NC training polygons: class from the `id` field or from the `label` names field."""
+    counts = []
+    for field in ("id", "label"):
+        dm = GeoDataModule(
+            nc_config(
+                labels={"path": str(NC / "landsat96_polygons.shp"), "class_field": field},
+                tile_size=32,
+                split={"block_size": 64},
+            )
+        )
+        dm.prepare_scene()
+        counts.append(dm.coverage.class_counts.tolist())
+        # background None: only polygon pixels are labelled, the rest is ignored
+        assert 0 < dm.coverage.label_valid < dm.coverage.image_valid / 20
+    assert counts[0] == counts[1]

@@ -516,14 +516,7 @@ class VectorLabelDataset(_GridDataset):
             if config.class_field is None:
                 v = np.full(len(df), float(burn))
             else:
-                try:
-                    v = pd.to_numeric(df[config.class_field]).to_numpy(dtype=float)
-                except (TypeError, ValueError):
-                    raise DataError(
-                        f"{where}.class_field: field {config.class_field!r} holds "
-                        f"non-numeric values ({df[config.class_field].unique()[:5].tolist()});"
-                        " it must hold class ids"
-                    ) from None
+                v = _field_class_ids(df[config.class_field], classes, where=where)
             geoms += list(g[keep])
             values += list(v[keep])
         self.geometries = np.array(geoms, dtype=object)
@@ -570,6 +563,24 @@ class VectorLabelDataset(_GridDataset):
             valid &= inside | (out != self.background)
         out[~valid] = 0.0
         return out, valid
+
+
+def _field_class_ids(values: pd.Series, classes: ClassTable, *, where: str) -> np.ndarray:
+    """Class ids from an attribute holding ids (numbers) or class names (text)."""
+    try:
+        return np.asarray(pd.to_numeric(values), dtype=float)
+    except (TypeError, ValueError):
+        pass
+    by_name = {c.name.strip().lower(): c.id for c in classes}
+    text = values.astype(str).str.strip().str.lower()
+    unknown = sorted(set(text[~text.isin(list(by_name))].tolist()))
+    if unknown:
+        raise DataError(
+            f"{where}.class_field: values {unknown[:10]} are neither class ids nor class "
+            f"names of data.classes (names: {classes.names}); fix the attribute or the "
+            "class table"
+        )
+    return np.array([by_name[t] for t in text], dtype=float)
 
 
 def _inside_mask(grid: Grid, box: Box, regions: Sequence[Box]) -> np.ndarray:

@@ -67,7 +67,8 @@ class LabelConfig:
         nodata: label value meaning "no label", overriding the raster's nodata tag.
         ignore_values: label values excluded from loss and metrics (e.g. ``[-1]`` for
             Sen1Floods11 "no data"). They become ``IGNORE_INDEX`` in masks.
-        class_field: vector labels: the attribute holding each feature's class id. None
+        class_field: vector labels: the attribute holding each feature's class id (or
+            class name, matched to data.classes case-insensitively). None
             burns ``burn_value`` for every feature.
         burn_value: vector labels: the class id burnt for every feature when
             ``class_field`` is None. None: the one class that is not ``background``.

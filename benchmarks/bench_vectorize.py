@@ -116,6 +116,7 @@ def run_geoseg(
     gdf = vectorize(raster, chunk_size=chunk, workers=workers, progress=False)
     elapsed = time.perf_counter() - t0
     res = {"seconds": elapsed, "n": len(gdf), **summary(gdf), **peak_rss_mb()}
+    res["stats"] = gdf.attrs.get("vectorize_stats", {})
     if out is not None:
         gdf[["class_id", "area_m2", "geometry"]].to_parquet(out)
     return res
@@ -306,6 +307,12 @@ def main() -> None:
     for name, r in rows:
         print(f"{name:48s} {r['seconds']:9.1f} {r['n']:10d} {r['main_mb']:9.0f} "
               f"{r['largest_child_mb']:9.0f}")  # fmt: skip
+    st = chunked.get("stats", {})
+    if st:
+        print(f"\nchunked run: {st.get('chunks')} chunks in {st.get('chunks_seconds', 0):.1f} s, "
+              f"seam merge of {st.get('border_pieces')} border pieces into "
+              f"{st.get('merged_regions')} regions in {st.get('merge_seconds', 0):.2f} s "
+              f"(largest merged region: {st.get('largest_merged_vertices')} vertices)")  # fmt: skip
     print(f"\n1. exactness chunked vs single: {ex}")
     print(f"   chunked vs baseline:          {R['exact_chunked_vs_baseline']}")
     print(f"   -> {'PASS' if exact_ok else 'FAIL'}")

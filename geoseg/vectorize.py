@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1028,6 +1029,8 @@ class _Job:
     with_confidence: bool
     simplify_px: float
     geometry_type: str
+    #: timings and sizes of the last run (seconds, counts), see ``GeoDataFrame.attrs``
+    stats: dict[str, float] = field(default_factory=dict)
 
 
 def _prepare(
@@ -1135,6 +1138,7 @@ def _iter_frames(
     """Yield GeoDataFrames of final polygons as chunks complete, merged regions last."""
     if chunk_size < 16:
         raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    t_start = time.perf_counter()
     grid, opts = job.grid, job.opts
     windows = _chunk_windows(grid, chunk_size)
     n_rows = math.ceil(grid.height / chunk_size)
@@ -1148,8 +1152,20 @@ def _iter_frames(
             yield _frame(res.final, job)
         res.final = None
         results[res.index] = res
+    t_merge = time.perf_counter()
+    n_border = sum(len(r.border.geoms) for r in results.values())
     merged = _merge_border_pieces(results, n_rows, n_cols, opts.connectivity, progress, chunk_size)
     results.clear()
+    job.stats.update(
+        chunks_seconds=t_merge - t_start,
+        merge_seconds=time.perf_counter() - t_merge,
+        chunks=len(windows),
+        border_pieces=n_border,
+        merged_regions=len(merged.geoms),
+        largest_merged_vertices=int(shapely.get_num_coordinates(merged.geoms).max())
+        if len(merged.geoms)
+        else 0,
+    )
     if not opts.collect:
         merged, _ = _clean(merged, opts)
         yield _frame(_attributes(merged, grid), job)
@@ -1276,7 +1292,9 @@ def _collect(job: _Job, **kw: Any) -> gpd.GeoDataFrame:
     if not frames:
         return _frame(_attributes(_Pieces.empty(), job.grid), job)
     gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=job.grid.crs_wkt)
-    return _sorted(gdf, job.grid)
+    gdf = _sorted(gdf, job.grid)
+    gdf.attrs["vectorize_stats"] = dict(job.stats)
+    return gdf
 
 
 def vectorize_to_file(

@@ -119,6 +119,7 @@ def test_demo_writes_every_output_and_they_read_back(demo):
     assert Image.open(result.chart).height > 100
     html = result.map.read_text()
     assert "Leaflet 1.9.4" in html and "geoseg-legend" in html
+    assert '"Mean probability"' in html and '"Area (ha)"' in html  # popup fields
     assert not re.search(r"<(script|link|img)[^>]*(src|href)=[\"']?(https?:)?//", html)
     assert len(result.tiles) == 4
 

@@ -91,5 +91,7 @@ def test_training_walkthrough_runs(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_urban_planning_runs(tmp_path, monkeypatch):
     nb = _run("03_urban_planning_analysis.ipynb", tmp_path, monkeypatch)
-    assert len(_outputs(nb, "image/png")) >= 1  # the choropleth
-    assert "District" in "".join(_outputs(nb, "text/plain")) or _outputs(nb, "text/html")
+    assert len(_outputs(nb, "image/png")) >= 2  # the choropleth and the change map
+    html = "".join(_outputs(nb, "text/html"))
+    assert all(f"{r}{c}" in html for r in "ABC" for c in "123")  # the 9 districts' tables
+    assert "developed" in html  # class columns of the area tables / change matrix

@@ -138,7 +138,10 @@ def _legend_html(classes: ClassTable, title: str) -> str:
 
 
 def _polygons_for_map(gdf: gpd.GeoDataFrame, classes: ClassTable) -> gpd.GeoDataFrame:
-    """Polygons in EPSG:4326 with ``class_id``, ``class_name``, ``area_m2``, ``area_ha``."""
+    """Polygons in EPSG:4326 with ``class_id``, ``class_name``, ``area_m2``, ``area_ha``.
+
+    A ``confidence`` column (mean class probability) is kept when present.
+    """
     import geopandas as gpd
 
     ids = polygon_class_ids(gdf, classes)
@@ -159,6 +162,8 @@ def _polygons_for_map(gdf: gpd.GeoDataFrame, classes: ClassTable) -> gpd.GeoData
         geometry=gdf.geometry.to_numpy(),
         crs=gdf.crs,
     )
+    if "confidence" in gdf.columns:  # mean class probability, from vectorize(probabilities=)
+        out["confidence"] = np.round(gdf["confidence"].to_numpy(dtype="float64"), 3)
     return out.to_crs("EPSG:4326") if out.crs is not None else out
 
 
@@ -232,6 +237,14 @@ def web_map(
         poly = _polygons_for_map(gdf, table)
         colors = {c.id: c.color for c in table}
         poly["fill"] = [colors.get(int(i), "#cccccc") for i in poly["class_id"]]
+        popup_fields = [
+            ("class_name", "Class"),
+            ("class_id", "Class id"),
+            ("area_m2", "Area (m²)"),
+            ("area_ha", "Area (ha)"),
+        ]
+        if "confidence" in poly.columns:
+            popup_fields.append(("confidence", "Mean probability"))
         folium.GeoJson(
             poly,
             name="Polygons",
@@ -243,8 +256,8 @@ def web_map(
             },
             highlight_function=lambda f: {"weight": 2.5, "color": "#000000", "fillOpacity": 0.5},
             popup=folium.GeoJsonPopup(
-                fields=["class_name", "class_id", "area_m2", "area_ha"],
-                aliases=["Class", "Class id", "Area (m²)", "Area (ha)"],
+                fields=[f for f, _ in popup_fields],
+                aliases=[a for _, a in popup_fields],
                 localize=True,
             ),
             tooltip=folium.GeoJsonTooltip(fields=["class_name"], aliases=["Class"]),

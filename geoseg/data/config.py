@@ -10,6 +10,31 @@ other dataclasses of this module), so a typo'd key anywhere raises
 Units: sizes called ``*_size``, ``buffer`` and ``stride`` are in **pixels** of the imagery
 grid; bounding boxes (``val_boxes``, ``test_boxes``) are in **CRS units** of the imagery grid.
 
+Examples (the three bundled samples)::
+
+    data:                       # one file per band, class raster in a twin CRS
+      imagery:
+        paths: [data/nc-landsat7-landcover/lsat7_2000_10.tif, ..._20.tif, ..., ..._70.tif]
+        stack: bands
+        band_names: [B1, B2, B3, B4, B5, B7]
+      labels: {path: data/nc-landsat7-landcover/strata.tif}
+      classes: [{id: 1, name: developed, color: "#e31a1c"}, ...]
+      split: {method: blocks, block_size: 128, val_fraction: 0.2, test_fraction: 0.2}
+
+    data:                       # one multi-band file, -1 = no label
+      imagery: {paths: data/sen1floods11-spain-water/S2/Spain_7370579_S2Hand.tif}
+      labels:
+        path: data/sen1floods11-spain-water/Labels/Spain_7370579_LabelHand.tif
+        ignore_values: [-1]
+      classes: [{id: 0, name: land}, {id: 1, name: water}]
+
+    data:                       # a mosaic of chips, building polygons burnt on the fly
+      imagery: {paths: data/spacenet1-rio-buildings/3band, nodata: 0, nodata_mode: all}
+      labels:
+        path: data/spacenet1-rio-buildings/vectorData/geoJson
+        background: 0           # pixels outside polygons are class 0 (else ignored)
+      classes: [{id: 0, name: background}, {id: 1, name: building}]
+
 Relative paths: a relative path (or glob) is looked up, in order, against ``data.root``
 when given, the current working directory, and the geoseg repository root (the folder
 holding the ``geoseg`` package); the first folder where it matches wins.

@@ -298,3 +298,16 @@ def test_error_output_folder_and_extension(tmp_path):
         run_cli(cmd, ["vectorize", str(STRATA), "-o", str(tmp_path / "o.txt")])
     with pytest.raises(ConfigError, match="connectivity"):
         vectorize(STRATA, connectivity=6)
+
+
+@pytest.mark.parametrize(
+    ("path", "chunk", "kw"),
+    [(RIO[0], 29, {}), (ZURICH[0], 17, {}), (WATER, 97, {"nodata": -1})],
+    ids=["rio-buildings-4326", "zurich-trees-2056", "spain-water-4326"],
+)
+def test_chunked_equals_single_pass_other_real_maps(path, chunk, kw):
+    for conn in (4, 8):
+        ref = vectorize(path, chunk_size=4096, workers=1, progress=False, connectivity=conn, **kw)
+        got = vectorize(path, chunk_size=chunk, workers=1, progress=False, connectivity=conn, **kw)
+        same(got, ref)
+        assert shapely.is_valid(got.geometry.values).all()

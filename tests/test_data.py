@@ -393,3 +393,20 @@ def test_sparse_polygons_with_class_names_or_ids():
         # background None: only polygon pixels are labelled, the rest is ignored
         assert 0 < dm.coverage.label_valid < dm.coverage.image_valid / 20
     assert counts[0] == counts[1]
+
+
+def test_photometric_jitter_spares_nodata():
+    from geoseg.data import Augment, AugmentConfig
+
+    img = torch.ones(3, 16, 16)
+    img[:, :, :4] = 0.0  # no-data columns (normalized image is 0 there)
+    mask = torch.zeros(16, 16, dtype=torch.int64)
+    mask[:, :4] = IGNORE_INDEX
+    cfg = AugmentConfig(flips=False, rotate90=False, photometric=True, brightness=0.2, contrast=0.2)
+    out = Augment(cfg, generator=torch.Generator().manual_seed(0))({"image": img, "mask": mask})
+    assert out["image"].dtype == torch.float32
+    assert torch.equal(out["mask"], mask)
+    assert (out["image"][:, :, :4] == 0).all()
+    band = out["image"][:, :, 4:]
+    assert not torch.allclose(band, img[:, :, 4:])
+    assert ((band - 1).abs() <= 0.2 * 1 + 0.2 + 1e-6).all()

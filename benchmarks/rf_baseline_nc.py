@@ -88,6 +88,10 @@ def main() -> None:
     if metrics_json.is_file():
         unet = json.loads(metrics_json.read_text()).get("test")
         if unet:
+            if "miou_reference_classes" not in unet:  # run made before the key existed
+                ref = [v for k, v in unet["iou"].items() if unet["support"][k] > 0]
+                ref = [v for v in ref if v is not None]
+                unet["miou_reference_classes"] = sum(ref) / len(ref) if ref else None
             reports = {"U-Net": unet, "RF (pixel)": report}
             print(f"U-Net test pixels {unet['pixels']}, RF test pixels {report['pixels']}")
     print(format_table(reports))

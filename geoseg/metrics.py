@@ -63,7 +63,10 @@ def metrics_report(results: Mapping[str, torch.Tensor], classes: ClassTable) -> 
 
     Returns:
         ``overall_accuracy``, ``miou`` and ``mean_f1`` (means over classes that occur in
-        the reference or the prediction), ``iou``/``f1``/``support`` by class name,
+        the reference or the prediction, as torchmetrics' macro average),
+        ``miou_reference_classes`` (mean over classes with reference pixels only, so
+        models that predict different absent classes compare on the same set),
+        ``iou``/``f1``/``support`` by class name,
         ``pixels`` (labelled pixels evaluated) and ``confusion_matrix`` with ``labels``
         (class names, rows = reference, columns = prediction) and integer ``counts``.
     """
@@ -81,6 +84,9 @@ def metrics_report(results: Mapping[str, torch.Tensor], classes: ClassTable) -> 
     return {
         "overall_accuracy": float(by_suffix["accuracy"]) if total else None,
         "miou": _nanmean(list(iou.values())),
+        "miou_reference_classes": _nanmean(
+            [v for i, v in enumerate(iou.values()) if int(support[i]) > 0]
+        ),
         "mean_f1": _nanmean(list(f1.values())),
         "iou": iou,
         "f1": f1,
@@ -119,6 +125,10 @@ def format_table(reports: Mapping[str, Mapping[str, Any]]) -> str:
             f"{'IoU ' + n:{width + 4}} " + " ".join(fmt(r["iou"][n]) for r in reports.values())
         )
     lines.append(f"{'mIoU':{width + 4}} " + " ".join(fmt(r["miou"]) for r in reports.values()))
+    lines.append(
+        f"{'mIoU (ref)':{width + 4}} "
+        + " ".join(fmt(r.get("miou_reference_classes")) for r in reports.values())
+    )
     lines.append(
         f"{'accuracy':{width + 4}} "
         + " ".join(fmt(r["overall_accuracy"]) for r in reports.values())

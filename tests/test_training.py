@@ -72,6 +72,8 @@ def test_metrics_report_hand_checked():
     assert rep["iou"] == pytest.approx({"dark": 2 / 5, "mid": 2 / 3, "bright": 0.0})
     assert rep["f1"]["dark"] == pytest.approx(2 * 2 / (2 * 2 + 3))
     assert rep["miou"] == pytest.approx((0.4 + 2 / 3 + 0.0) / 3)
+    # "bright" has no reference pixels (only false positives): left out of this mean
+    assert rep["miou_reference_classes"] == pytest.approx((0.4 + 2 / 3) / 2)
     assert rep["support"] == {"dark": 5, "mid": 2, "bright": 0}
     json.dumps(rep)  # JSON-ready
 

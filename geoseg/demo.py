@@ -258,21 +258,21 @@ def run_demo(
         InputFileError: the model file or the sample data is missing (the message says
             how to retrain the model).
     """
-    from geoseg.models import read_metadata
-
     out = stream or sys.stdout
     model_path = Path(model) if model is not None else DEMO_MODEL
     if not model_path.is_file():
         raise InputFileError(_missing_model_message(model_path))
+    print(f"geoseg demo: loading the model {str(model_path)!r} ...", file=out, flush=True)
+    from geoseg.models import read_metadata
+
     meta = read_metadata(model_path)
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {k: folder / v for k, v in OUTPUT_NAMES.items()}
     rep = _Reporter(out, total=6)
     print(
-        f"geoseg demo: {meta.arch}/{meta.encoder} model {str(model_path)!r}, "
-        f"{len(meta.bands)} bands {meta.bands}, {len(meta.classes)} classes; "
-        f"outputs in {str(folder)!r}",
+        f"geoseg demo: {meta.arch}/{meta.encoder}, {len(meta.bands)} bands {meta.bands}, "
+        f"{len(meta.classes)} classes; outputs in {str(folder)!r}",
         file=out,
         flush=True,
     )

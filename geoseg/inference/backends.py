@@ -250,6 +250,8 @@ class Runner:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            # Idle ORT threads must not spin: Dask threads read and blend meanwhile.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             sess = ort.InferenceSession(spec.onnx_path, so, providers=["CPUExecutionProvider"])
 
             def run_onnx(x: np.ndarray) -> np.ndarray:

@@ -68,11 +68,21 @@ def run_batch(
     No-data pixels are fed to the model as 0 after normalization.
     """
     xs, idx, valids = [], [], []
+    # One read for the whole batch: its windows are consecutive in one window row, so
+    # their union is a strip; overlapping pixels are read (and decoded) once.
+    top = min(w.row for w in windows)
+    left = min(w.col for w in windows)
+    strip = PixelWindow(
+        top, left, max(w.row_stop for w in windows) - top, max(w.col_stop for w in windows) - left
+    )
+    data_all, valid_all = mosaic.read(strip)
+    m, s = mean[:, None, None], std[:, None, None]
     for i, w in enumerate(windows):
-        data, valid = mosaic.read(w)
+        sl = (slice(w.row - top, w.row_stop - top), slice(w.col - left, w.col_stop - left))
+        valid = valid_all[sl]
         valids.append(valid)
         if valid.any():
-            x = (data - mean[:, None, None]) / std[:, None, None]
+            x = (data_all[(slice(None), *sl)] - m) / s
             x[:, ~valid] = 0.0
             xs.append(x)
             idx.append(i)
@@ -154,14 +164,15 @@ def build_graph(
     std: np.ndarray,
     block_spec: BlockSpec,
     token: str,
+    align: int = 1,
 ) -> tuple[dict[Any, Any], list[Any], int]:
     """Build the task graph.
 
     Returns:
         ``(graph, block_keys, n_windows)``.
     """
-    rows = axis_starts(mosaic.height, tile_size, overlap)
-    cols = axis_starts(mosaic.width, tile_size, overlap)
+    rows = axis_starts(mosaic.height, tile_size, overlap, align=align)
+    cols = axis_starts(mosaic.width, tile_size, overlap, align=align)
     dsk: dict[Any, Any] = {}
     bname, fname = f"geoseg-batch-{token}", f"geoseg-block-{token}"
     # batch id and position of window (ri, ci)

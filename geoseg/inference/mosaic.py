@@ -333,7 +333,7 @@ def open_mosaic(
     transform = Affine(res[0], 0.0, left, 0.0, -res[1], top)
     sources = []
     warped = []
-    for (p, c, nocrs, t, _w, _h), b in zip(infos, boxes, strict=True):
+    for (p, c, nocrs, t, w, h), b in zip(infos, boxes, strict=True):
         col_f = (t.c - left) / res[0]
         row_f = (top - t.f) / res[1]
         aligned = (
@@ -349,7 +349,10 @@ def open_mosaic(
         r0 = math.floor((top - b[3]) / res[1])
         c1 = math.ceil((b[2] - left) / res[0])
         r1 = math.ceil((top - b[1]) / res[1])
-        if not aligned:
+        if aligned:  # exact footprint: the file's own pixels
+            r0, c0 = round(row_f), round(col_f)
+            r1, c1 = r0 + h, c0 + w
+        else:
             warped.append(str(p))
         sources.append(
             Source(

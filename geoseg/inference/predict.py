@@ -27,7 +27,6 @@ from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.mosaic import open_mosaic
 from geoseg.inference.tiling import check_tiling
 from geoseg.inference.writer import BlockWriter
-from geoseg.models import read_metadata
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
 #: ``distributed.Client``) runs on a ``dask.distributed`` cluster.
@@ -164,6 +163,8 @@ def predict(
         OutputError: output exists (without overwrite) or cannot be written.
         SchedulerError: the scheduler cannot be reached or the distributed run failed.
     """
+    from geoseg.models import read_metadata  # lazy: workers never import torch for ONNX
+
     t_start = time.perf_counter()
     meta = read_metadata(checkpoint)
     tile = int(tile_size or meta.tile_size)
@@ -273,6 +274,7 @@ def predict(
                     std=std,
                     block_spec=block_spec,
                     token=uuid.uuid4().hex[:12],
+                    align=factor,
                 )
                 try:
                     _execute(

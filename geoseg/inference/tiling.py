@@ -53,26 +53,33 @@ class PixelWindow:
         )
 
 
-def axis_starts(length: int, tile_size: int, overlap: int) -> list[int]:
+def axis_starts(length: int, tile_size: int, overlap: int, *, align: int = 1) -> list[int]:
     """Start offsets (pixels) of windows along one axis of ``length`` pixels.
 
     The fewest windows of ``tile_size`` pixels that cover ``[0, length)`` with at least
-    ``overlap`` pixels shared by neighbours, spread evenly: the first starts at 0, the
-    last ends exactly at ``length`` (the right/bottom edge is always covered, and no
-    window is wasted on padding). When ``length <= tile_size`` there is one window at 0.
+    ``overlap`` pixels shared by neighbours, spread evenly. Every start is a multiple
+    of ``align``: strided CNNs are not shift-invariant, so a U-Net with output stride
+    32 gives different answers for a window shifted by a few pixels; aligning every
+    window to the model's stride makes each tile see the same pixel phase as a
+    whole-scene pass, which is what keeps seams invisible. The first window starts at
+    0; the last one ends at ``length`` or, when alignment requires, less than ``align``
+    pixels past it (that sliver lies outside the mosaic and is read as no-data). When
+    ``length <= tile_size`` there is one window at 0.
 
     Raises:
         ConfigError: ``overlap`` is negative or not smaller than ``tile_size``.
     """
     check_tiling(tile_size, overlap)
+    if align < 1:
+        raise ConfigError(f"align must be >= 1 pixel, got {align}")
     if length <= tile_size:
         return [0]
-    stride = tile_size - overlap
-    n = math.ceil((length - overlap) / stride)
-    n = max(n, 2)
-    span = length - tile_size
-    # Integer arithmetic so every platform gets the same grid.
-    return [(k * span + (n - 1) // 2) // (n - 1) for k in range(n)]
+    stride_units = max(1, (tile_size - overlap) // align)
+    last_units = -(-(length - tile_size) // align)  # ceil: the last window reaches the edge
+    n = -(-last_units // stride_units) + 1
+    # Integer arithmetic so every platform gets the same grid; rounding to the nearest
+    # unit keeps every gap <= stride_units, hence every overlap >= the requested one.
+    return [align * ((2 * k * last_units + (n - 1)) // (2 * (n - 1))) for k in range(n)]
 
 
 def check_tiling(tile_size: int, overlap: int) -> None:
@@ -92,10 +99,12 @@ def check_tiling(tile_size: int, overlap: int) -> None:
         )
 
 
-def tile_windows(height: int, width: int, *, tile_size: int, overlap: int) -> list[PixelWindow]:
+def tile_windows(
+    height: int, width: int, *, tile_size: int, overlap: int, align: int = 1
+) -> list[PixelWindow]:
     """All model windows over a ``height`` x ``width`` grid, in row-major order."""
-    rows = axis_starts(height, tile_size, overlap)
-    cols = axis_starts(width, tile_size, overlap)
+    rows = axis_starts(height, tile_size, overlap, align=align)
+    cols = axis_starts(width, tile_size, overlap, align=align)
     return [PixelWindow(r, c, tile_size, tile_size) for r in rows for c in cols]
 
 
@@ -114,7 +123,10 @@ def block_windows(height: int, width: int, *, block_size: int) -> list[list[Pixe
     return out
 
 
-def overlap_compute_ratio(height: int, width: int, *, tile_size: int, overlap: int) -> float:
+def overlap_compute_ratio(
+    height: int, width: int, *, tile_size: int, overlap: int, align: int = 1
+) -> float:
     """Windows run / windows of a non-overlapping grid over the same area (>= 1)."""
     plain = math.ceil(height / tile_size) * math.ceil(width / tile_size)
-    return len(tile_windows(height, width, tile_size=tile_size, overlap=overlap)) / plain
+    wins = tile_windows(height, width, tile_size=tile_size, overlap=overlap, align=align)
+    return len(wins) / plain

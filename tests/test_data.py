@@ -410,3 +410,24 @@ def test_photometric_jitter_spares_nodata():
     band = out["image"][:, :, 4:]
     assert not torch.allclose(band, img[:, :, 4:])
     assert ((band - 1).abs() <= 0.2 * 1 + 0.2 + 1e-6).all()
+
+
+def test_coarse_scan_of_large_scenes(monkeypatch, nc_dm):
+    """Scenes past EXACT_SCAN_MAX_SIDE are scanned on a coarsened grid: estimates only."""
+    from geoseg.data import splits
+
+    monkeypatch.setattr(splits, "EXACT_SCAN_MAX_SIDE", 100)
+    monkeypatch.setattr(splits, "COVERAGE_MAX_CELLS", 128)
+    dm = GeoDataModule(nc_config(), seed=0)
+    dm.setup("fit")
+    assert dm.coverage.cell == 4
+    exact = nc_dm.coverage.class_counts
+    approx = dm.coverage.class_counts
+    big = exact > 5000
+    np.testing.assert_allclose(approx[big], exact[big], rtol=0.1)
+    assert dm.coverage.label_valid == pytest.approx(135092, rel=0.05)
+    batch = next(iter(dm.train_dataloader()))
+    assert (batch["mask"] != IGNORE_INDEX).any()
+    # the splits are still disjoint, and tiles still read exact values
+    for r in dm.region_bounds("train"):
+        assert not any(_overlaps(r, v) for v in dm.region_bounds("val") + dm.region_bounds("test"))

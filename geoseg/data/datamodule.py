@@ -27,7 +27,7 @@ from geoseg.data.datasets import (
 )
 from geoseg.data.normalization import band_statistics, iter_chunks
 from geoseg.data.samplers import TRAIN_SAMPLERS, grid_tiles
-from geoseg.data.sources import Box, intersect
+from geoseg.data.sources import Box, Grid, intersect
 from geoseg.data.splits import (
     SPLITS,
     Coverage,
@@ -172,8 +172,8 @@ class GeoDataModule(lightning.LightningDataModule):
         whole = SegmentationDataset(self.imagery, self.labels, self.label_reader, [scene])
         self._whole = whole
 
-        def read_mask(box: Box) -> tuple[np.ndarray, np.ndarray]:
-            _, ivalid, mask = whole.read_raw(box)
+        def read_mask(box: Box, grid: Grid | None) -> tuple[np.ndarray, np.ndarray]:
+            _, ivalid, mask = whole.read_raw(box, grid=grid)
             return ivalid, mask
 
         cov = compute_coverage(read_mask, scene, grid, num_classes=len(self.classes))

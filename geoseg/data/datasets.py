@@ -128,8 +128,8 @@ class _GridDataset(GeoDataset):
             b = (minx, miny, maxx, maxy)
         return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
 
-    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``box`` of the grid: ``(values, valid)``."""
+    def read(self, box: Box, *, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``box`` of the grid (or of a coarsened ``grid``): ``(values, valid)``."""
         raise NotImplementedError
 
     def __getitem__(self, query: Any) -> dict[str, Any]:
@@ -294,18 +294,24 @@ class ImageryDataset(_GridDataset):
             return values.pop()
         return None
 
-    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, box: Box, *, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Read ``box``: ``(values (C, H, W) float, valid (H, W) bool)``.
 
         Values are float32 when that holds the files' values exactly (8/16-bit
         integers, float32), else float64; no-data pixels are 0.
+
+        Args:
+            box: the area, in the working CRS.
+            grid: read on this coarsened working grid instead (quick scans).
         """
-        rows, cols = self.grid.shape(box)
+        g = grid or self.grid
+        coarse = g != self.grid
+        rows, cols = g.shape(box)
         dt = self.work_dtype
         if self.config.stack == "bands":
             parts, valids = [], []
             for s in self.sources:
-                v, ok = s.read(self.grid, box, resampling=self.resampling, dtype=dt)
+                v, ok = s.read(g, box, resampling=self.resampling, dtype=dt, coarse=coarse)
                 parts.append(v)
                 valids.append(ok)
             values = np.concatenate(parts, axis=0)
@@ -315,7 +321,12 @@ class ImageryDataset(_GridDataset):
             n = len(self.band_names)
             if len(hits) == 1:
                 values, band_valid = hits[0].read(
-                    self.grid, box, bands=self.band_indexes, resampling=self.resampling, dtype=dt
+                    g,
+                    box,
+                    bands=self.band_indexes,
+                    resampling=self.resampling,
+                    dtype=dt,
+                    coarse=coarse,
                 )
             else:
                 values = np.zeros((n, rows, cols), dtype=dt)
@@ -416,15 +427,21 @@ class RasterLabelDataset(_GridDataset):
         _attach_all(self.sources, grid, where)
         self._init_index([s.bounds for s in self.sources], grid)
 
-    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Read ``box``: ``(values (H, W) float64, valid (H, W) bool)``."""
-        rows, cols = self.grid.shape(box)
+    def read(self, box: Box, *, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Read ``box``: ``(values (H, W) float64, valid (H, W) bool)``.
+
+        Args:
+            box: the area, in the working CRS.
+            grid: read on this coarsened working grid instead (quick scans).
+        """
+        g = grid or self.grid
+        rows, cols = g.shape(box)
         values = np.zeros((rows, cols), dtype=np.float64)
         valid = np.zeros((rows, cols), dtype=bool)
         for s in self.sources:
             if intersect(s.bounds, box) is None:
                 continue
-            v, ok = s.read(self.grid, box, resampling=Resampling.nearest)
+            v, ok = s.read(g, box, resampling=Resampling.nearest, coarse=g != self.grid)
             take = ok[0] & ~valid
             values[take] = v[0][take]
             valid |= take
@@ -539,9 +556,15 @@ class VectorLabelDataset(_GridDataset):
         box = extent if self.background is not None else vec_bounds
         self._init_index([box], grid)
 
-    def read(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
-        """Rasterize ``box``: ``(values (H, W) float64, valid (H, W) bool)``."""
-        rows, cols = self.grid.shape(box)
+    def read(self, box: Box, *, grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rasterize ``box``: ``(values (H, W) float64, valid (H, W) bool)``.
+
+        Args:
+            box: the area, in the working CRS.
+            grid: rasterize on this coarsened working grid instead (quick scans).
+        """
+        g = grid or self.grid
+        rows, cols = g.shape(box)
         fill = np.nan if self.background is None else float(self.background)
         out = np.full((rows, cols), fill, dtype=np.float64)
         if rows and cols:
@@ -552,14 +575,14 @@ class VectorLabelDataset(_GridDataset):
                     zip(self.geometries[hits], self.values[hits]),
                     out_shape=(rows, cols),
                     fill=fill,
-                    transform=self.grid.transform(box),
+                    transform=g.transform(box),
                     all_touched=self.config.all_touched,
                     dtype="float64",
                 )
         valid = ~np.isnan(out)
         if self.background is not None:
             # background only where the imagery footprint is
-            inside = _inside_mask(self.grid, box, [self.extent])
+            inside = _inside_mask(g, box, [self.extent])
             valid &= inside | (out != self.background)
         out[~valid] = 0.0
         return out, valid
@@ -696,20 +719,22 @@ class SegmentationDataset(_GridDataset):
         self._init_index(list(index_boxes if index_boxes is not None else regions), imagery.grid)
 
     def read_raw(
-        self, box: Box, *, score: Sequence[Box] | None = None
+        self, box: Box, *, score: Sequence[Box] | None = None, grid: Grid | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(raw values (C, H, W), image valid (H, W), mask (H, W) int64)`` of ``box``.
 
         Args:
             box: the area to read.
             score: boxes whose pixels may be scored (default: the split's regions).
+            grid: read on this coarsened working grid instead (quick scans).
         """
-        values, ivalid = self.imagery.read(box)
-        lvalues, lvalid = self.labels.read(box)
+        g = grid or self.grid
+        values, ivalid = self.imagery.read(box, grid=grid)
+        lvalues, lvalid = self.labels.read(box, grid=grid)
         mask = self.label_reader.to_indices(lvalues, lvalid)
         mask[~ivalid] = IGNORE_INDEX
         regions = self.regions if score is None else score
-        mask[~_inside_mask(self.grid, box, regions)] = IGNORE_INDEX
+        mask[~_inside_mask(g, box, regions)] = IGNORE_INDEX
         return values, ivalid, mask
 
     def __getitem__(self, query: Any) -> dict[str, Any]:

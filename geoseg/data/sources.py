@@ -162,6 +162,10 @@ class Grid:
     x0: float
     y0: float
 
+    def coarsen(self, factor: int) -> Grid:
+        """The same grid with pixels ``factor`` times larger (same origin)."""
+        return Grid(self.crs, self.xres * factor, self.yres * factor, self.x0, self.y0)
+
     def shape(self, box: Box) -> tuple[int, int]:
         """(rows, cols) of ``box`` on this grid."""
         minx, miny, maxx, maxy = box
@@ -316,6 +320,7 @@ class RasterSource:
         bands: Sequence[int] | None = None,
         resampling: Resampling = Resampling.nearest,
         dtype: Any = np.float64,
+        coarse: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Read ``box`` of the working grid from this file.
 
@@ -325,6 +330,9 @@ class RasterSource:
             bands: 1-based bands to read (all when None).
             resampling: used only when the file is not on the grid.
             dtype: float dtype of the values (float32 holds 8/16-bit data exactly).
+            coarse: ``grid`` is a coarsened working grid (a quick whole-scene scan):
+                the file is read decimated (GDAL overviews when present) and resampled
+                with ``resampling``.
 
         Returns:
             ``(values, valid)``: float array (bands, rows, cols) and a bool array
@@ -337,7 +345,7 @@ class RasterSource:
         if rows == 0 or cols == 0:
             return values, valid
         src = open_raster(self.path)
-        if self.aligned:
+        if self.aligned and not coarse:
             t = self.transform
             c0 = round((box[0] - t.c) / grid.xres)
             r0 = round((t.f - box[3]) / grid.yres)
@@ -371,10 +379,17 @@ class RasterSource:
             if c1 <= c0 or r1 <= r0:
                 return values, valid
             window = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
+            # read decimated when the target pixels are much coarser (bounded memory)
+            dec = max(1, math.floor(min(grid.xres / abs(t.a), grid.yres / abs(t.e)) / 2))
+            hc, wc = math.ceil((r1 - r0) / dec), math.ceil((c1 - c0) / dec)
+            data = src.read(
+                idx, window=window, out_shape=(len(idx), hc, wc), resampling=Resampling.nearest
+            )
+            sx, sy = (c1 - c0) / wc, (r1 - r0) / hc
             reproject(
-                source=src.read(idx, window=window),
+                source=data,
                 destination=dst,
-                src_transform=Affine(t.a, 0.0, t.c + c0 * t.a, 0.0, t.e, t.f + r0 * t.e),
+                src_transform=Affine(t.a * sx, 0.0, t.c + c0 * t.a, 0.0, t.e * sy, t.f + r0 * t.e),
                 src_crs=self.crs,
                 src_nodata=self.nodata,
                 dst_transform=grid.transform(box),

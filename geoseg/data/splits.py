@@ -39,7 +39,8 @@ class Coverage:
         counts: int64 array (rows, cols) of cells: valid labelled pixels per cell.
         image_valid: valid imagery pixels over the scene.
         label_valid: valid label pixels over the scene.
-        class_counts: valid labelled pixels per class index.
+        class_counts: valid labelled pixels per class index (estimates, like all
+            counts here, when the scene was scanned on a coarsened grid).
         class_cells: int64 array (classes, rows, cols) of coarser cells of
             ``class_cell`` pixels: labelled pixels per class (for stratified splits).
         class_cell: side of the class cells in pixels (a multiple of ``cell``).
@@ -102,76 +103,97 @@ class Coverage:
         return self.count(self.box_rect(box))
 
 
+#: Scenes up to this many pixels per side are scanned exactly (every pixel, every label
+#: value checked); larger ones are scanned on a coarsened grid (decimated reads).
+EXACT_SCAN_MAX_SIDE = 16384
+
+#: The scene coverage has at most this many cells per side.
+COVERAGE_MAX_CELLS = 2048
+
+
 def compute_coverage(
-    read_mask: Callable[[Box], tuple[np.ndarray, np.ndarray]],
+    read_mask: Callable[[Box, Grid | None], tuple[np.ndarray, np.ndarray]],
     box: Box,
     grid: Grid,
     *,
     num_classes: int,
-    max_cells: int = 2048,
+    max_cells: int | None = None,
     max_class_cells: int = 256,
     chunk: int = 1024,
     progress: bool = True,
 ) -> Coverage:
     """Read the whole scene once, in chunks, and count valid labelled pixels per cell.
 
-    Reading every label pixel once also checks every label value against the class table
-    (unknown values raise before training starts).
+    Scenes up to :data:`EXACT_SCAN_MAX_SIDE` pixels per side are read at full resolution:
+    counts are exact and every label value is checked against the class table (unknown
+    values raise before training starts). Larger scenes are read on a grid coarsened to
+    the cell size (one decimated read per cell; GDAL overviews are used when present),
+    so counts are estimates; tiles are still checked exactly when read.
 
     Args:
-        read_mask: returns ``(image_valid (H, W), mask (H, W) class indices)`` of a box.
+        read_mask: ``read_mask(box, grid)`` returns ``(image_valid (H, W), mask (H, W)
+            class indices)`` of a box, on the working grid (``grid`` None) or a
+            coarsened one.
         box: the scene box.
         grid: the working grid.
         num_classes: classes in the table.
-        max_cells: the count array has at most this many cells per side.
+        max_cells: the count array has at most this many cells per side (default
+            :data:`COVERAGE_MAX_CELLS`).
         max_class_cells: the per-class count array has at most this many per side.
-        chunk: pixels per side read at once (rounded to whole cells).
+        chunk: pixels (of the read grid) per side read at once.
         progress: show a tqdm bar for scenes of more than a few chunks.
     """
     from tqdm.auto import tqdm
 
     rows, cols = grid.shape(box)
+    if max_cells is None:
+        max_cells = COVERAGE_MAX_CELLS
     cell = max(1, math.ceil(max(rows, cols) / max_cells))
     ccell = cell * max(1, math.ceil(max(rows, cols) / (cell * max_class_cells)))
-    chunk = max(ccell, (chunk // ccell) * ccell)
+    scale = 1 if max(rows, cols) <= EXACT_SCAN_MAX_SIDE else cell
+    rgrid = grid if scale == 1 else grid.coarsen(scale)
+    weight = scale * scale
+    rrows, rcols = math.ceil(rows / scale), math.ceil(cols / scale)
+    rcell, rccell = cell // scale, ccell // scale
+    chunk = max(rccell, (chunk // rccell) * rccell)
     counts = np.zeros((math.ceil(rows / cell), math.ceil(cols / cell)), dtype=np.int64)
     class_cells = np.zeros(
         (num_classes, math.ceil(rows / ccell), math.ceil(cols / ccell)), dtype=np.int64
     )
     class_counts = np.zeros(num_classes, dtype=np.int64)
     image_valid = label_valid = 0
-    steps = [(r, c) for r in range(0, rows, chunk) for c in range(0, cols, chunk)]
+    steps = [(r, c) for r in range(0, rrows, chunk) for c in range(0, rcols, chunk)]
     for r, c in tqdm(steps, desc="scanning scene", disable=not progress or len(steps) < 16):
-        nr, nc = min(chunk, rows - r), min(chunk, cols - c)
+        nr, nc = min(chunk, rrows - r), min(chunk, rcols - c)
         sub = (
-            box[0] + c * grid.xres,
-            box[3] - (r + nr) * grid.yres,
-            box[0] + (c + nc) * grid.xres,
-            box[3] - r * grid.yres,
+            box[0] + c * rgrid.xres,
+            box[3] - (r + nr) * rgrid.yres,
+            box[0] + (c + nc) * rgrid.xres,
+            box[3] - r * rgrid.yres,
         )
-        ivalid, mask = read_mask(sub)
+        ivalid, mask = read_mask(sub, None if scale == 1 else rgrid)
         ok = mask != IGNORE_INDEX
-        image_valid += int(ivalid.sum())
-        label_valid += int(ok.sum())
-        class_counts += np.bincount(mask[ok], minlength=num_classes)[:num_classes]
-        pr, pc = math.ceil(nr / cell) * cell, math.ceil(nc / cell) * cell
+        image_valid += int(ivalid.sum()) * weight
+        label_valid += int(ok.sum()) * weight
+        class_counts += np.bincount(mask[ok], minlength=num_classes)[:num_classes] * weight
+        pr, pc = math.ceil(nr / rcell) * rcell, math.ceil(nc / rcell) * rcell
         padded = np.zeros((pr, pc), dtype=np.int64)
         padded[:nr, :nc] = ok
-        blocks = padded.reshape(pr // cell, cell, pc // cell, cell).sum(axis=(1, 3))
-        counts[r // cell : r // cell + blocks.shape[0], c // cell : c // cell + blocks.shape[1]] = (
-            blocks
-        )
-        pr, pc = math.ceil(nr / ccell) * ccell, math.ceil(nc / ccell) * ccell
+        blocks = padded.reshape(pr // rcell, rcell, pc // rcell, rcell).sum(axis=(1, 3)) * weight
+        counts[
+            r // rcell : r // rcell + blocks.shape[0], c // rcell : c // rcell + blocks.shape[1]
+        ] = blocks
+        pr, pc = math.ceil(nr / rccell) * rccell, math.ceil(nc / rccell) * rccell
         onehot = np.full((pr, pc), num_classes, dtype=np.int64)
         onehot[:nr, :nc] = np.where(ok, mask, num_classes)
-        cy = np.repeat(np.arange(pr // ccell), ccell)[:, None]
-        cx = np.repeat(np.arange(pc // ccell), ccell)[None, :]
-        flat = (onehot * (pr // ccell) + cy) * (pc // ccell) + cx
+        cy = np.repeat(np.arange(pr // rccell), rccell)[:, None]
+        cx = np.repeat(np.arange(pc // rccell), rccell)[None, :]
+        flat = (onehot * (pr // rccell) + cy) * (pc // rccell) + cx
         binned = np.bincount(
-            flat.ravel(), minlength=(num_classes + 1) * (pr // ccell) * (pc // ccell)
-        ).reshape(num_classes + 1, pr // ccell, pc // ccell)[:num_classes]
-        r2, c2 = r // ccell, c // ccell
-        class_cells[:, r2 : r2 + binned.shape[1], c2 : c2 + binned.shape[2]] = binned
+            flat.ravel(), minlength=(num_classes + 1) * (pr // rccell) * (pc // rccell)
+        ).reshape(num_classes + 1, pr // rccell, pc // rccell)[:num_classes]
+        r2, c2 = r // rccell, c // rccell
+        class_cells[:, r2 : r2 + binned.shape[1], c2 : c2 + binned.shape[2]] = binned * weight
     return Coverage(
         box, grid, cell, counts, image_valid, label_valid, class_counts, class_cells, ccell
     )

@@ -37,7 +37,9 @@ def _experiment_for(
                 f"checkpoint {str(checkpoint)!r} stores no data config; pass config= "
                 "(geoseg evaluate --config CONFIG.yaml)"
             )
-        raw: Any = meta.config
+        # Only the data section matters here; training/model keys of another geoseg
+        # version must not stop an evaluation.
+        raw: Any = {"data": meta.config["data"]}
     else:
         raw = config
     exp = ExperimentConfig.load(raw)

@@ -431,3 +431,11 @@ def test_coarse_scan_of_large_scenes(monkeypatch, nc_dm):
     # the splits are still disjoint, and tiles still read exact values
     for r in dm.region_bounds("train"):
         assert not any(_overlaps(r, v) for v in dm.region_bounds("val") + dm.region_bounds("test"))
+
+
+def test_normalization_subsampled_close_to_exact(nc_dm):
+    dm = GeoDataModule(nc_config(normalization={"max_pixels": 5000}), seed=0)
+    dm.setup("fit")
+    assert dm.region_bounds("train") == nc_dm.region_bounds("train")
+    np.testing.assert_allclose(dm.mean, nc_dm.mean, rtol=0.03)
+    np.testing.assert_allclose(dm.std, nc_dm.std, rtol=0.1)

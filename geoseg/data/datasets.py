@@ -308,10 +308,12 @@ class ImageryDataset(_GridDataset):
         coarse = g != self.grid
         rows, cols = g.shape(box)
         dt = self.work_dtype
+        # coarse reads are point samples (statistics, scans): never average pixels
+        resampling = Resampling.nearest if coarse else self.resampling
         if self.config.stack == "bands":
             parts, valids = [], []
             for s in self.sources:
-                v, ok = s.read(g, box, resampling=self.resampling, dtype=dt, coarse=coarse)
+                v, ok = s.read(g, box, resampling=resampling, dtype=dt, coarse=coarse)
                 parts.append(v)
                 valids.append(ok)
             values = np.concatenate(parts, axis=0)
@@ -324,7 +326,7 @@ class ImageryDataset(_GridDataset):
                     g,
                     box,
                     bands=self.band_indexes,
-                    resampling=self.resampling,
+                    resampling=resampling,
                     dtype=dt,
                     coarse=coarse,
                 )
@@ -337,7 +339,7 @@ class ImageryDataset(_GridDataset):
                         self.grid,
                         box,
                         bands=self.band_indexes,
-                        resampling=self.resampling,
+                        resampling=resampling,
                         dtype=dt,
                     )
                     # first file wins where files overlap

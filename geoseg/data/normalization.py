@@ -30,7 +30,7 @@ def iter_chunks(box: Box, grid: Grid, *, chunk: int = 1024) -> list[Box]:
 
 
 def band_statistics(
-    read: Callable[[Box], tuple[np.ndarray, np.ndarray]],
+    read: Callable[..., tuple[np.ndarray, np.ndarray]],
     regions: Sequence[Box],
     grid: Grid,
     *,
@@ -40,10 +40,12 @@ def band_statistics(
     """Mean and standard deviation of every band over the valid pixels of ``regions``.
 
     Accumulates in float64 chunk by chunk (bounded memory). Above ``max_pixels`` the
-    regions are subsampled on a regular lattice (every k-th row and column).
+    regions are subsampled on a regular lattice (one pixel per k x k cell, read
+    decimated, so the cost follows ``max_pixels`` rather than the region size).
 
     Args:
-        read: returns ``(values (C, H, W), valid (H, W))`` raw imagery of a box.
+        read: ``read(box)`` returns ``(values (C, H, W), valid (H, W))`` raw imagery of
+            a box; ``read(box, grid=coarser_grid)`` the same on a coarsened grid.
         regions: the training regions (CRS boxes).
         grid: the working grid.
         band_names: band names for messages.
@@ -63,10 +65,11 @@ def band_statistics(
     count = 0
     # shift by the first valid pixel so sums of squares do not lose precision
     ref: np.ndarray | None = None
+    rgrid = grid if step == 1 else grid.coarsen(step)
     for region in regions:
-        for box in iter_chunks(region, grid):
-            values, valid = read(box)
-            values, valid = values[:, ::step, ::step], valid[::step, ::step]
+        for box in iter_chunks(region, rgrid):
+            # on a coarsened grid the files are read decimated: one pixel per lattice cell
+            values, valid = read(box) if step == 1 else read(box, grid=rgrid)
             px = values[:, valid].astype(np.float64)
             if px.size == 0:
                 continue

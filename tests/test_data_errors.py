@@ -225,3 +225,33 @@ def test_gdal_mask_band_is_respected(tmp_path):
     dm = GeoDataModule(cfg(d))
     dm.prepare_scene()
     assert dm.coverage.label_valid == 64 * 48
+
+
+def test_coarser_label_grid_is_resampled_nearest(tmp_path):
+    img = np.full((2, 64, 64), 9, dtype=np.uint16)
+    ip = write_raster(tmp_path / "img.tif", img)  # 10 m pixels
+    lab = (np.arange(32 * 32).reshape(32, 32) % 3).astype(np.uint8)
+    t20 = Affine(20.0, 0, 500000.0, 0, -20.0, 4000000.0)
+    lp = write_raster(tmp_path / "lab20.tif", lab, transform=t20)
+    d = {
+        "imagery": {"paths": str(ip)},
+        "labels": {"path": str(lp)},
+        "classes": [{"id": i, "name": f"c{i}"} for i in range(3)],
+        "tile_size": 16,
+    }
+    with pytest.warns(ReprojectionWarning, match="lab20.tif"):
+        dm = GeoDataModule(cfg(d))
+        dm.prepare_scene()
+    _, _, mask = dm._whole.read_raw(dm.coverage.box)
+    np.testing.assert_array_equal(mask, np.repeat(np.repeat(lab, 2, axis=0), 2, axis=1))
+
+
+def test_raster_without_crs(tmp_path):
+    ip = write_raster(tmp_path / "nocrs.tif", np.ones((1, 32, 32), np.uint8), crs=None)
+    d = {
+        "imagery": {"paths": str(ip)},
+        "labels": {"path": str(ip)},
+        "classes": [{"id": 1, "name": "x"}],
+    }
+    with pytest.raises(DataError, match=r"nocrs\.tif.*has no CRS"):
+        GeoDataModule(cfg(d)).setup("fit")

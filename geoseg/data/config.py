@@ -144,7 +144,8 @@ class SplitConfig:
             test are the explicit ``val_boxes``/``test_boxes``; train is the rest.
         val_fraction: share of valid labelled pixels for validation (blocks, strips).
         test_fraction: share for test (blocks, strips).
-        block_size: block side in pixels (blocks); None is 4 x ``tile_size``.
+        block_size: block side in pixels (blocks); None is 4 x ``tile_size``, less on
+            scenes too small for 3 x 3 such blocks (never below ``tile_size``).
         axis: strips: ``"x"`` (west-east), ``"y"`` (north-south) or ``"auto"`` (the
             longer side of the scene).
         buffer: pixels removed from the train region around val and test regions, so

@@ -471,7 +471,11 @@ def make_regions(cfg: SplitConfig, cov: Coverage, *, tile_size: int) -> dict[str
         raise ConfigError(f"data.split.buffer: {cfg.buffer} px must be >= 0")
     rows, cols = cov.shape
     if cfg.method == "blocks":
-        block = cfg.block_size if cfg.block_size is not None else 4 * tile_size
+        if cfg.block_size is not None:
+            block = cfg.block_size
+        else:
+            # 4 tiles, but small enough for a 3 x 3 grid of blocks on small scenes
+            block = max(tile_size, min(4 * tile_size, min(rows, cols) // 3))
         if block < 1:
             raise ConfigError(f"data.split.block_size: {block} px must be >= 1")
         regions = _assign_blocks(cfg, cov, block)

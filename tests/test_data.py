@@ -439,3 +439,25 @@ def test_normalization_subsampled_close_to_exact(nc_dm):
     assert dm.region_bounds("train") == nc_dm.region_bounds("train")
     np.testing.assert_allclose(dm.mean, nc_dm.mean, rtol=0.03)
     np.testing.assert_allclose(dm.std, nc_dm.std, rtol=0.1)
+
+
+@pytest.mark.parametrize("coarse", [False, True])
+def test_reprojection_from_degrees_to_metres(monkeypatch, coarse):
+    """SpaceNet chip (EPSG:4326, degrees) on a UTM 0.5 m grid: areas are preserved."""
+    from geoseg.data import splits
+
+    if coarse:
+        monkeypatch.setattr(splits, "EXACT_SCAN_MAX_SIDE", 50)
+        monkeypatch.setattr(splits, "COVERAGE_MAX_CELLS", 100)
+    cfg = rio_config([9], crs="EPSG:32723", resolution=0.5)
+    with pytest.warns(ReprojectionWarning, match="img9"):
+        dm = GeoDataModule(cfg)
+        dm.prepare_scene()
+    assert dm.crs == "EPSG:32723" and dm.resolution == 0.5
+    with rasterio.open(RIO / "derived_masks/3band_013022223130_Public_img9_buildings.tif") as src:
+        ref = src.read(1)
+        lat = np.deg2rad(src.bounds.top)
+        px_area = (src.res[0] * 111320 * np.cos(lat)) * (src.res[1] * 110574)
+    want = (ref == 1).sum() * px_area / 0.25  # building pixels of 0.5 m x 0.5 m
+    assert dm.coverage.class_counts[1] == pytest.approx(want, rel=0.05)
+    assert dm.coverage.image_valid == pytest.approx((ref != 255).sum() * px_area / 0.25, rel=0.05)

@@ -380,7 +380,11 @@ class RasterSource:
                 return values, valid
             window = rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0)
             # read decimated when the target pixels are much coarser (bounded memory)
-            dec = max(1, math.floor(min(grid.xres / abs(t.a), grid.yres / abs(t.e)) / 2))
+            # (source pixels per target pixel, from the window and target shapes, so
+            # CRS units never mix; only for coarse scans, normal reads stay full-res)
+            dec = 1
+            if coarse:
+                dec = max(1, math.floor(min((c1 - c0) / cols, (r1 - r0) / rows) / 2))
             hc, wc = math.ceil((r1 - r0) / dec), math.ceil((c1 - c0) / dec)
             data = src.read(
                 idx, window=window, out_shape=(len(idx), hc, wc), resampling=Resampling.nearest

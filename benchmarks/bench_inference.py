@@ -52,14 +52,14 @@ NC_MODEL = ROOT / "models" / "nc_landcover.safetensors"
 def _tiles(ckpt: str, paths: list[str], tile: int | None, overlap: int | None):
     """The normalized non-empty windows geoseg runs, as in-memory batches."""
     from geoseg.inference.mosaic import open_mosaic
-    from geoseg.inference.predict import default_overlap
+    from geoseg.inference.predict import default_overlap, default_tile_size
     from geoseg.inference.tiling import tile_windows
     from geoseg.models import read_metadata
 
     meta = read_metadata(ckpt)
-    t = tile or meta.tile_size
-    ov = default_overlap(t) if overlap is None else overlap
     align = 2 ** int(meta.model_kwargs.get("encoder_depth", 5))
+    t = tile or default_tile_size(meta.tile_size, align)
+    ov = default_overlap(t) if overlap is None else overlap
     mos = open_mosaic(paths, model_bands=meta.bands)
     mean = np.asarray(meta.mean, np.float32)[:, None, None]
     std = np.asarray(meta.std, np.float32)[:, None, None]
@@ -170,7 +170,7 @@ def _torchgeo_baseline(ckpt: str, paths: list[str], bs: int, cfg: dict[str, Any]
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     model, meta = load_model(ckpt)
-    tile = meta.tile_size
+    tile = meta.tile_size  # as a user would: the training tile, 1/8 overlap
     overlap = tile // 8
     folder = str(Path(paths[0]).parent)
 
@@ -262,7 +262,7 @@ def main() -> int:
         from _inference_helpers import tiny_checkpoint
 
         ckpt, base, trained = str(tiny_checkpoint(work / "random.safetensors")), RGB, False
-    reps = args.reps or (1 if args.quick else 4)
+    reps = args.reps or (1 if args.quick else 6)
     small = [str(p) for p in mirrored_mosaic(base, work / f"mosaic{reps}", reps)]
     big = [str(p) for p in mirrored_mosaic(base, work / f"mosaic{2 * reps}", 2 * reps)]
     base_cfg = {"checkpoint": ckpt, "inputs": small}

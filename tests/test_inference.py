@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
 
@@ -35,7 +36,16 @@ from geoseg.testing import write_raster
 def _cache_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEOSEG_CACHE_DIR", str(tmp_path_factory.mktemp("onnx-cache")))
+        # small windows (the checkpoint's 64 px) so the tests exercise many seams
+        mp.setattr(importlib.import_module("geoseg.inference.predict"), "DEFAULT_MIN_TILE", 64)
         yield
+
+
+def test_default_tile_size():
+    from geoseg.inference.predict import DEFAULT_MIN_TILE, default_tile_size
+
+    assert DEFAULT_MIN_TILE == 64  # patched above; the shipped default is 512
+    assert default_tile_size(100, 32) == 128
 
 
 @pytest.fixture(scope="module")

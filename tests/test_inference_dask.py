@@ -3,6 +3,7 @@ also when a worker is killed mid-run."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("dask")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GEOSEG_CACHE_DIR", str(d / "cache"))
+        mp.setattr(importlib.import_module("geoseg.inference.predict"), "DEFAULT_MIN_TILE", 64)
         ck = tiny_checkpoint(d / "tiny.safetensors")
         with rasterio.open(RGB) as src:  # a 400 x 400 corner with part of the no-data collar
             prof = src.profile

@@ -28,7 +28,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="GeoTIFF(s), a folder or a VRT")
     p.add_argument("-o", "--output", required=True, help="class map GeoTIFF to write")
     p.add_argument("--probabilities", help="also write per-class probabilities (uint8 COG)")
-    p.add_argument("--tile-size", type=int, help="model window in pixels (default: checkpoint)")
+    p.add_argument("--tile-size", type=int, help="window in pixels (default: checkpoint, >= 512)")
     p.add_argument("--overlap", type=int, help="window overlap in pixels (default: tile/8)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     p.add_argument("--blend", default="cosine", choices=sorted(BLEND_WINDOWS))

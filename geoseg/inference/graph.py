@@ -5,7 +5,7 @@ run the model on each chunk plus its halo, so the model windows (and the result)
 depend on the chunking, every halo would be computed twice, and blending across chunk
 borders would not be the ``sum(w*p)/sum(w)`` form. Here the model windows are a
 property of the mosaic alone (:func:`geoseg.inference.tiling.tile_windows`) and
-batches are fixed groups of consecutive windows in one window row, so
+batches are fixed groups of consecutive windows in row-major order, so
 
 * each window runs exactly once (no halo recomputation);
 * a **batch task** reads its windows, skips windows with no valid pixel, normalizes
@@ -68,24 +68,28 @@ def run_batch(
     No-data pixels are fed to the model as 0 after normalization.
     """
     xs, idx, valids = [], [], []
-    # One read for the whole batch: its windows are consecutive in one window row, so
-    # their union is a strip; overlapping pixels are read (and decoded) once.
-    top = min(w.row for w in windows)
-    left = min(w.col for w in windows)
-    strip = PixelWindow(
-        top, left, max(w.row_stop for w in windows) - top, max(w.col_stop for w in windows) - left
-    )
-    data_all, valid_all = mosaic.read(strip)
     m, s = mean[:, None, None], std[:, None, None]
-    for i, w in enumerate(windows):
-        sl = (slice(w.row - top, w.row_stop - top), slice(w.col - left, w.col_stop - left))
-        valid = valid_all[sl]
-        valids.append(valid)
-        if valid.any():
-            x = (data_all[(slice(None), *sl)] - m) / s
-            x[:, ~valid] = 0.0
-            xs.append(x)
-            idx.append(i)
+    # One read per window row of the batch: consecutive windows of a row overlap, so
+    # their union is a strip whose shared pixels are read (and decoded) once.
+    start = 0
+    while start < len(windows):
+        stop = start + 1
+        while stop < len(windows) and windows[stop].row == windows[start].row:
+            stop += 1
+        group = windows[start:stop]
+        top, left = group[0].row, min(w.col for w in group)
+        strip = PixelWindow(top, left, group[0].height, max(w.col_stop for w in group) - left)
+        data_all, valid_all = mosaic.read(strip)
+        for i, w in enumerate(group, start=start):
+            sl = (slice(w.row - top, w.row_stop - top), slice(w.col - left, w.col_stop - left))
+            valid = valid_all[sl]
+            valids.append(valid)
+            if valid.any():
+                x = (data_all[(slice(None), *sl)] - m) / s
+                x[:, ~valid] = 0.0
+                xs.append(x)
+                idx.append(i)
+        start = stop
     out: BatchResult = [(None, v) for v in valids]
     if xs:
         probs = get_runner(spec)(np.stack(xs))
@@ -175,17 +179,18 @@ def build_graph(
     cols = axis_starts(mosaic.width, tile_size, overlap, align=align)
     dsk: dict[Any, Any] = {}
     bname, fname = f"geoseg-batch-{token}", f"geoseg-block-{token}"
-    # batch id and position of window (ri, ci)
+    # Batches: consecutive windows in row-major order (full batches, whatever the
+    # mosaic width, so peak memory does not depend on it). Fixed by the mosaic alone.
     where: dict[tuple[int, int], tuple[int, int]] = {}
+    order = [(ri, ci) for ri in range(len(rows)) for ci in range(len(cols))]
     nb = 0
-    for ri, r in enumerate(rows):
-        for start in range(0, len(cols), batch_size):
-            cis = range(start, min(start + batch_size, len(cols)))
-            wins = [PixelWindow(r, cols[ci], tile_size, tile_size) for ci in cis]
-            dsk[(bname, nb)] = (run_batch, mosaic, spec, wins, mean, std)
-            for k, ci in enumerate(cis):
-                where[(ri, ci)] = (nb, k)
-            nb += 1
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        wins = [PixelWindow(rows[ri], cols[ci], tile_size, tile_size) for ri, ci in chunk]
+        dsk[(bname, nb)] = (run_batch, mosaic, spec, wins, mean, std)
+        for k, rc in enumerate(chunk):
+            where[rc] = (nb, k)
+        nb += 1
     keys = []
     for r in range(0, mosaic.height, block_size):
         for c in range(0, mosaic.width, block_size):

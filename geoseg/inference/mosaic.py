@@ -2,8 +2,8 @@
 
 A :class:`Mosaic` is a small picklable description (paths, band indexes, the output
 grid) that is shipped to Dask workers; each worker opens its own GDAL handles lazily
-(one set per thread, since GDAL datasets are not thread-safe) and reads only the
-window it is asked for. The mosaic is never materialized.
+(one set per worker thread, since GDAL datasets are not thread-safe, reused by all
+the tasks it runs) and reads only the window it is asked for. The mosaic is never materialized.
 
 Sources already on the output grid (same CRS, resolution and pixel alignment) are read
 with plain windowed reads; others go through a :class:`rasterio.vrt.WarpedVRT` onto the
@@ -16,10 +16,12 @@ covers it.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,53 +79,39 @@ class Mosaic:
     height: int
     width: int
     resampling: str = "nearest"
-    _local: Any = field(default=None, compare=False, repr=False)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_local"] = None  # GDAL handles never travel to workers
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    def _handles(self) -> dict[str, Any]:
-        local = self.__dict__.get("_local")
-        if local is None:
-            local = threading.local()
-            object.__setattr__(self, "_local", local)
-        if not hasattr(local, "handles"):
-            local.handles = {}
-        handles: dict[str, Any] = local.handles
-        return handles
 
     def _open(self, src: Source) -> Any:
-        handles = self._handles()
-        ds = handles.get(src.path)
-        if ds is None:
-            try:
-                base = rasterio.open(src.path)
-                if src.warp:
-                    from rasterio.vrt import WarpedVRT
+        """This thread's handle on ``src`` (cached per worker thread, see :func:`_handle`)."""
+        try:
+            st = os.stat(src.path)
+        except OSError as exc:
+            raise InputFileError(f"input {src.path!r} vanished during the run: {exc}") from None
+        key: tuple[Any, ...] = (src.path, st.st_mtime_ns, st.st_size, src.warp, src.src_crs)
+        if src.warp:
+            key += (self.crs, tuple(self.transform), self.height, self.width, self.resampling)
+        return _handle(key, lambda: self._open_new(src))
 
-                    kw: dict[str, Any] = {}
-                    if src.src_crs is not None:
-                        kw["src_crs"] = CRS.from_wkt(src.src_crs)
-                    ds = WarpedVRT(
-                        base,
-                        crs=CRS.from_wkt(self.crs),
-                        transform=self.transform,
-                        width=self.width,
-                        height=self.height,
-                        resampling=Resampling[self.resampling],
-                        **kw,
-                    )
-                else:
-                    ds = base
-            except RasterioError as exc:
-                raise InputFileError(f"cannot open input {src.path!r}: {exc}") from None
-            handles[src.path] = ds
-        return ds
+    def _open_new(self, src: Source) -> Any:
+        try:
+            base = rasterio.open(src.path)
+            if not src.warp:
+                return base
+            from rasterio.vrt import WarpedVRT
+
+            kw: dict[str, Any] = {}
+            if src.src_crs is not None:
+                kw["src_crs"] = CRS.from_wkt(src.src_crs)
+            return WarpedVRT(
+                base,
+                crs=CRS.from_wkt(self.crs),
+                transform=self.transform,
+                width=self.width,
+                height=self.height,
+                resampling=Resampling[self.resampling],
+                **kw,
+            )
+        except RasterioError as exc:
+            raise InputFileError(f"cannot open input {src.path!r}: {exc}") from None
 
     def read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` of the mosaic (may extend past the grid edge).
@@ -166,6 +154,30 @@ class Mosaic:
             if valid[sl].all() and window.height == rr1 - rr0 and window.width == cc1 - cc0:
                 break
         return data, valid
+
+
+#: Open GDAL handles per thread (GDAL datasets are not thread-safe), reused by every
+#: task a worker runs; keyed by path, file modification time/size and warp settings so
+#: a rewritten file is reopened. At most this many stay open per thread.
+MAX_OPEN_HANDLES = 64
+_THREAD = threading.local()
+
+
+def _handle(key: tuple[Any, ...], opener: Callable[[], Any]) -> Any:
+    cache: OrderedDict[tuple[Any, ...], Any] | None = getattr(_THREAD, "handles", None)
+    if cache is None:
+        cache = OrderedDict()
+        _THREAD.handles = cache
+    ds = cache.get(key)
+    if ds is None:
+        ds = opener()
+        cache[key] = ds
+        while len(cache) > MAX_OPEN_HANDLES:
+            _, old = cache.popitem(last=False)
+            old.close()
+    else:
+        cache.move_to_end(key)
+    return ds
 
 
 def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:

@@ -217,6 +217,9 @@ def test_mosaic_of_overlapping_tiles_equals_single_file(ckpt, reference, tmp_pat
     (tmp_path / "out").mkdir()
     out = predict(ckpt, paths, tmp_path / "out" / "m.tif", progress=False)
     assert np.array_equal(_read(out), _read(reference[0]))
+    # the folder form reads the same two files
+    out = predict(ckpt, tmp_path, tmp_path / "out" / "folder.tif", progress=False)
+    assert np.array_equal(_read(out), _read(reference[0]))
 
 
 def test_mosaic_in_two_crss(ckpt, reference, tmp_path):

@@ -44,6 +44,7 @@ def test_config_validates(path):
         ExperimentConfig.load(path, overrides=["data.split.block_sise=3"])
 
 
+@pytest.mark.filterwarnings("ignore::geoseg.errors.ReprojectionWarning")
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_trains_tiny_via_cli(path, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)

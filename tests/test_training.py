@@ -218,3 +218,19 @@ def test_override_values_are_parsed_as_yaml():
 def test_bad_training_values(tmp_path, training, match):
     with pytest.raises(ConfigError, match=match):
         train(_config(**training), output_dir=tmp_path, datamodule=FakeDataModule())
+
+
+def test_import_geoseg_is_lazy():
+    import subprocess
+
+    code = (
+        "import sys, geoseg; assert 'torch' not in sys.modules; "
+        "from geoseg import load_model, train, evaluate; "
+        "assert load_model.__module__ == 'geoseg.models'; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+    import geoseg
+
+    with pytest.raises(AttributeError, match="no attribute 'trian'"):
+        geoseg.trian  # noqa: B018

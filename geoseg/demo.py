@@ -37,8 +37,9 @@ NC_BAND_FILES = tuple(f"lsat7_2000_{b}.tif" for b in (10, 20, 30, 40, 50, 70))
 NC_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B7")
 #: Command that retrains the demo model (also in models/README.md and README.md).
 RETRAIN_COMMAND = (
-    "geoseg train configs/nc_landcover.yaml --output-dir runs/nc_landcover "
-    "&& cp runs/nc_landcover/model.safetensors models/nc_landcover.safetensors"
+    "geoseg train configs/nc_landcover.yaml -o runs/nc_unet "
+    "--set training.progress_bar=false --set training.num_threads=1 "
+    "&& cp runs/nc_unet/model.safetensors models/nc_landcover.safetensors"
 )
 #: Output names, relative to the demo output folder.
 OUTPUT_NAMES = {

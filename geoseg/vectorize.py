@@ -717,7 +717,7 @@ class _ChunkResult:
     final: Any  # a GeoDataFrame-ready dict (streaming) or _Pieces (collect mode)
     border: _Pieces
     strips: dict[str, np.ndarray] = field(default_factory=dict)  # border-piece index or -1
-    holes: np.ndarray | None = None
+    alive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # not merged yet
 
 
 def _read_chunk(opts: _Options, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -864,13 +864,20 @@ def _seam_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
 
 def _merge_border_pieces(
     results: dict[tuple[int, int], _ChunkResult],
-    n_rows: int,
-    n_cols: int,
+    grid: RasterGrid,
+    chunk_size: int,
     connectivity: int,
     progress: bool,
-    chunk_size: int,
 ) -> _Pieces:
-    """Join border pieces into whole regions: union-find over seam pixel adjacency."""
+    """Join border pieces into whole regions: union-find over seam pixel adjacency.
+
+    ``results`` holds the chunks done so far. Only regions that cannot grow any more (none
+    of their pieces faces a chunk not done yet) are merged and returned; their pieces are
+    freed, so memory holds the open frontier, not every border piece of the map. When all
+    chunks are done, everything is merged.
+    """
+    n_rows = math.ceil(grid.height / chunk_size)
+    n_cols = math.ceil(grid.width / chunk_size)
     seam_xs = np.arange(1, n_cols, dtype=np.int64) * chunk_size
     seam_ys = np.arange(1, n_rows, dtype=np.int64) * chunk_size
     keys = sorted(results)
@@ -879,29 +886,63 @@ def _merge_border_pieces(
     for k in keys:
         base[k] = total
         total += len(results[k].border.geoms)
-    pieces = _Pieces.concat([results[k].border for k in keys])
     if total == 0:
-        return pieces
+        return _Pieces.empty()
+    pieces = _Pieces.concat([results[k].border for k in keys])
+    alive = np.concatenate([results[k].alive for k in keys])
 
-    def strip(k: tuple[int, int], name: str) -> np.ndarray:
-        s = results[k].strips[name]
-        return np.where(s >= 0, s + base[k], -1)
+    def rows_of(i: int) -> int:
+        return min(chunk_size, grid.height - i * chunk_size)
+
+    def cols_of(j: int) -> int:
+        return min(chunk_size, grid.width - j * chunk_size)
+
+    def strip(k: tuple[int, int], name: str, size: int) -> np.ndarray:
+        res = results.get(k)
+        if res is None:
+            return np.full(size, -1, np.int64)
+        s = res.strips[name]
+        g = np.where(s >= 0, s + base[k], -1)
+        g[g >= 0] = np.where(alive[g[g >= 0]], g[g >= 0], -1)
+        return g
 
     pairs = []
     for j in range(1, n_cols):  # vertical seams, whole height
-        a = np.concatenate([strip((i, j - 1), "right") for i in range(n_rows)])
-        b = np.concatenate([strip((i, j), "left") for i in range(n_rows)])
+        a = np.concatenate([strip((i, j - 1), "right", rows_of(i)) for i in range(n_rows)])
+        b = np.concatenate([strip((i, j), "left", rows_of(i)) for i in range(n_rows)])
         pairs.append(_seam_pairs(a, b, connectivity))
     for i in range(1, n_rows):  # horizontal seams, whole width
-        a = np.concatenate([strip((i - 1, j), "bottom") for j in range(n_cols)])
-        b = np.concatenate([strip((i, j), "top") for j in range(n_cols)])
+        a = np.concatenate([strip((i - 1, j), "bottom", cols_of(j)) for j in range(n_cols)])
+        b = np.concatenate([strip((i, j), "top", cols_of(j)) for j in range(n_cols)])
         pairs.append(_seam_pairs(a, b, connectivity))
     p = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
     p = p[pieces.class_id[p[:, 0]] == pieces.class_id[p[:, 1]]]
     graph = coo_matrix((np.ones(len(p), np.int8), (p[:, 0], p[:, 1])), shape=(total, total))
-    _, comp = connected_components(graph, directed=False)
-    order = np.argsort(comp, kind="stable")
-    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], comp[order], [comp.max() + 1]])))
+    n_comp, comp = connected_components(graph, directed=False)
+    # pieces that face a chunk not done yet keep their whole region open
+    open_comp = np.zeros(n_comp, bool)
+    sides = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
+    corners = {((1, 1), "bottom", -1), ((1, -1), "bottom", 0), ((-1, 1), "top", -1),
+               ((-1, -1), "top", 0)}  # fmt: skip
+    for (i, j), res in results.items():
+        for name, (di, dj) in sides.items():
+            if name in res.strips and (i + di, j + dj) not in results:
+                s = strip((i, j), name, len(res.strips[name]))
+                open_comp[comp[s[s >= 0]]] = True
+        if connectivity == 8:
+            for (di, dj), name, at in corners:
+                ni, nj = i + di, j + dj
+                if 0 <= ni < n_rows and 0 <= nj < n_cols and (ni, nj) not in results:
+                    if name in res.strips:
+                        g = strip((i, j), name, len(res.strips[name]))[at]
+                        if g >= 0:
+                            open_comp[comp[g]] = True
+    closed = np.flatnonzero(alive & ~open_comp[comp])
+    if len(closed) == 0:
+        return _Pieces.empty()
+    order = closed[np.argsort(comp[closed], kind="stable")]
+    cs = comp[order]
+    bounds = np.flatnonzero(np.diff(np.concatenate([[-1], cs, [cs.max() + 1]])))
     merged: list[Any] = []
     first: list[int] = []
     groups = list(itertools.pairwise(bounds))
@@ -915,16 +956,20 @@ def _merge_border_pieces(
         else:
             merged.append(merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys))
     starts = bounds[:-1]
-    pixels = np.add.reduceat(pieces.pixels[order], starts)
-    psum = np.add.reduceat(pieces.psum[order], starts)
-    pcount = np.add.reduceat(pieces.pcount[order], starts)
-    return _Pieces(
+    out = _Pieces(
         canonicalize(np.asarray(merged, object)),
         pieces.class_id[np.asarray(first)],
-        pixels,
-        psum,
-        pcount,
+        np.add.reduceat(pieces.pixels[order], starts),
+        np.add.reduceat(pieces.psum[order], starts),
+        np.add.reduceat(pieces.pcount[order], starts),
     )
+    # free the merged pieces
+    for k in keys:
+        local = closed[(closed >= base[k]) & (closed < base[k] + len(results[k].border.geoms))]
+        local = local - base[k]
+        results[k].alive[local] = False
+        results[k].border.geoms[local] = None
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -1141,35 +1186,57 @@ def _iter_frames(
     t_start = time.perf_counter()
     grid, opts = job.grid, job.opts
     windows = _chunk_windows(grid, chunk_size)
-    n_rows = math.ceil(grid.height / chunk_size)
     n_cols = math.ceil(grid.width / chunk_size)
     results: dict[tuple[int, int], _ChunkResult] = {}
     collected: list[_Pieces] = []
+    t_merge = 0.0
+    n_border = n_merged = largest = 0
+    merged_parts: list[_Pieces] = []  # kept only when cleaning needs the whole coverage
+
+    def merge_round() -> Iterator[gpd.GeoDataFrame]:
+        nonlocal t_merge, n_merged, largest
+        t0 = time.perf_counter()
+        merged = _merge_border_pieces(results, grid, chunk_size, opts.connectivity, False)
+        t_merge += time.perf_counter() - t0
+        if len(merged.geoms) == 0:
+            return
+        n_merged += len(merged.geoms)
+        largest = max(largest, int(shapely.get_num_coordinates(merged.geoms).max()))
+        if opts.collect:
+            merged_parts.append(merged)
+        else:
+            merged, _ = _clean(merged, opts)
+            if len(merged.geoms):
+                yield _frame(_attributes(merged, grid), job)
+
+    since = 0
     for res in _run_tasks(opts, windows, _default_workers(workers), client, progress):
         if opts.collect:
             collected.append(res.final)
         elif len(res.final["geometry"]):
             yield _frame(res.final, job)
         res.final = None
+        res.alive = np.ones(len(res.border.geoms), bool)
+        n_border += len(res.border.geoms)
         results[res.index] = res
-    t_merge = time.perf_counter()
-    n_border = sum(len(r.border.geoms) for r in results.values())
-    merged = _merge_border_pieces(results, n_rows, n_cols, opts.connectivity, progress, chunk_size)
+        since += 1
+        if since >= n_cols and len(results) < len(windows):
+            since = 0  # a chunk row's worth of new chunks: merge what is complete
+            yield from merge_round()
+    yield from merge_round()
     results.clear()
     job.stats.update(
-        chunks_seconds=t_merge - t_start,
-        merge_seconds=time.perf_counter() - t_merge,
+        chunks_seconds=time.perf_counter() - t_start - t_merge,
+        merge_seconds=t_merge,
         chunks=len(windows),
         border_pieces=n_border,
-        merged_regions=len(merged.geoms),
-        largest_merged_vertices=int(shapely.get_num_coordinates(merged.geoms).max())
-        if len(merged.geoms)
-        else 0,
+        merged_regions=n_merged,
+        largest_merged_vertices=largest,
     )
     if not opts.collect:
-        merged, _ = _clean(merged, opts)
-        yield _frame(_attributes(merged, grid), job)
         return
+    merged = _Pieces.concat(merged_parts)
+    merged_parts.clear()
     allp = _Pieces.concat([*collected, merged])
     collected.clear()
     allp, holes = _clean(

@@ -118,7 +118,7 @@ are merged exactly.
 from geoseg.vectorize import vectorize
 
 polygons = vectorize(classmap, probabilities=probabilities)
-print(len(polygons), "polygons, CRS", polygons.crs.to_epsg())
+print(len(polygons), "polygons; CRS:", polygons.crs.name, f"({polygons.crs.axis_info[0].unit_name})")
 polygons.head()
 """),
     code("""
@@ -345,7 +345,7 @@ an estimate.
 from geoseg.analysis import change
 
 result = change(map1996, map2000)
-matrix_ha = result.matrix / 1e4  # rows: 1996 class, columns: 2000 class
+matrix_ha = (result.matrix / 1e4).rename_axis("1996 \\ 2000 (ha)")  # rows: 1996, columns: 2000
 matrix_ha.round(1)
 """),
     code("""
@@ -354,10 +354,20 @@ print(f"{len(changed)} change polygons, {changed['area_m2'].sum() / 1e4:.0f} ha 
 changed.groupby(["from_name", "to_name"])["area_m2"].sum().div(1e4).sort_values(ascending=False).head(8).round(1)
 """),
     code("""
+from matplotlib.patches import Patch
+
+from geoseg.models import read_metadata
+
+colors = {c.name: c.color for c in read_metadata(DEMO_MODEL).classes}
 to_developed = changed[changed["to_name"] == "developed"]
-fig, ax = plt.subplots(figsize=(6, 5.5))
+fig, ax = plt.subplots(figsize=(6.5, 5.5))
 districts.boundary.plot(ax=ax, color="black", linewidth=0.8)
-to_developed.plot(ax=ax, column="from_name", legend=True, legend_kwds={"title": "1996 class", "fontsize": 8})
+to_developed.plot(ax=ax, color=to_developed["from_name"].map(colors))
+for _, row in districts.iterrows():
+    ax.annotate(row.district, (row.geometry.bounds[0] + 150, row.geometry.bounds[3] - 450), fontsize=9)
+names = sorted(set(to_developed["from_name"]))
+ax.legend([Patch(color=colors[n]) for n in names], names, title="1996 class", fontsize=8,
+          loc="upper left", bbox_to_anchor=(1.0, 1.0))
 ax.set_title(f"Became developed by 2000: {to_developed['area_m2'].sum() / 1e4:.0f} ha")
 ax.set_axis_off();
 """),

@@ -210,9 +210,21 @@ def _torchgeo_baseline(ckpt: str, paths: list[str], bs: int, cfg: dict[str, Any]
 
 
 # ---------------------------------------------------------------- parent
+IN_PROCESS = False  # --quick: run every mode in this process (fast; RSS not isolated)
+
+
 def run_child(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Run one mode in a subprocess; add wall time and peak RSS (process tree, MiB)."""
     import psutil
+
+    if IN_PROCESS:
+        import resource
+
+        t = time.perf_counter()
+        res = child(mode, cfg)
+        res["process_wall"] = time.perf_counter() - t
+        res["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return res
 
     cmd = [sys.executable, __file__, "--child", mode, json.dumps(cfg)]
     t = time.perf_counter()
@@ -241,7 +253,11 @@ def run_child(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small smoke run (< 30 s)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small smoke run (< 30 s) in one process: memory figures not isolated",
+    )
     ap.add_argument("--reps", type=int, help="mosaic is reps x reps mirrored files")
     ap.add_argument("--json", default="benchmarks/results/inference.json")
     ap.add_argument("--workdir", help="keep inputs/outputs here (default: a temp folder)")
@@ -251,6 +267,8 @@ def main() -> int:
         print(json.dumps(child(args.child[0], json.loads(args.child[1]))))
         return 0
 
+    global IN_PROCESS
+    IN_PROCESS = args.quick
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geoseg-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("GEOSEG_CACHE_DIR", str(work / "cache"))
@@ -262,7 +280,7 @@ def main() -> int:
         from _inference_helpers import tiny_checkpoint
 
         ckpt, base, trained = str(tiny_checkpoint(work / "random.safetensors")), RGB, False
-    reps = args.reps or (1 if args.quick else 6)
+    reps = args.reps or (1 if args.quick else 5)
     small = [str(p) for p in mirrored_mosaic(base, work / f"mosaic{reps}", reps)]
     big = [str(p) for p in mirrored_mosaic(base, work / f"mosaic{2 * reps}", 2 * reps)]
     base_cfg = {"checkpoint": ckpt, "inputs": small}

@@ -252,6 +252,8 @@ class Runner:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             # Idle ORT threads must not spin: Dask threads read and blend meanwhile.
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            # No arena: same speed, about half the peak memory (measured, 512 px x 8).
+            so.enable_cpu_mem_arena = False
             sess = ort.InferenceSession(spec.onnx_path, so, providers=["CPUExecutionProvider"])
 
             def run_onnx(x: np.ndarray) -> np.ndarray:

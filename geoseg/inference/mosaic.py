@@ -123,6 +123,12 @@ class Mosaic:
         Raises:
             InputFileError: a source cannot be read (corrupt, truncated); names the file.
         """
+        if "GDAL_CACHEMAX" in os.environ:  # the user's setting wins
+            return self._read(window)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            return self._read(window)
+
+    def _read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         nb = len(self.bands)
         data = np.zeros((nb, window.height, window.width), dtype=np.float32)
         valid = np.zeros((window.height, window.width), dtype=bool)
@@ -155,6 +161,10 @@ class Mosaic:
                 break
         return data, valid
 
+
+#: GDAL block cache (MiB) while reading windows. Each pixel is read about once, so a
+#: large cache only grows memory with the mosaic size (GDAL's default is 5 % of RAM).
+GDAL_CACHE_MB = 64
 
 #: Open GDAL handles per thread (GDAL datasets are not thread-safe), reused by every
 #: task a worker runs; keyed by path, file modification time/size and warp settings so

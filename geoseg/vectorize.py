@@ -945,6 +945,7 @@ def _merge_border_pieces(
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], cs, [cs.max() + 1]])))
     merged: list[Any] = []
     first: list[int] = []
+    singles: list[int] = []
     groups = list(itertools.pairwise(bounds))
     from tqdm.auto import tqdm
 
@@ -952,12 +953,19 @@ def _merge_border_pieces(
         idx = order[s:e]
         first.append(int(idx[0]))
         if e - s == 1:
-            merged.append(pieces.geoms[idx[0]])
+            merged.append(None)  # canonicalized below, all single pieces together
+            singles.append(len(merged) - 1)
         else:
-            merged.append(merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys))
+            # canonical form region by region: temporaries stay the size of one region
+            one = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
+            merged.append(canonicalize(np.array([one], object))[0])
     starts = bounds[:-1]
+    geoms_out = np.asarray(merged, object)
+    if singles:
+        sel = np.asarray(singles)
+        geoms_out[sel] = canonicalize(pieces.geoms[order[starts[sel]]])
     out = _Pieces(
-        canonicalize(np.asarray(merged, object)),
+        geoms_out,
         pieces.class_id[np.asarray(first)],
         np.add.reduceat(pieces.pixels[order], starts),
         np.add.reduceat(pieces.psum[order], starts),
@@ -1204,10 +1212,14 @@ def _iter_frames(
         largest = max(largest, int(shapely.get_num_coordinates(merged.geoms).max()))
         if opts.collect:
             merged_parts.append(merged)
-        else:
-            merged, _ = _clean(merged, opts)
-            if len(merged.geoms):
-                yield _frame(_attributes(merged, grid), job)
+            return
+        # in batches of ~1M vertices so that coordinate copies stay bounded
+        nv = np.cumsum(shapely.get_num_coordinates(merged.geoms))
+        cuts = np.searchsorted(nv, np.arange(1_000_000, int(nv[-1]), 1_000_000))
+        for idx in np.split(np.arange(len(merged.geoms)), np.unique(cuts)):
+            part, _ = _clean(merged.take(idx), opts)
+            if len(part.geoms):
+                yield _frame(_attributes(part, grid), job)
 
     since = 0
     for res in _run_tasks(opts, windows, _default_workers(workers), client, progress):

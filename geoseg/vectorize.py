@@ -24,9 +24,11 @@ region (pixels touching at a corner belong together). An 8-connected region whos
 touch only at corners is a valid MultiPolygon (an OGC polygon ring may not touch itself).
 
 Memory is proportional to ``workers x chunk_size**2`` for the chunks in flight, plus the
-pieces of regions that cross chunk borders (at most the size of those merged regions), plus
-the output when it is returned as a GeoDataFrame (use :func:`vectorize_to_file` to stream).
-Simplification and hole filling need the whole coverage, so they keep all polygons.
+pieces of regions that cross chunk borders and are still open (a region is merged and
+written as soon as no pending chunk can extend it, so this is the frontier of about one
+chunk row plus the regions that span many chunks), plus the output when it is returned as
+a GeoDataFrame (use :func:`vectorize_to_file` to stream). Simplification and hole filling
+need the whole coverage, so they keep all polygons.
 """
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from geoseg.errors import OutputError
 
+# Read the process umask once (os.umask can only be read by setting it, which is not
+# thread-safe inside running Dask threads).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
     """Validate an output path before any work starts.
@@ -48,6 +53,9 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     tmp.unlink()  # writers (GDAL, OGR) want to create the file themselves
     try:
         yield tmp
+        if tmp.is_file():
+            # Some writers create private (0600) files; give the output normal permissions.
+            os.chmod(tmp, 0o666 & ~_UMASK)
         if final.is_dir() and not tmp.is_dir():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -100,3 +100,16 @@ def test_class_table_survives_geotiff(tmp_path):
     with rasterio.open(path) as src:
         assert read_class_table(src) == table
         assert src.colormap(1)[5][:3] == table.by_id(5).rgb
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from geoseg._io import atomic_path
+
+    target = tmp_path / "model.bin"
+    with atomic_path(target) as tmp:
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+    assert stat.S_IMODE(target.stat().st_mode) & stat.S_IROTH

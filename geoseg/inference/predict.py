@@ -177,7 +177,55 @@ def predict(
         OutputError: output exists (without overwrite) or cannot be written.
         SchedulerError: the scheduler cannot be reached or the distributed run failed.
     """
-    from geoseg.models import read_metadata  # lazy: workers never import torch for ONNX
+    import rasterio
+
+    from geoseg.inference.mosaic import GDAL_CACHE_MB
+
+    # A small GDAL block cache for the whole run (GDAL's default, 5 % of RAM, would grow
+    # with the mosaic). The user's GDAL_CACHEMAX wins.
+    env = (
+        contextlib.nullcontext()
+        if "GDAL_CACHEMAX" in os.environ
+        else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    )
+    with env:
+        return _predict(**_forward_args(locals()))
+
+
+def _forward_args(values: dict[str, Any]) -> dict[str, Any]:
+    """The arguments of :func:`predict` forwarded to :func:`_predict`."""
+    return {k: v for k, v in values.items() if k not in ("rasterio", "GDAL_CACHE_MB", "env")}
+
+
+def _predict(
+    checkpoint: str | Path,
+    inputs: str | Path | Sequence[str | Path],
+    output: str | Path,
+    *,
+    probabilities: str | Path | None,
+    tile_size: int | None,
+    overlap: int | None,
+    batch_size: int,
+    blend: str | BlendFn,
+    tta: bool | str,
+    workers: int | None,
+    threads_per_worker: int | None,
+    scheduler: Any,
+    device: str,
+    precision: str,
+    backend: str,
+    bands: Sequence[int | str] | None,
+    crs: str | None,
+    dst_crs: str | None,
+    resolution: float | tuple[float, float] | None,
+    resampling: str,
+    block_size: int,
+    overwrite: bool,
+    progress: bool,
+    connect_timeout: float,
+    stats: dict[str, Any] | None,
+) -> Path | tuple[Path, Path]:
+    from geoseg.models import read_metadata
 
     t_start = time.perf_counter()
     meta = read_metadata(checkpoint)

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import signal
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -89,36 +86,43 @@ def test_local_cluster_identical_and_survives_killed_worker(setup):
         assert np.array_equal(_read(out), _read(ref))
         assert np.array_equal(_read(prob), _read(ref_p))
 
-        # Kill one worker process while the graph runs: Dask reschedules its tasks.
-        pids = client.run(os.getpid)
-        result: dict = {}
+        # Kill a worker process in the middle of the run, deterministically: inside every
+        # worker, wrap run_batch so that the first batch task anywhere (claimed through an
+        # O_EXCL sentinel file) hard-exits its process. Dask's nanny restarts the worker and
+        # the scheduler reschedules the lost tasks.
+        sentinel = str(d / "killed-once")
 
-        def run():
-            try:
-                result["out"] = predict(
-                    ck,
-                    IMG(d),
-                    d / "killed.tif",
-                    scheduler=client,
-                    progress=False,
-                    block_size=128,
-                    tta="flip",
-                )
-            except SchedulerError as exc:  # allowed: clear error, no output
-                result["error"] = exc
+        def arm_killer(path=sentinel):
+            import os as _os
 
-        t = threading.Thread(target=run)
-        t.start()
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(client.processing().values()):
-            time.sleep(0.05)
-        time.sleep(0.5)
-        assert t.is_alive(), "run finished before the kill; make it longer"
-        os.kill(next(iter(pids.values())), signal.SIGKILL)
-        t.join(180)
-        assert not t.is_alive()
-        if "error" in result:
+            import geoseg.inference.graph as graph
+
+            original = graph.run_batch
+
+            def run_batch(*args, **kwargs):
+                try:
+                    fd = _os.open(path, _os.O_CREAT | _os.O_EXCL | _os.O_WRONLY)
+                except FileExistsError:
+                    return original(*args, **kwargs)
+                _os.close(fd)
+                _os._exit(1)
+
+            graph.run_batch = run_batch
+
+        client.run(arm_killer)
+        try:
+            out = predict(
+                ck,
+                IMG(d),
+                d / "killed.tif",
+                scheduler=client,
+                progress=False,
+                block_size=128,
+                tta="flip",
+            )
+        except SchedulerError:  # allowed: a clear error and no output
             assert not (d / "killed.tif").exists()
         else:
             flip = predict(ck, IMG(d), d / "flip.tif", progress=False, tta="flip")
-            assert np.array_equal(_read(result["out"]), _read(flip))
+            assert np.array_equal(_read(out), _read(flip))
+        assert os.path.exists(sentinel), "no worker was killed"

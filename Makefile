@@ -33,8 +33,12 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# Benchmarks live outside the test suite; each prints a table with a verdict per target
+# and writes JSON to benchmarks/results/. Run them on an otherwise idle machine.
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/bench_inference.py --json benchmarks/results/inference.json
+	$(PY) benchmarks/bench_vectorize.py --json benchmarks/results/vectorize.json
+	$(PY) benchmarks/rf_baseline_nc.py --run runs/nc_unet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -423,32 +423,100 @@ def sieve_classes(
     return out
 
 
-def _polygons_from_shapes(labels: np.ndarray, mask: np.ndarray, offset: tuple[int, int]) -> tuple:
-    """GDAL-polygonize a label image (4-connected) into shapely polygons, in pixel coords.
+def _shapes_ragged(
+    values: np.ndarray, mask: np.ndarray, offset: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """GDAL-polygonize (4-connected) into ragged arrays.
 
-    ``rasterio.features.shapes`` yields GeoJSON-like dicts; they are turned into shapely
-    geometries in one vectorized ``from_ragged_array`` call instead of one ``shape()`` per
-    feature (about half the cost of the naive path).
+    Returns (xy, ring offsets, polygon offsets, value of each polygon), in integer pixel
+    coordinates shifted by ``offset`` (row, col).
+
+    ``rasterio.features.shapes`` yields GeoJSON-like dicts; their coordinates are gathered
+    in flat lists and converted once (``np.fromiter``), never one object per vertex.
     """
     transform = Affine.translation(offset[1], offset[0])
     coords: list[tuple[float, float]] = []
     ring_sizes: list[int] = []
     poly_sizes: list[int] = []
-    values: list[float] = []
-    for geom, value in _gdal_shapes(labels, mask=mask, connectivity=4, transform=transform):
+    values_out: list[float] = []
+    for geom, value in _gdal_shapes(values, mask=mask, connectivity=4, transform=transform):
         rings = geom["coordinates"]
         poly_sizes.append(len(rings))
-        values.append(value)
+        values_out.append(value)
         for ring in rings:
             ring_sizes.append(len(ring))
             coords.extend(ring)
-    if not values:
+    xy = np.fromiter(itertools.chain.from_iterable(coords), np.float64, 2 * len(coords))
+    ring_off = np.zeros(len(ring_sizes) + 1, np.int64)
+    np.cumsum(ring_sizes, out=ring_off[1:])
+    poly_off = np.zeros(len(poly_sizes) + 1, np.int64)
+    np.cumsum(poly_sizes, out=poly_off[1:])
+    return xy.reshape(-1, 2), ring_off, poly_off, np.asarray(values_out, np.int64)
+
+
+def _polygons_from_shapes(labels: np.ndarray, mask: np.ndarray, offset: tuple[int, int]) -> tuple:
+    """GDAL-polygonize a label image (4-connected) into shapely polygons, in pixel coords.
+
+    The polygons are built in one vectorized ``from_ragged_array`` call instead of one
+    ``shape()`` per feature (about half the cost of the naive path).
+    """
+    xy, ring_off, poly_off, values = _shapes_ragged(labels, mask, offset)
+    if len(values) == 0:
         return np.empty(0, object), np.empty(0, np.int64)
-    xy = np.asarray(coords, dtype=np.float64)
-    ring_off = np.concatenate([[0], np.cumsum(ring_sizes)])
-    poly_off = np.concatenate([[0], np.cumsum(poly_sizes)])
     geoms = shapely.from_ragged_array(GeometryType.POLYGON, xy, (ring_off, poly_off))
-    return geoms, np.asarray(values, np.int64)
+    return geoms, values
+
+
+def _border_strips(
+    xy: np.ndarray,
+    ring_off: np.ndarray,
+    poly_off: np.ndarray,
+    box: tuple[int, int, int, int],
+    sides: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """The polygon (index) of every pixel along the chunk's sides, -1 where there is none.
+
+    ``box`` is (r0, c0, h, w). A pixel on the chunk's top row belongs to polygon P exactly
+    when P's boundary holds the pixel's top edge (nothing lies beyond the chunk), so the
+    strips are painted from the polygon edges lying on the chunk outline: no label image
+    is needed.
+    """
+    r0, c0, h, w = box
+    x, y = xy[:, 0], xy[:, 1]
+    online = (x == c0) | (x == c0 + w) | (y == r0) | (y == r0 + h)
+    i = np.flatnonzero(online[:-1] & online[1:])  # edges from point i to i + 1 ...
+    ring_start = np.zeros(len(xy) + 1, bool)
+    ring_start[ring_off[:-1]] = True
+    i = i[~ring_start[i + 1]]  # ... within one ring
+    a, b = xy[i], xy[i + 1]
+    ring = np.searchsorted(ring_off, i, "right") - 1
+    epoly = np.searchsorted(poly_off, ring, "right") - 1
+    out: dict[str, np.ndarray] = {}
+    for name in sides:
+        if name in ("top", "bottom"):
+            line, axis, start, size = (r0 if name == "top" else r0 + h), 1, c0, w
+        else:
+            line, axis, start, size = (c0 if name == "left" else c0 + w), 0, r0, h
+        sel = (a[:, axis] == line) & (b[:, axis] == line)
+        lo = np.minimum(a[sel, 1 - axis], b[sel, 1 - axis]).astype(np.int64) - start
+        n = np.abs(b[sel, 1 - axis] - a[sel, 1 - axis]).astype(np.int64)
+        strip = np.full(size, -1, np.int64)
+        k = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        strip[np.repeat(lo, n) + k] = np.repeat(epoly[sel], n)
+        out[name] = strip
+    return out
+
+
+def _narrow(values: np.ndarray) -> np.ndarray | None:
+    """Class ids in a dtype GDAL polygonizes (uint8/uint16/int32), None when none fits."""
+    if values.size == 0:
+        return values.astype(np.uint8)
+    lo, hi = int(values.min()), int(values.max())
+    for dt in (np.uint8, np.uint16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return values.astype(dt)
+    return None
 
 
 def drop_collinear(geoms: np.ndarray) -> np.ndarray:
@@ -721,6 +789,43 @@ class _ChunkResult:
     strips: dict[str, np.ndarray] = field(default_factory=dict)  # border-piece index or -1
     alive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # not merged yet
 
+    # Pickled (worker -> main process) with the geometries as one WKB array each: shapely
+    # pickles geometry by geometry (a Python call per polygon, ~3x slower both ways).
+    # WKB keeps every double exactly.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if isinstance(self.final, dict):
+            state["final"] = {**self.final, "geometry": _Wkb(self.final["geometry"])}
+        elif isinstance(self.final, _Pieces):
+            state["final"] = _Pieces(_Wkb(self.final.geoms), *_stats_of(self.final))  # type: ignore[arg-type]
+        state["border"] = _Pieces(_Wkb(self.border.geoms), *_stats_of(self.border))  # type: ignore[arg-type]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        final = state["final"]
+        if isinstance(final, dict) and isinstance(final.get("geometry"), _Wkb):
+            final["geometry"] = final["geometry"].geoms()
+        elif isinstance(final, _Pieces) and isinstance(final.geoms, _Wkb):
+            final.geoms = final.geoms.geoms()
+        border = state["border"]
+        if isinstance(border.geoms, _Wkb):
+            border.geoms = border.geoms.geoms()
+        self.__dict__.update(state)
+
+
+class _Wkb:
+    """An array of geometries as WKB, for pickling (see ``_ChunkResult.__getstate__``)."""
+
+    def __init__(self, geoms: np.ndarray) -> None:
+        self.wkb = np.asarray(shapely.to_wkb(geoms)) if len(geoms) else np.empty(0, object)
+
+    def geoms(self) -> np.ndarray:
+        return np.asarray(shapely.from_wkb(self.wkb)) if len(self.wkb) else np.empty(0, object)
+
+
+def _stats_of(p: _Pieces) -> tuple[np.ndarray, ...]:
+    return (p.class_id, p.pixels, p.psum, p.pcount)
+
 
 def _read_chunk(opts: _Options, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Class ids and valid mask of a chunk (sieved with a halo when asked)."""
@@ -736,11 +841,20 @@ def _read_chunk(opts: _Options, r0: int, c0: int, h: int, w: int) -> tuple[np.nd
     return vals[core], valid[core]
 
 
-def _chunk_task(opts: _Options, index: tuple[int, int], r0: int, c0: int, h: int, w: int) -> Any:
-    """Polygonize one chunk; split its regions into final ones and border pieces."""
-    g = opts.grid
-    vals, valid = _read_chunk(opts, r0, c0, h, w)
-    keep = valid if opts.keep is None else valid & np.isin(vals, opts.keep)
+def _label_chunk(
+    opts: _Options,
+    vals: np.ndarray,
+    keep: np.ndarray,
+    box: tuple[int, int, int, int],
+    sides: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], bool]:
+    """Regions through a label image (8-connectivity, probabilities, very large class ids).
+
+    Returns (geometry, class id, pixels, probability sum and count per region, the region
+    index of every pixel along each inner side or -1, whether geometries need collinear
+    vertex removal).
+    """
+    r0, c0, h, w = box
     lab, cls = label_regions(vals, keep, opts.connectivity)
     n = len(cls) - 1
     pixels = np.bincount(lab.ravel(), minlength=n + 1)
@@ -762,29 +876,63 @@ def _chunk_task(opts: _Options, index: tuple[int, int], r0: int, c0: int, h: int
         by_label[keys] = geoms
     else:
         by_label = _dissolve_by(geoms, keys, n)
-    # labels touching a chunk border that faces another chunk
-    strips_lab: dict[str, np.ndarray] = {}
-    if r0 > 0:
-        strips_lab["top"] = lab[0]
-    if r0 + h < g.height:
-        strips_lab["bottom"] = lab[-1]
-    if c0 > 0:
-        strips_lab["left"] = lab[:, 0]
-    if c0 + w < g.width:
-        strips_lab["right"] = lab[:, -1]
-    is_border = np.zeros(n + 1, bool)
-    for s in strips_lab.values():
+    rows = {"top": lab[0], "bottom": lab[-1], "left": lab[:, 0], "right": lab[:, -1]}
+    strips = {name: rows[name].astype(np.int64) - 1 for name in sides}
+    return (by_label[1:], cls[1:], pixels[1:], psum[1:], pcount[1:], strips,
+            len(geoms) != n)  # fmt: skip
+
+
+def _chunk_task(opts: _Options, index: tuple[int, int], r0: int, c0: int, h: int, w: int) -> Any:
+    """Polygonize one chunk; split its regions into final ones and border pieces."""
+    g = opts.grid
+    vals, valid = _read_chunk(opts, r0, c0, h, w)
+    keep = valid if opts.keep is None else valid & np.isin(vals, opts.keep)
+    sides = [
+        name
+        for name, inner in (
+            ("top", r0 > 0),
+            ("bottom", r0 + h < g.height),
+            ("left", c0 > 0),
+            ("right", c0 + w < g.width),
+        )
+        if inner
+    ]
+    narrow = None
+    if opts.connectivity == 4 and opts.prob_path is None:
+        narrow = _narrow(np.where(keep, vals, 0))
+    if narrow is not None:
+        # Fast path: GDAL polygonizes the class ids directly (one polygon per 4-connected
+        # region); pixel counts are the exact areas of integer polygons and the border
+        # strips come from the polygon edges on the chunk outline: no label image.
+        xy, ring_off, poly_off, cls = _shapes_ragged(narrow, keep, (r0, c0))
+        geoms = (
+            np.asarray(shapely.from_ragged_array(GeometryType.POLYGON, xy, (ring_off, poly_off)))
+            if len(cls)
+            else np.empty(0, object)
+        )
+        pixels = np.rint(shapely.area(geoms)).astype(np.int64)
+        psum: np.ndarray = np.zeros(len(cls))
+        pcount: np.ndarray = np.zeros(len(cls), np.int64)
+        strips_idx = _border_strips(xy, ring_off, poly_off, (r0, c0, h, w), sides)
+        collinear = False
+    else:
+        geoms, cls, pixels, psum, pcount, strips_idx, collinear = _label_chunk(
+            opts, vals, keep, (r0, c0, h, w), sides
+        )
+    n = len(geoms)
+    is_border = np.zeros(n + 1, bool)  # last slot collects the -1 (no region) entries
+    for s in strips_idx.values():
         is_border[s] = True
-    is_border[0] = False
+    is_border = is_border[:n]
     border_ids = np.flatnonzero(is_border)
-    final_ids = np.flatnonzero(~is_border)[1:] if n else np.zeros(0, np.int64)
+    final_ids = np.flatnonzero(~is_border)
     pos = np.full(n + 1, -1, np.int64)
     pos[border_ids] = np.arange(len(border_ids))
-    strips = {k: pos[s] for k, s in strips_lab.items()}
-    border = _Pieces(by_label[border_ids], cls[border_ids], pixels[border_ids],
+    strips = {k: pos[s] for k, s in strips_idx.items()}
+    border = _Pieces(geoms[border_ids], cls[border_ids], pixels[border_ids],
                      psum[border_ids], pcount[border_ids])  # fmt: skip
     final = _Pieces(
-        canonicalize(by_label[final_ids], collinear=len(geoms) != n),
+        canonicalize(geoms[final_ids], collinear=collinear),
         cls[final_ids],
         pixels[final_ids],
         psum[final_ids],
@@ -1161,11 +1309,19 @@ def _prepare(
     return _Job(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
 
 
+def _names_array(class_id: np.ndarray, job: _Job) -> np.ndarray:
+    """Class names of ``class_id``, looked up once per distinct class."""
+    if len(class_id) == 0:
+        return np.empty(0, object)
+    uniq, inv = np.unique(class_id, return_inverse=True)
+    return np.array([job.name_of(c) for c in uniq.tolist()], object)[inv.ravel()]
+
+
 def _frame(table: dict[str, Any], job: _Job) -> gpd.GeoDataFrame:
     """A GeoDataFrame with the standard schema from an attribute dict."""
     cols: dict[str, Any] = {
         "class_id": pd.array(table["class_id"], dtype="int64"),
-        "class_name": pd.array([job.name_of(c) for c in table["class_id"]], dtype=object),
+        "class_name": _names_array(np.asarray(table["class_id"]), job),
         "pixels": pd.array(table["pixels"], dtype="int64"),
         "area_m2": np.asarray(table["area_m2"], np.float64),
         "perimeter_m": np.asarray(table["perimeter_m"], np.float64),

@@ -426,3 +426,41 @@ def test_tta_runs_and_is_close(ckpt, reference, tmp_path):
     a, r = _read(out)[0], _read(reference[0])[0]
     assert np.array_equal(a == 0, r == 0)
     assert (a != r)[a != 0].mean() < 0.5
+
+
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [("float32", -99999.0), ("float32", 0.0), ("float32", float("nan")), ("uint8", 0)],
+)
+def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
+    # The read path derives validity from the values instead of asking GDAL's mask band
+    # (which decodes every block a second time); it must agree with GDAL exactly, also
+    # for values a few float32 steps from nodata (GDAL's tolerant comparison).
+    from rasterio.transform import from_origin
+
+    from geoseg.inference.mosaic import _valid_from_values
+
+    if dtype == "float32":
+        nd = np.float32(nodata)
+        near = [nd]
+        for direction in (np.inf, -np.inf):
+            v = nd
+            for _ in range(6):
+                v = np.nextafter(v, np.float32(direction))
+                near.append(v)
+        vals = np.array([*near, 1e-12, -1e-12, 0.0, 1e-45, 5.0, np.nan], dtype=np.float32)
+    else:
+        vals = np.array([0, 1, 2, 255, 0, 7], dtype=np.uint8)
+    a = np.stack([vals, vals])[:, None, :]
+    path = tmp_path / "v.tif"
+    with rasterio.open(
+        path, "w", driver="GTiff", width=a.shape[2], height=1, count=2, dtype=dtype,
+        nodata=nodata, crs="EPSG:32618", transform=from_origin(0, 10, 1, 1),
+    ) as dst:  # fmt: skip
+        dst.write(a)
+    with rasterio.open(path) as ds:
+        gdal = np.all(ds.read_masks([1, 2]) > 0, axis=0)
+        mine = _valid_from_values(ds, (1, 2), ds.read([1, 2], out_dtype="float32"))
+    assert mine is not None
+    np.testing.assert_array_equal(mine, gdal)
+    assert 0 < gdal.sum() < gdal.size

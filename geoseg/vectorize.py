@@ -664,23 +664,7 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
             succ[two] = np.where(cross2 < cross1, c2, c1)
         if (count != 1).sum() != len(two):  # pragma: no cover - not a pixel coverage
             return shapely.union_all(geoms)
-        nxt = succ.tolist()
-        seen = [False] * len(nxt)
-        walk: list[int] = []
-        ring_of: list[int] = []
-        n_rings = 0
-        for s0 in range(len(nxt)):
-            if seen[s0]:
-                continue
-            e = s0
-            while not seen[e]:
-                seen[e] = True
-                walk.append(e)
-                ring_of.append(n_rings)
-                e = nxt[e]
-            n_rings += 1
-        w = np.asarray(walk)
-        rid = np.asarray(ring_of)
+        w, rid, n_rings = _walk_cycles(succ)
         cross = (A[w, 0] * B[w, 1] - B[w, 0] * A[w, 1]).astype(np.float64)
         area2 = np.bincount(rid, weights=cross, minlength=n_rings)
         new_rings = shapely.linearrings(A[w].astype(np.float64), indices=rid)
@@ -694,6 +678,53 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
             return shapely.union_all(geoms)
         polys.append(shapely.Polygon(shells[c][0], holes[c]))
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
+
+
+def _walk_cycles(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Walk the cycles of the permutation ``succ``, each from its smallest element.
+
+    Returns (elements in walk order, cycle number of each, number of cycles); cycles come
+    in the order of their smallest element. Long inputs use pointer jumping (O(n log n)
+    in numpy: the smallest element of each cycle, then each element's distance to its
+    cycle's end by list ranking) instead of a Python loop over every edge.
+    """
+    n = len(succ)
+    if n < 4096:
+        nxt = succ.tolist()
+        seen = [False] * n
+        walk: list[int] = []
+        ring_of: list[int] = []
+        n_rings = 0
+        for s0 in range(n):
+            if seen[s0]:
+                continue
+            e = s0
+            while not seen[e]:
+                seen[e] = True
+                walk.append(e)
+                ring_of.append(n_rings)
+                e = nxt[e]
+            n_rings += 1
+        return np.asarray(walk, np.int64), np.asarray(ring_of, np.int64), n_rings
+    succ = succ.astype(np.int64)
+    steps = int(n).bit_length()
+    root = np.arange(n, dtype=np.int64)
+    p = succ.copy()
+    for _ in range(steps):  # root[i] = min over the 2^k elements from i on
+        root = np.minimum(root, root[p])
+        p = p[p]
+    end = succ == root  # the last element of each cycle (its successor is the root)
+    dist = (~end).astype(np.int64)
+    q = np.where(end, np.arange(n, dtype=np.int64), succ)
+    for _ in range(steps):  # distance to the cycle's last element
+        dist = dist + dist[q]
+        q = q[q]
+    w = np.lexsort((-dist, root))
+    r = root[w]
+    new_ring = np.ones(n, bool)
+    new_ring[1:] = r[1:] != r[:-1]
+    rid = np.cumsum(new_ring) - 1
+    return w, rid, int(rid[-1]) + 1
 
 
 def coverage_gaps_overlaps(geoms: Any, original: Any) -> tuple[float, float]:
@@ -1099,6 +1130,20 @@ def _merge_border_pieces(
     groups = list(itertools.pairwise(bounds))
     from tqdm.auto import tqdm
 
+    # canonical form in batches of ~1M vertices: few calls, bounded temporaries
+    pending: list[int] = []
+    n_pending = 0
+
+    def flush() -> None:
+        nonlocal n_pending
+        if pending:
+            batch = np.empty(len(pending), object)
+            batch[:] = [merged[i] for i in pending]
+            for i, g in zip(pending, canonicalize(batch)):
+                merged[i] = g
+        pending.clear()
+        n_pending = 0
+
     for s, e in tqdm(groups, desc="merge seams", unit="region", disable=not progress):
         idx = order[s:e]
         first.append(int(idx[0]))
@@ -1106,11 +1151,16 @@ def _merge_border_pieces(
             merged.append(None)  # canonicalized below, all single pieces together
             singles.append(len(merged) - 1)
         else:
-            # canonical form region by region: temporaries stay the size of one region
             one = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
-            merged.append(canonicalize(np.array([one], object))[0])
+            merged.append(one)
+            pending.append(len(merged) - 1)
+            n_pending += int(shapely.get_num_coordinates(one))
+            if n_pending >= 1_000_000:
+                flush()
+    flush()
     starts = bounds[:-1]
-    geoms_out = np.asarray(merged, object)
+    geoms_out = np.empty(len(merged), object)
+    geoms_out[:] = merged
     if singles:
         sel = np.asarray(singles)
         geoms_out[sel] = canonicalize(pieces.geoms[order[starts[sel]]])

@@ -680,6 +680,102 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
     return polys[0] if len(polys) == 1 else shapely.MultiPolygon(polys)
 
 
+def _merge_pixel_batch(
+    geoms: np.ndarray, group: np.ndarray, n_groups: int, seam_xs: np.ndarray, seam_ys: np.ndarray
+) -> np.ndarray | None:
+    """:func:`merge_pixel_polygons` for many 4-connected regions in one vectorized pass.
+
+    ``geoms`` are Polygons; ``group`` (0..n_groups-1) says which region each belongs to,
+    and each group must be one 4-connected region. Shared seam edges only cancel within a
+    group (the group is part of the edge key). Returns one Polygon per group, or None when
+    the input is not of that form (the caller then merges region by region).
+    """
+    parts = np.asarray(shapely.orient_polygons(geoms, exterior_cw=False))
+    n_parts = len(parts)
+    rings = shapely.get_rings(parts)
+    ring_part = np.repeat(np.arange(n_parts), shapely.get_num_interior_rings(parts) + 1)
+    xy_f, ridx = shapely.get_coordinates(rings, return_index=True)
+    xy = np.rint(xy_f).astype(np.int64)
+    same = ridx[1:] == ridx[:-1]
+    a, b, sring = xy[:-1][same], xy[1:][same], ridx[:-1][same]
+    on_seam = ((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], seam_xs)) | (
+        (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seam_ys)
+    )
+    touched = np.zeros(len(rings), bool)
+    touched[sring[on_seam]] = True
+    sel = touched[sring]
+    a, b, on_seam, sring = a[sel], b[sel], on_seam[sel], sring[sel]
+    length = np.abs(b - a).sum(axis=1)
+    n = np.where(on_seam, length, 1)
+    rep = np.repeat(np.arange(len(a)), n)
+    k = np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)
+    step = np.sign(b - a)
+    unit = on_seam[rep]
+    A = np.where(unit[:, None], a[rep] + step[rep] * k[:, None], a[rep])
+    B = np.where(unit[:, None], A + step[rep], b[rep])
+    edge_part = ring_part[sring[rep]]
+    width = int(max(A.max(), B.max())) + 2 if len(A) else 2
+    lo = np.minimum(A, B)
+    key = ((group[edge_part] * width + lo[:, 0]) * width + lo[:, 1]) * 2 + (A[:, 0] == B[:, 0])
+    ui = np.flatnonzero(unit)
+    order_k = ui[np.argsort(key[ui], kind="stable")]
+    ks = key[order_k]
+    dup = np.flatnonzero(ks[1:] == ks[:-1])
+    e1, e2 = order_k[dup], order_k[dup + 1]
+    if len(dup) > 1 and (np.diff(dup) == 1).any():  # an edge in more than two parts
+        return None
+    drop = np.zeros(len(A), bool)
+    drop[e1] = drop[e2] = True
+    graph = coo_matrix(
+        (np.ones(len(e1), np.int8), (edge_part[e1], edge_part[e2])), shape=(n_parts, n_parts)
+    )
+    n_comp, comp = connected_components(graph, directed=False)
+    if n_comp != n_groups:
+        return None
+    comp_group = np.full(n_comp, -1, np.int64)
+    comp_group[comp] = group
+    if (comp_group[comp] != group).any() or (np.sort(comp_group) != np.arange(n_groups)).any():
+        return None  # a group is not one 4-connected region
+    keep = ~drop
+    A, B, ecomp = A[keep], B[keep], comp[edge_part[keep]]
+    shells: list[list[Any]] = [[] for _ in range(n_comp)]
+    holes: list[list[Any]] = [[] for _ in range(n_comp)]
+    kept = np.flatnonzero(~touched)
+    for r, ccw in zip(kept.tolist(), shapely.is_ccw(rings[kept]).tolist()):
+        (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
+    if len(A):
+        span = width * width
+        sa = ecomp * span + A[:, 0] * width + A[:, 1]
+        sb = ecomp * span + B[:, 0] * width + B[:, 1]
+        order = np.argsort(sa, kind="stable")
+        first = np.searchsorted(sa[order], sb, "left")
+        count = np.searchsorted(sa[order], sb, "right") - first
+        succ = order[np.minimum(first, len(order) - 1)]
+        two = np.flatnonzero(count == 2)
+        if len(two):
+            c1, c2 = order[first[two]], order[first[two] + 1]
+            din = np.sign(B[two] - A[two])
+            d1, d2 = np.sign(B[c1] - A[c1]), np.sign(B[c2] - A[c2])
+            cross1 = din[:, 0] * d1[:, 1] - din[:, 1] * d1[:, 0]
+            cross2 = din[:, 0] * d2[:, 1] - din[:, 1] * d2[:, 0]
+            succ[two] = np.where(cross2 < cross1, c2, c1)
+        if (count != 1).sum() != len(two):
+            return None
+        w, rid, n_rings = _walk_cycles(succ)
+        cross = (A[w, 0] * B[w, 1] - B[w, 0] * A[w, 1]).astype(np.float64)
+        area2 = np.bincount(rid, weights=cross, minlength=n_rings)
+        new_rings = shapely.linearrings(A[w].astype(np.float64), indices=rid)
+        starts = np.flatnonzero(np.diff(np.concatenate([[-1], rid])))
+        for ring, a2, e0 in zip(new_rings, area2.tolist(), w[starts].tolist()):
+            (shells if a2 > 0 else holes)[int(ecomp[e0])].append(ring)
+    out = np.empty(n_groups, object)
+    for c in range(n_comp):
+        if len(shells[c]) != 1:
+            return None
+        out[comp_group[c]] = shapely.Polygon(shells[c][0], holes[c])
+    return out
+
+
 def _walk_cycles(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Walk the cycles of the permutation ``succ``, each from its smallest element.
 
@@ -1144,12 +1240,43 @@ def _merge_border_pieces(
         pending.clear()
         n_pending = 0
 
+    # 4-connected regions are merged many at a time (one vectorized pass per ~1M vertices)
+    batchable = connectivity == 4 and bool((shapely.get_type_id(pieces.geoms[closed]) == 3).all())
+    n_vert = shapely.get_num_coordinates(pieces.geoms) if batchable else None
+    batch_groups: list[tuple[int, np.ndarray]] = []
+    batch_vertices = 0
+
+    def merge_batch() -> None:
+        nonlocal batch_vertices
+        if not batch_groups:
+            return
+        idx = np.concatenate([g for _, g in batch_groups])
+        grp = np.repeat(np.arange(len(batch_groups)), [len(g) for _, g in batch_groups])
+        res = _merge_pixel_batch(pieces.geoms[idx], grp, len(batch_groups), seam_xs, seam_ys)
+        for j, (slot, g) in enumerate(batch_groups):
+            one = (
+                res[j]
+                if res is not None
+                else merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
+            )
+            merged[slot] = one
+            pending.append(slot)
+        flush()
+        batch_groups.clear()
+        batch_vertices = 0
+
     for s, e in tqdm(groups, desc="merge seams", unit="region", disable=not progress):
         idx = order[s:e]
         first.append(int(idx[0]))
         if e - s == 1:
             merged.append(None)  # canonicalized below, all single pieces together
             singles.append(len(merged) - 1)
+        elif n_vert is not None:
+            merged.append(None)
+            batch_groups.append((len(merged) - 1, idx))
+            batch_vertices += int(n_vert[idx].sum())
+            if batch_vertices >= 1_000_000:
+                merge_batch()
         else:
             one = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
             merged.append(one)
@@ -1157,6 +1284,7 @@ def _merge_border_pieces(
             n_pending += int(shapely.get_num_coordinates(one))
             if n_pending >= 1_000_000:
                 flush()
+    merge_batch()
     flush()
     starts = bounds[:-1]
     geoms_out = np.empty(len(merged), object)

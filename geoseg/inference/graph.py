@@ -69,7 +69,10 @@ def run_batch(
 
     No-data pixels are fed to the model as 0 after normalization.
     """
-    xs, idx, valids = [], [], []
+    idx: list[int] = []
+    valids: list[np.ndarray] = []
+    # The model input is filled in place (no per-window temporaries, no stack copy).
+    x: np.ndarray | None = None
     m, s = mean[:, None, None], std[:, None, None]
     # One read per window row of the batch: consecutive windows of a row overlap, so
     # their union is a strip whose shared pixels are read (and decoded) once.
@@ -87,14 +90,18 @@ def run_batch(
             valid = valid_all[sl]
             valids.append(valid)
             if valid.any():
-                x = (data_all[(slice(None), *sl)] - m) / s
-                x[:, ~valid] = 0.0
-                xs.append(x)
+                if x is None:
+                    shape = (len(windows), data_all.shape[0], w.height, w.width)
+                    x = np.empty(shape, dtype=np.float32)
+                xi = x[len(idx)]
+                np.subtract(data_all[(slice(None), *sl)], m, out=xi)
+                np.divide(xi, s, out=xi)
+                xi[:, ~valid] = 0.0
                 idx.append(i)
         start = stop
     out: BatchResult = [(None, v) for v in valids]
-    if xs:
-        probs = get_runner(spec)(np.stack(xs))
+    if x is not None:
+        probs = get_runner(spec)(x[: len(idx)])
         for j, i in enumerate(idx):
             out[i] = (probs[j], valids[i])
     return out
@@ -122,6 +129,7 @@ def finalize_block(
         or ``(block, None)`` when the whole block is no-data.
     """
     acc: np.ndarray | None = None
+    scratch: np.ndarray | None = None
     wsum = np.zeros((block.height, block.width), dtype=np.float32)
     valid = np.zeros((block.height, block.width), dtype=bool)
     for win, b, k in members:
@@ -135,8 +143,12 @@ def finalize_block(
             continue
         if acc is None:
             acc = np.zeros((probs.shape[0], block.height, block.width), dtype=np.float32)
+            scratch = np.empty_like(acc)
+        assert scratch is not None
         w = weight[src]
-        acc[(slice(None), *dst)] += probs[(slice(None), *src)] * w
+        prod = scratch[:, : r1 - r0, : c1 - c0]
+        np.multiply(probs[(slice(None), *src)], w, out=prod)
+        acc[(slice(None), *dst)] += prod
         wsum[dst] += w
     if acc is None or not valid.any():
         return block, None

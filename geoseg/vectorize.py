@@ -638,6 +638,7 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
         (np.ones(len(e1), np.int8), (edge_part[e1], edge_part[e2])), shape=(n_parts, n_parts)
     )
     n_comp, comp = connected_components(graph, directed=False)
+    comp = comp.astype(np.int64)  # int32 would overflow in the vertex keys below
     keep = ~drop
     A, B, ecomp = A[keep], B[keep], comp[edge_part[keep]]
     shells: list[list[Any]] = [[] for _ in range(n_comp)]
@@ -730,6 +731,7 @@ def _merge_pixel_batch(
         (np.ones(len(e1), np.int8), (edge_part[e1], edge_part[e2])), shape=(n_parts, n_parts)
     )
     n_comp, comp = connected_components(graph, directed=False)
+    comp = comp.astype(np.int64)  # int32 would overflow in the vertex keys below
     if n_comp != n_groups:
         return None
     comp_group = np.full(n_comp, -1, np.int64)
@@ -764,8 +766,15 @@ def _merge_pixel_batch(
         w, rid, n_rings = _walk_cycles(succ)
         cross = (A[w, 0] * B[w, 1] - B[w, 0] * A[w, 1]).astype(np.float64)
         area2 = np.bincount(rid, weights=cross, minlength=n_rings)
-        new_rings = shapely.linearrings(A[w].astype(np.float64), indices=rid)
         starts = np.flatnonzero(np.diff(np.concatenate([[-1], rid])))
+        # a vertex between two edges of the same direction is collinear: leave it out, so
+        # the rings are already free of them (the GDAL rings kept as they are have none)
+        d = np.sign(B[w] - A[w])
+        prev = np.arange(len(w)) - 1
+        ends = np.concatenate([starts[1:], [len(w)]]) - 1
+        prev[starts] = ends
+        corner = (d[prev] != d).any(axis=1)
+        new_rings = shapely.linearrings(A[w][corner].astype(np.float64), indices=rid[corner])
         for ring, a2, e0 in zip(new_rings, area2.tolist(), w[starts].tolist()):
             (shells if a2 > 0 else holes)[int(ecomp[e0])].append(ring)
     out = np.empty(n_groups, object)
@@ -1230,14 +1239,17 @@ def _merge_border_pieces(
     pending: list[int] = []
     n_pending = 0
 
+    pending_clean: list[int] = []
+
     def flush() -> None:
         nonlocal n_pending
-        if pending:
-            batch = np.empty(len(pending), object)
-            batch[:] = [merged[i] for i in pending]
-            for i, g in zip(pending, canonicalize(batch)):
-                merged[i] = g
-        pending.clear()
+        for todo, collinear in ((pending, True), (pending_clean, False)):
+            if todo:
+                batch = np.empty(len(todo), object)
+                batch[:] = [merged[i] for i in todo]
+                for i, g in zip(todo, canonicalize(batch, collinear=collinear)):
+                    merged[i] = g
+            todo.clear()
         n_pending = 0
 
     # 4-connected regions are merged many at a time (one vectorized pass per ~1M vertices)
@@ -1254,13 +1266,12 @@ def _merge_border_pieces(
         grp = np.repeat(np.arange(len(batch_groups)), [len(g) for _, g in batch_groups])
         res = _merge_pixel_batch(pieces.geoms[idx], grp, len(batch_groups), seam_xs, seam_ys)
         for j, (slot, g) in enumerate(batch_groups):
-            one = (
-                res[j]
-                if res is not None
-                else merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
-            )
-            merged[slot] = one
-            pending.append(slot)
+            if res is not None:  # no collinear vertices (see _merge_pixel_batch)
+                merged[slot] = res[j]
+                pending_clean.append(slot)
+            else:
+                merged[slot] = merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
+                pending.append(slot)
         flush()
         batch_groups.clear()
         batch_vertices = 0

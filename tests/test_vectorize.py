@@ -311,3 +311,23 @@ def test_chunked_equals_single_pass_other_real_maps(path, chunk, kw):
         got = vectorize(path, chunk_size=chunk, workers=1, progress=False, connectivity=conn, **kw)
         same(got, ref)
         assert shapely.is_valid(got.geometry.values).all()
+
+
+def test_seam_merge_many_regions_far_from_origin():
+    # 40 regions of two unit squares across a seam at x = 10000: vertex keys reach
+    # ~4e9 (int64 needed), merged one by one and in one vectorized batch alike
+    from geoseg.vectorize import _merge_pixel_batch, canonicalize, merge_pixel_polygons
+
+    seam_xs, seam_ys = np.array([10000]), np.array([], np.int64)
+    left = [shapely.box(9999, 3 * g, 10000, 3 * g + 1) for g in range(40)]
+    right = [shapely.box(10000, 3 * g, 10001, 3 * g + 1) for g in range(40)]
+    geoms = np.array(left + right, object)
+    group = np.concatenate([np.arange(40), np.arange(40)])
+    batch = _merge_pixel_batch(geoms, group, 40, seam_xs, seam_ys)
+    assert batch is not None
+    expected = canonicalize(np.array([shapely.box(9999, 3 * g, 10001, 3 * g + 1)
+                                      for g in range(40)], object))  # fmt: skip
+    assert shapely.equals_exact(canonicalize(batch, collinear=False), expected, 0).all()
+    multi = merge_pixel_polygons(geoms, seam_xs, seam_ys)  # 40 parts: one MultiPolygon
+    assert shapely.equals_exact(canonicalize(np.array([multi], object))[0],
+                                shapely.MultiPolygon(list(expected)).normalize(), 0)  # fmt: skip

@@ -599,32 +599,10 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
     Returns:
         A Polygon or MultiPolygon (not yet canonical: run :func:`canonicalize`).
     """
-    parts = np.asarray(shapely.orient_polygons(shapely.get_parts(geoms), exterior_cw=False))
-    n_parts = len(parts)
-    rings = shapely.get_rings(parts)
-    ring_part = np.repeat(np.arange(n_parts), shapely.get_num_interior_rings(parts) + 1)
-    xy_f, ridx = shapely.get_coordinates(rings, return_index=True)
-    xy = np.rint(xy_f).astype(np.int64)
-    same = ridx[1:] == ridx[:-1]
-    a, b, sring = xy[:-1][same], xy[1:][same], ridx[:-1][same]
-    on_seam = ((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], seam_xs)) | (
-        (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seam_ys)
-    )
-    touched = np.zeros(len(rings), bool)
-    touched[sring[on_seam]] = True
-    sel = touched[sring]
-    a, b, on_seam, sring = a[sel], b[sel], on_seam[sel], sring[sel]
+    e = _seam_unit_edges(shapely.get_parts(geoms), seam_xs, seam_ys)
+    n_parts, rings, ring_part, touched = e.n_parts, e.rings, e.ring_part, e.touched
+    A, B, unit, edge_part, width = e.A, e.B, e.unit, e.edge_part, e.width
     # 2. unit edges along seams, cancelled in pairs; the parts they join are one component
-    length = np.abs(b - a).sum(axis=1)
-    n = np.where(on_seam, length, 1)
-    rep = np.repeat(np.arange(len(a)), n)
-    k = np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)
-    step = np.sign(b - a)
-    unit = on_seam[rep]
-    A = np.where(unit[:, None], a[rep] + step[rep] * k[:, None], a[rep])
-    B = np.where(unit[:, None], A + step[rep], b[rep])
-    edge_part = ring_part[sring[rep]]
-    width = int(max(A.max(), B.max())) + 2 if len(A) else 2  # vertex id = x * width + y
     lo = np.minimum(A, B)
     key = (lo[:, 0] * width + lo[:, 1]) * 2 + (A[:, 0] == B[:, 0])
     ui = np.flatnonzero(unit)
@@ -648,22 +626,8 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
         (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
     # 3. link the edges of each component into rings (rightmost turn at pinch vertices)
     if len(A):
-        span = width * width
-        sa = ecomp * span + A[:, 0] * width + A[:, 1]
-        sb = ecomp * span + B[:, 0] * width + B[:, 1]
-        order = np.argsort(sa, kind="stable")
-        first = np.searchsorted(sa[order], sb, "left")
-        count = np.searchsorted(sa[order], sb, "right") - first
-        succ = order[np.minimum(first, len(order) - 1)]
-        two = np.flatnonzero(count == 2)
-        if len(two):
-            c1, c2 = order[first[two]], order[first[two] + 1]
-            din = np.sign(B[two] - A[two])
-            d1, d2 = np.sign(B[c1] - A[c1]), np.sign(B[c2] - A[c2])
-            cross1 = din[:, 0] * d1[:, 1] - din[:, 1] * d1[:, 0]
-            cross2 = din[:, 0] * d2[:, 1] - din[:, 1] * d2[:, 0]
-            succ[two] = np.where(cross2 < cross1, c2, c1)
-        if (count != 1).sum() != len(two):  # pragma: no cover - not a pixel coverage
+        succ = _link_edges(A, B, ecomp, width)
+        if succ is None:  # pragma: no cover - not a pixel coverage
             return shapely.union_all(geoms)
         w, rid, n_rings = _walk_cycles(succ)
         cross = (A[w, 0] * B[w, 1] - B[w, 0] * A[w, 1]).astype(np.float64)
@@ -691,31 +655,9 @@ def _merge_pixel_batch(
     group (the group is part of the edge key). Returns one Polygon per group, or None when
     the input is not of that form (the caller then merges region by region).
     """
-    parts = np.asarray(shapely.orient_polygons(geoms, exterior_cw=False))
-    n_parts = len(parts)
-    rings = shapely.get_rings(parts)
-    ring_part = np.repeat(np.arange(n_parts), shapely.get_num_interior_rings(parts) + 1)
-    xy_f, ridx = shapely.get_coordinates(rings, return_index=True)
-    xy = np.rint(xy_f).astype(np.int64)
-    same = ridx[1:] == ridx[:-1]
-    a, b, sring = xy[:-1][same], xy[1:][same], ridx[:-1][same]
-    on_seam = ((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], seam_xs)) | (
-        (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seam_ys)
-    )
-    touched = np.zeros(len(rings), bool)
-    touched[sring[on_seam]] = True
-    sel = touched[sring]
-    a, b, on_seam, sring = a[sel], b[sel], on_seam[sel], sring[sel]
-    length = np.abs(b - a).sum(axis=1)
-    n = np.where(on_seam, length, 1)
-    rep = np.repeat(np.arange(len(a)), n)
-    k = np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)
-    step = np.sign(b - a)
-    unit = on_seam[rep]
-    A = np.where(unit[:, None], a[rep] + step[rep] * k[:, None], a[rep])
-    B = np.where(unit[:, None], A + step[rep], b[rep])
-    edge_part = ring_part[sring[rep]]
-    width = int(max(A.max(), B.max())) + 2 if len(A) else 2
+    e = _seam_unit_edges(geoms, seam_xs, seam_ys)
+    n_parts, rings, ring_part, touched = e.n_parts, e.rings, e.ring_part, e.touched
+    A, B, unit, edge_part, width = e.A, e.B, e.unit, e.edge_part, e.width
     lo = np.minimum(A, B)
     key = ((group[edge_part] * width + lo[:, 0]) * width + lo[:, 1]) * 2 + (A[:, 0] == B[:, 0])
     ui = np.flatnonzero(unit)
@@ -746,22 +688,8 @@ def _merge_pixel_batch(
     for r, ccw in zip(kept.tolist(), shapely.is_ccw(rings[kept]).tolist()):
         (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
     if len(A):
-        span = width * width
-        sa = ecomp * span + A[:, 0] * width + A[:, 1]
-        sb = ecomp * span + B[:, 0] * width + B[:, 1]
-        order = np.argsort(sa, kind="stable")
-        first = np.searchsorted(sa[order], sb, "left")
-        count = np.searchsorted(sa[order], sb, "right") - first
-        succ = order[np.minimum(first, len(order) - 1)]
-        two = np.flatnonzero(count == 2)
-        if len(two):
-            c1, c2 = order[first[two]], order[first[two] + 1]
-            din = np.sign(B[two] - A[two])
-            d1, d2 = np.sign(B[c1] - A[c1]), np.sign(B[c2] - A[c2])
-            cross1 = din[:, 0] * d1[:, 1] - din[:, 1] * d1[:, 0]
-            cross2 = din[:, 0] * d2[:, 1] - din[:, 1] * d2[:, 0]
-            succ[two] = np.where(cross2 < cross1, c2, c1)
-        if (count != 1).sum() != len(two):
+        succ = _link_edges(A, B, ecomp, width)
+        if succ is None:
             return None
         w, rid, n_rings = _walk_cycles(succ)
         cross = (A[w, 0] * B[w, 1] - B[w, 0] * A[w, 1]).astype(np.float64)
@@ -783,6 +711,78 @@ def _merge_pixel_batch(
             return None
         out[comp_group[c]] = shapely.Polygon(shells[c][0], holes[c])
     return out
+
+
+@dataclass
+class _SeamEdges:
+    """Ring edges of polygons in pixel coordinates, seam edges cut into unit edges."""
+
+    n_parts: int
+    rings: np.ndarray  # every ring of every part (shells counter-clockwise)
+    ring_part: np.ndarray  # part of each ring
+    touched: np.ndarray  # rings with an edge on a seam (only their edges are in A/B)
+    A: np.ndarray  # (E, 2) int64 edge starts
+    B: np.ndarray  # (E, 2) int64 edge ends
+    unit: np.ndarray  # edge is a unit edge cut from a seam edge
+    edge_part: np.ndarray  # part of each edge
+    width: int  # vertex id = x * width + y
+
+
+def _seam_unit_edges(polys: np.ndarray, seam_xs: np.ndarray, seam_ys: np.ndarray) -> _SeamEdges:
+    """Steps 1-2 of :func:`merge_pixel_polygons`: orient rings, cut seam edges to units."""
+    parts = np.asarray(shapely.orient_polygons(polys, exterior_cw=False))
+    n_parts = len(parts)
+    rings = shapely.get_rings(parts)
+    ring_part = np.repeat(np.arange(n_parts), shapely.get_num_interior_rings(parts) + 1)
+    xy_f, ridx = shapely.get_coordinates(rings, return_index=True)
+    xy = np.rint(xy_f).astype(np.int64)
+    same = ridx[1:] == ridx[:-1]
+    a, b, sring = xy[:-1][same], xy[1:][same], ridx[:-1][same]
+    on_seam = ((a[:, 0] == b[:, 0]) & np.isin(a[:, 0], seam_xs)) | (
+        (a[:, 1] == b[:, 1]) & np.isin(a[:, 1], seam_ys)
+    )
+    touched = np.zeros(len(rings), bool)
+    touched[sring[on_seam]] = True
+    sel = touched[sring]
+    a, b, on_seam, sring = a[sel], b[sel], on_seam[sel], sring[sel]
+    length = np.abs(b - a).sum(axis=1)
+    n = np.where(on_seam, length, 1)
+    rep = np.repeat(np.arange(len(a)), n)
+    k = np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n)
+    step = np.sign(b - a)
+    unit = on_seam[rep]
+    A = np.where(unit[:, None], a[rep] + step[rep] * k[:, None], a[rep])
+    B = np.where(unit[:, None], A + step[rep], b[rep])
+    edge_part = ring_part[sring[rep]]
+    width = int(max(A.max(), B.max())) + 2 if len(A) else 2
+    return _SeamEdges(n_parts, rings, ring_part, touched, A, B, unit, edge_part, width)
+
+
+def _link_edges(A: np.ndarray, B: np.ndarray, ecomp: np.ndarray, width: int) -> np.ndarray | None:
+    """Step 3 of :func:`merge_pixel_polygons`: the successor of every edge in its ring.
+
+    Edges of one component meeting at a vertex are linked; at a pinch vertex (two
+    outgoing edges) the rightmost turn is taken. Returns None if some vertex is not of
+    that form (the input is not a pixel coverage).
+    """
+    span = width * width
+    sa = ecomp * span + A[:, 0] * width + A[:, 1]
+    sb = ecomp * span + B[:, 0] * width + B[:, 1]
+    order = np.argsort(sa, kind="stable")
+    first = np.searchsorted(sa[order], sb, "left")
+    count = np.searchsorted(sa[order], sb, "right") - first
+    succ = order[np.minimum(first, len(order) - 1)]
+    two = np.flatnonzero(count == 2)
+    if len(two):
+        c1, c2 = order[first[two]], order[first[two] + 1]
+        din = np.sign(B[two] - A[two])
+        d1, d2 = np.sign(B[c1] - A[c1]), np.sign(B[c2] - A[c2])
+        cross1 = din[:, 0] * d1[:, 1] - din[:, 1] * d1[:, 0]
+        cross2 = din[:, 0] * d2[:, 1] - din[:, 1] * d2[:, 0]
+        succ[two] = np.where(cross2 < cross1, c2, c1)
+    if (count != 1).sum() != len(two):
+        return None
+    return succ
 
 
 def _walk_cycles(succ: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

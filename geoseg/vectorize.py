@@ -107,11 +107,23 @@ class RasterGrid:
     width: int
     transform: Affine
     crs_wkt: str
+    #: EPSG code GDAL identifies for the raster's CRS (None if it finds none).
+    epsg: int | None = None
 
     @property
     def crs(self) -> ProjCRS:
         """The grid's CRS as a pyproj CRS."""
         return ProjCRS.from_wkt(self.crs_wkt)
+
+    @property
+    def output_crs(self) -> ProjCRS:
+        """The CRS written to vector outputs.
+
+        The EPSG definition when GDAL identifies the raster's CRS as one: GeoTIFF keys
+        often come back as an 'unnamed' WKT that GIS software shows as an unknown CRS.
+        Otherwise the raster's own WKT.
+        """
+        return ProjCRS.from_epsg(self.epsg) if self.epsg is not None else self.crs
 
     @property
     def is_geographic(self) -> bool:
@@ -261,7 +273,13 @@ def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> Ra
                     "assign one, e.g. `gdal_edit.py -a_srs EPSG:32633 FILE` or "
                     "`rio edit-info --crs EPSG:32633 FILE`"
                 )
-            return RasterGrid(src.height, src.width, Affine(*src.transform[:6]), src.crs.to_wkt())
+            return RasterGrid(
+                src.height,
+                src.width,
+                Affine(*src.transform[:6]),
+                src.crs.to_wkt(),
+                src.crs.to_epsg(),
+            )
     except rasterio.errors.RasterioIOError as exc:
         raise InputFileError(f"{what} {p!r} cannot be read as a raster: {exc}") from None
 
@@ -1523,7 +1541,7 @@ def _frame(table: dict[str, Any], job: _Job) -> gpd.GeoDataFrame:
         for i in np.flatnonzero(shapely.get_type_id(geoms) == 3):
             geoms[i] = shapely.MultiPolygon([geoms[i]])
     return gpd.GeoDataFrame(
-        cols, geometry=gpd.GeoSeries(geoms, crs=job.grid.crs_wkt), crs=job.grid.crs_wkt
+        cols, geometry=gpd.GeoSeries(geoms, crs=job.grid.output_crs), crs=job.grid.output_crs
     )
 
 
@@ -1717,7 +1735,7 @@ def _collect(job: _Job, **kw: Any) -> gpd.GeoDataFrame:
     frames = [f for f in _iter_frames(job, **kw) if len(f)]
     if not frames:
         return _frame(_attributes(_Pieces.empty(), job.grid), job)
-    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=job.grid.crs_wkt)
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=job.grid.output_crs)
     gdf = _sorted(gdf, job.grid)
     gdf.attrs["vectorize_stats"] = dict(job.stats)
     return gdf

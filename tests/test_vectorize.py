@@ -331,3 +331,12 @@ def test_seam_merge_many_regions_far_from_origin():
     multi = merge_pixel_polygons(geoms, seam_xs, seam_ys)  # 40 parts: one MultiPolygon
     assert shapely.equals_exact(canonicalize(np.array([multi], object))[0],
                                 shapely.MultiPolygon(list(expected)).normalize(), 0)  # fmt: skip
+
+
+def test_output_crs_is_the_identified_epsg_code():
+    # strata.tif's GeoTIFF keys read back as an 'unnamed' WKT; the polygons must carry
+    # EPSG:3358 so that QGIS shows the right CRS rather than an unknown one.
+    from geoseg.vectorize import vectorize
+
+    gdf = vectorize(DATA / "nc-landsat7-landcover" / "strata.tif", progress=False)
+    assert gdf.crs.to_epsg() == 3358

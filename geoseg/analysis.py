@@ -10,7 +10,6 @@ never degrees.
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from rasterio.windows import Window
 
 from geoseg._io import atomic_path, check_output_path
 from geoseg.classes import ClassTable
-from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.vectorize import (
     DEFAULT_CHUNK_SIZE,
     RasterGrid,
@@ -122,10 +121,9 @@ def _read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[g
         raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
     gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
     if gdf.crs is None:
-        warnings.warn(
+        warn(
             f"{where} has no CRS; assuming the raster's CRS",
             ReprojectionWarning,
-            stacklevel=3,
         )
         gdf = gdf.set_crs(grid.crs_wkt)
     elif not gdf.crs.equals(grid.crs):
@@ -424,11 +422,10 @@ def _align(before: str, after: str, grid: RasterGrid, band: int) -> tuple | None
             f"(after bounds {np.round(a_in_b, 3).tolist()} vs before bounds "
             f"{np.round(b_bounds, 3).tolist()} in the before CRS)"
         )
-    warnings.warn(
+    warn(
         f"{after!r} is on another grid than {before!r}; reprojecting it onto the before grid "
         "with nearest-neighbour resampling",
         ReprojectionWarning,
-        stacklevel=3,
     )
     return (grid.crs_wkt, tuple(t)[:6], grid.width, grid.height)
 

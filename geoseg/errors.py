@@ -47,3 +47,25 @@ class ReprojectionWarning(GeosegWarning):
 
 class NoDataWarning(GeosegWarning):
     """Much or all of an input is no-data."""
+
+
+def warn(message: str, category: type[Warning] = GeosegWarning) -> None:
+    """Issue ``message`` attributed to the first caller outside the geoseg package.
+
+    A fixed ``stacklevel`` is right for one call depth only: the same warning raised from
+    ``geoseg.data`` through a Lightning data module, or from ``analysis.change`` through
+    the CLI, would point at a line inside geoseg. This walks the stack instead (the
+    approach of pandas' ``find_stack_level``), so the warning names the user's own line.
+    """
+    import inspect
+    import os
+    import warnings
+
+    package_dir = os.path.dirname(__file__)
+    frame = inspect.currentframe()
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(package_dir):
+        frame = frame.f_back
+        level += 1
+    del frame
+    warnings.warn(message, category, stacklevel=level)

@@ -153,8 +153,9 @@ def test_change_matrix_and_polygons(tmp_path):
 def test_change_reprojects_with_warning(tmp_path):
     # the same grid in EPSG:32119 (another realisation of NAD83 / North Carolina)
     after, n_changed = developed_after(tmp_path, crs="EPSG:32119")
-    with pytest.warns(ReprojectionWarning, match="nearest"):
+    with pytest.warns(ReprojectionWarning, match="nearest") as rec:
         res = change(STRATA, after, chunk_size=200, workers=1, progress=False)
+    assert {r.filename for r in rec if issubclass(r.category, ReprojectionWarning)} == {__file__}
     total = res.matrix.to_numpy().sum()
     assert total == pytest.approx(sum(COUNTS.values()) * PIX, rel=0.01)
     off = total - np.trace(res.matrix.to_numpy())

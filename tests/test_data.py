@@ -450,9 +450,11 @@ def test_reprojection_from_degrees_to_metres(monkeypatch, coarse):
         monkeypatch.setattr(splits, "EXACT_SCAN_MAX_SIDE", 50)
         monkeypatch.setattr(splits, "COVERAGE_MAX_CELLS", 100)
     cfg = rio_config([9], crs="EPSG:32723", resolution=0.5)
-    with pytest.warns(ReprojectionWarning, match="img9"):
+    with pytest.warns(ReprojectionWarning, match="img9") as rec:
         dm = GeoDataModule(cfg)
         dm.prepare_scene()
+    # the warning names the user's line (this test), not a line inside geoseg
+    assert {Path(r.filename).name for r in rec} == {Path(__file__).name}
     assert dm.crs == "EPSG:32723" and dm.resolution == 0.5
     with rasterio.open(RIO / "derived_masks/3band_013022223130_Public_img9_buildings.tif") as src:
         ref = src.read(1)

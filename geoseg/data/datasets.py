@@ -20,7 +20,6 @@ three by feature checks, never by version numbers.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,7 @@ from geoseg.data.sources import (
     union_bounds,
     work_dtype,
 )
-from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 
 try:  # torchgeo >= 0.8: GeoDataFrame index and slice queries
     from torchgeo.datasets.utils import GeoSlice  # noqa: F401
@@ -179,14 +178,13 @@ def _attach_all(sources: Sequence[RasterSource], grid: Grid, where: str) -> None
             for s in off[:5]
         )
         more = f" and {len(off) - 5} more" if len(off) > 5 else ""
-        warnings.warn(
+        warn(
             f"{where}: {len(off)} file(s) are not on the working grid (CRS "
             f"{grid.crs.to_string()}, pixel {grid.xres:.6g} x {grid.yres:.6g}, origin "
             f"{grid.x0:.10g}, {grid.y0:.10g}) and are reprojected on the fly: "
             f"{names}{more}. Set data.crs/data.resolution to choose the grid, or warp the "
             "files onto one grid beforehand to avoid resampling",
             ReprojectionWarning,
-            stacklevel=2,
         )
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import ConfigError, GeosegWarning
+from geoseg.errors import ConfigError, GeosegWarning, warn
 
 #: Backend names accepted by ``predict(backend=...)``.
 BACKENDS = ("auto", "onnx", "torch")
@@ -192,11 +192,10 @@ def choose_backend(
         try:
             return backend, str(export_onnx(checkpoint, tile_size))
         except Exception as exc:  # any exporter failure: eager torch still works
-            warnings.warn(
+            warn(
                 f"ONNX export failed ({type(exc).__name__}: {str(exc)[:200]}); "
                 "using the PyTorch backend",
                 GeosegWarning,
-                stacklevel=3,
             )
             return "torch", None
     if backend == "onnx":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.inference.tiling import PixelWindow
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
@@ -442,11 +441,10 @@ def open_mosaic(
             )
         )
     if warped:
-        warnings.warn(
+        warn(
             f"{len(warped)} input(s) reprojected/resampled onto the output grid "
             f"({grid_crs.to_string()}, {res[0]:g} x {res[1]:g}, {resampling}): {warped[:3]}",
             ReprojectionWarning,
-            stacklevel=3,
         )
     return Mosaic(
         sources=tuple(sources),

@@ -34,6 +34,12 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json")
+    ap.add_argument(
+        "--no-distributed",
+        dest="distributed",
+        action="store_false",
+        help="skip the dask.distributed LocalCluster run on the GPU",
+    )
     args = ap.parse_args()
     import rasterio
     import torch
@@ -60,6 +66,20 @@ def main() -> int:
     }
     res: dict[str, dict] = {"gpu": {"name": torch.cuda.get_device_name(0)}}
     maps = {}
+    cluster = None
+    if args.distributed:
+        # One GPU worker process (one model on the GPU), several threads for reading
+        # and blending: the layout --scheduler tcp://... gets on a GPU node.
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=1, threads_per_worker=4, processes=True, dashboard_address=None
+        )
+        runs["cuda_distributed"] = {
+            "device": "cuda",
+            "precision": "fp32",
+            "scheduler": cluster.scheduler_address,
+        }
     for name, kw in [("warmup", runs["cuda_fp32"]), *runs.items()]:
         stats: dict = {}
         t = time.perf_counter()
@@ -101,6 +121,11 @@ def main() -> int:
             f"{same_nodata}"
         )
     ok = res["cuda_fp32"]["agreement_with_cpu"] >= 0.999 and res["cuda_fp32"]["same_nodata"]
+    if cluster is not None:
+        same = bool(np.array_equal(maps["cuda_distributed"], maps["cuda_fp32"]))
+        res["cuda_distributed"]["identical_to_threads"] = same
+        print(f"cuda distributed (LocalCluster, 1 GPU worker) == cuda threads: {same}")
+        cluster.close()
     print("VERDICT:", "PASS" if ok else "FAIL", "(fp32 CUDA vs CPU >= 99.9 % agreement)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))

@@ -65,6 +65,21 @@ def test_processes_scheduler_bit_identical(setup):
     assert np.array_equal(_read(prob), _read(ref_p))
 
 
+def test_scheduler_address_string_without_a_client(setup, capsys):
+    """The CLI form: ``--scheduler tcp://...`` with no Client in the calling process."""
+    distributed = pytest.importorskip("distributed")
+    from geoseg.cli import main
+
+    d, ck, (ref, _) = setup
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+    ) as cluster:
+        addr = cluster.scheduler_address
+        assert addr.startswith("tcp://")
+        main(["predict", str(ck), str(IMG(d)), "-o", str(d / "addr.tif"), "--scheduler", addr])
+    assert np.array_equal(_read(d / "addr.tif"), _read(ref))
+
+
 def test_local_cluster_identical_and_survives_killed_worker(setup):
     distributed = pytest.importorskip("distributed")
     d, ck, (ref, ref_p) = setup

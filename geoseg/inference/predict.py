@@ -445,7 +445,9 @@ def _run_distributed(
 
     futures = client.get(dsk, keys, sync=False, retries=2)
     try:
-        for fut in as_completed(futures):
+        # loop=: a Client made from an address is not the default client, and
+        # as_completed otherwise looks for one ("No clients found").
+        for fut in as_completed(futures, loop=client.loop):
             try:
                 result = fut.result()
             except GeosegError:

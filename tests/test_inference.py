@@ -464,3 +464,66 @@ def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
     assert mine is not None
     np.testing.assert_array_equal(mine, gdal)
     assert 0 < gdal.sum() < gdal.size
+
+
+class _FakeHandle:
+    def __init__(self, name):
+        self.name, self.closed = name, False
+
+    def close(self):
+        self.closed = True
+
+
+def test_handle_pool_reuses_caps_and_drops_failed_handles():
+    from geoseg.inference.mosaic import HandlePool
+
+    pool = HandlePool(max_idle=2)
+    with pool.use(("a",), lambda: _FakeHandle("a")) as a1:
+        # a second concurrent user of the same file gets its own handle
+        with pool.use(("a",), lambda: _FakeHandle("a")) as a2:
+            assert a2 is not a1
+    with pool.use(("a",), lambda: _FakeHandle("a")) as again:
+        assert again in (a1, a2)  # reused, not reopened
+    assert pool.opened == 2
+    with pool.use(("b",), lambda: _FakeHandle("b")) as b:
+        pass
+    # three idle handles (a, a, b) with room for two: the least recently used is closed
+    assert sum(h.closed for h in (a1, a2, b)) == 1 and not b.closed
+    with pytest.raises(RuntimeError), pool.use(("b",), lambda: _FakeHandle("b")) as bad:
+        raise RuntimeError("read failed")
+    assert bad.closed  # a handle whose read failed is not handed out again
+    with pool.use(("b",), lambda: _FakeHandle("b")) as fresh:
+        assert fresh is not bad
+    pool.clear()
+    assert fresh.closed
+
+
+def test_mosaic_files_opened_once_not_once_per_thread(ckpt, reference, tmp_path):
+    """Worker threads share input handles: each file is opened by the metadata pass and
+    reused by the reads (a handle per thread made opening dominate on many cores)."""
+    from geoseg.inference import mosaic
+
+    with rasterio.open(RGB) as src:
+        prof = src.profile
+        paths = []
+        for i, (r0, r1) in enumerate([(0, 200), (200, 400), (400, src.height)]):
+            for j, (c0, c1) in enumerate([(0, 300), (300, 600), (600, src.width)]):
+                win = Window(c0, r0, c1 - c0, r1 - r0)
+                p = tmp_path / f"t{i}{j}.tif"
+                prof.update(width=c1 - c0, height=r1 - r0, transform=src.window_transform(win))
+                with rasterio.open(p, "w", **prof) as dst:
+                    dst.write(src.read(window=win))
+                paths.append(p)
+    mosaic.HANDLES.clear()
+    before = mosaic.HANDLES.opened
+    out = predict(ckpt, paths, tmp_path / "m.tif", progress=False, workers=4, block_size=128)
+    assert np.array_equal(_read(out), _read(reference[0]))
+    opened = mosaic.HANDLES.opened - before
+    # 9 files; at most a few extra handles where two threads read one file at once
+    assert 9 <= opened <= 9 + 4 * 2
+    # a file rewritten between runs is reopened (its key holds mtime and size)
+    os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    before = mosaic.HANDLES.opened
+    predict(ckpt, paths, tmp_path / "m2.tif", progress=False, workers=4, block_size=128)
+    assert 1 <= mosaic.HANDLES.opened - before <= 1 + 4
+    mosaic.HANDLES.clear()

@@ -36,4 +36,4 @@ def test_bench_inference_quick(tmp_path):
     table = {row["target"]: row for row in json.loads(out.read_text())["table"]}
     assert table["6 pixels changed by block size 256 vs 1024"]["value"] == 0
     assert table["1 overlap compute, asymptotic (T/(T-ov))^2"]["pass"]
-    assert len(table) == 15
+    assert len(table) == 17

@@ -277,8 +277,10 @@ class HandlePool:
                 old.close()
 
     def put(self, key: tuple[Any, ...], ds: Any) -> None:
-        """Add an already open handle (e.g. from a metadata pass) to the idle pool;
-        closed instead when the pool already holds one for ``key``."""
+        """Add an already open handle (e.g. from a metadata pass) to the idle pool.
+
+        The handle is closed instead when the pool already holds one for ``key``.
+        """
         with self._lock:
             if self._by_key.get(key):
                 ds.close()

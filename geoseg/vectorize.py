@@ -1172,13 +1172,14 @@ def _merge_border_pieces(
     chunk_size: int,
     connectivity: int,
     progress: bool,
-) -> _Pieces:
+) -> Iterator[_Pieces]:
     """Join border pieces into whole regions: union-find over seam pixel adjacency.
 
     ``results`` holds the chunks done so far. Only regions that cannot grow any more (none
-    of their pieces faces a chunk not done yet) are merged and returned; their pieces are
-    freed, so memory holds the open frontier, not every border piece of the map. When all
-    chunks are done, everything is merged.
+    of their pieces faces a chunk not done yet) are merged and yielded, in batches; their
+    pieces are freed batch by batch, so memory holds the open frontier and one batch, not
+    every border piece or merged region of the map. When all chunks are done, everything
+    is merged.
     """
     n_rows = math.ceil(grid.height / chunk_size)
     n_cols = math.ceil(grid.width / chunk_size)
@@ -1191,7 +1192,7 @@ def _merge_border_pieces(
         base[k] = total
         total += len(results[k].border.geoms)
     if total == 0:
-        return _Pieces.empty()
+        return
     pieces = _Pieces.concat([results[k].border for k in keys])
     alive = np.concatenate([results[k].alive for k in keys])
 
@@ -1243,98 +1244,86 @@ def _merge_border_pieces(
                             open_comp[comp[g]] = True
     closed = np.flatnonzero(alive & ~open_comp[comp])
     if len(closed) == 0:
-        return _Pieces.empty()
+        return
     order = closed[np.argsort(comp[closed], kind="stable")]
     cs = comp[order]
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], cs, [cs.max() + 1]])))
-    merged: list[Any] = []
-    first: list[int] = []
-    singles: list[int] = []
-    groups = list(itertools.pairwise(bounds))
+    groups = list(itertools.pairwise(bounds.tolist()))
+    # owner chunk and local index of every piece, to free merged pieces as we go
+    owner = np.repeat(np.arange(len(keys)), [len(results[k].border.geoms) for k in keys])
+    local = np.arange(total) - np.asarray([base[k] for k in keys])[owner]
+    # 4-connected regions are merged many at a time (one vectorized pass per batch)
+    batchable = connectivity == 4 and bool((shapely.get_type_id(pieces.geoms[closed]) == 3).all())
+    n_vert = shapely.get_num_coordinates(pieces.geoms)
+
+    def merge_groups(gs: list[tuple[int, int]]) -> _Pieces:
+        merged = np.empty(len(gs), object)
+        plain: list[int] = []  # need collinear vertices removed
+        clean: list[int] = []  # merged without collinear vertices
+        singles: list[int] = []
+        batch: list[tuple[int, np.ndarray]] = []
+        for slot, (s, e) in enumerate(gs):
+            idx = order[s:e]
+            if e - s == 1:
+                singles.append(slot)
+            elif batchable:
+                batch.append((slot, idx))
+            else:
+                merged[slot] = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
+                plain.append(slot)
+        if batch:
+            idx = np.concatenate([g for _, g in batch])
+            grp = np.repeat(np.arange(len(batch)), [len(g) for _, g in batch])
+            res = _merge_pixel_batch(pieces.geoms[idx], grp, len(batch), seam_xs, seam_ys)
+            for j, (slot, g) in enumerate(batch):
+                if res is not None:  # no collinear vertices (see _merge_pixel_batch)
+                    merged[slot] = res[j]
+                    clean.append(slot)
+                else:
+                    merged[slot] = merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
+                    plain.append(slot)
+        for todo, collinear in ((plain, True), (clean, False)):
+            if todo:
+                merged[todo] = canonicalize(merged[todo], collinear=collinear)
+        starts = np.asarray([s for s, _ in gs])
+        if singles:
+            merged[singles] = canonicalize(pieces.geoms[order[starts[singles]]])
+        seg = order[starts[0] : gs[-1][1]]
+        rel = starts - starts[0]
+        return _Pieces(
+            merged,
+            pieces.class_id[order[starts]],
+            np.add.reduceat(pieces.pixels[seg], rel),
+            np.add.reduceat(pieces.psum[seg], rel),
+            np.add.reduceat(pieces.pcount[seg], rel),
+        )
+
     from tqdm.auto import tqdm
 
-    # canonical form in batches of ~1M vertices: few calls, bounded temporaries
-    pending: list[int] = []
-    n_pending = 0
-
-    pending_clean: list[int] = []
-
-    def flush() -> None:
-        nonlocal n_pending
-        for todo, collinear in ((pending, True), (pending_clean, False)):
-            if todo:
-                batch = np.empty(len(todo), object)
-                batch[:] = [merged[i] for i in todo]
-                for i, g in zip(todo, canonicalize(batch, collinear=collinear)):
-                    merged[i] = g
-            todo.clear()
-        n_pending = 0
-
-    # 4-connected regions are merged many at a time (one vectorized pass per ~1M vertices)
-    batchable = connectivity == 4 and bool((shapely.get_type_id(pieces.geoms[closed]) == 3).all())
-    n_vert = shapely.get_num_coordinates(pieces.geoms) if batchable else None
-    batch_groups: list[tuple[int, np.ndarray]] = []
-    batch_vertices = 0
-
-    def merge_batch() -> None:
-        nonlocal batch_vertices
-        if not batch_groups:
-            return
-        idx = np.concatenate([g for _, g in batch_groups])
-        grp = np.repeat(np.arange(len(batch_groups)), [len(g) for _, g in batch_groups])
-        res = _merge_pixel_batch(pieces.geoms[idx], grp, len(batch_groups), seam_xs, seam_ys)
-        for j, (slot, g) in enumerate(batch_groups):
-            if res is not None:  # no collinear vertices (see _merge_pixel_batch)
-                merged[slot] = res[j]
-                pending_clean.append(slot)
-            else:
-                merged[slot] = merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
-                pending.append(slot)
-        flush()
-        batch_groups.clear()
-        batch_vertices = 0
-
-    for s, e in tqdm(groups, desc="merge seams", unit="region", disable=not progress):
-        idx = order[s:e]
-        first.append(int(idx[0]))
-        if e - s == 1:
-            merged.append(None)  # canonicalized below, all single pieces together
-            singles.append(len(merged) - 1)
-        elif n_vert is not None:
-            merged.append(None)
-            batch_groups.append((len(merged) - 1, idx))
-            batch_vertices += int(n_vert[idx].sum())
-            if batch_vertices >= 1_000_000:
-                merge_batch()
-        else:
-            one = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
-            merged.append(one)
-            pending.append(len(merged) - 1)
-            n_pending += int(shapely.get_num_coordinates(one))
-            if n_pending >= 1_000_000:
-                flush()
-    merge_batch()
-    flush()
-    starts = bounds[:-1]
-    geoms_out = np.empty(len(merged), object)
-    geoms_out[:] = merged
-    if singles:
-        sel = np.asarray(singles)
-        geoms_out[sel] = canonicalize(pieces.geoms[order[starts[sel]]])
-    out = _Pieces(
-        geoms_out,
-        pieces.class_id[np.asarray(first)],
-        np.add.reduceat(pieces.pixels[order], starts),
-        np.add.reduceat(pieces.psum[order], starts),
-        np.add.reduceat(pieces.pcount[order], starts),
-    )
-    # free the merged pieces
-    for k in keys:
-        local = closed[(closed >= base[k]) & (closed < base[k] + len(results[k].border.geoms))]
-        local = local - base[k]
-        results[k].alive[local] = False
-        results[k].border.geoms[local] = None
-    return out
+    bar = tqdm(total=len(groups), desc="merge seams", unit="region", disable=not progress)
+    # Regions are built, yielded and their pieces freed in batches of ~1M input vertices,
+    # so the merge never holds every merged region of the map at once.
+    i = 0
+    try:
+        while i < len(groups):
+            j, nv = i, 0
+            while j < len(groups) and (j == i or nv < 1_000_000):
+                g0, g1 = groups[j]
+                nv += int(n_vert[order[g0:g1]].sum())
+                j += 1
+            out = merge_groups(groups[i:j])
+            used = order[groups[i][0] : groups[j - 1][1]]
+            pieces.geoms[used] = None
+            for o in np.unique(owner[used]):
+                sel = local[used[owner[used] == o]]
+                res_k = results[keys[o]]
+                res_k.alive[sel] = False
+                res_k.border.geoms[sel] = None
+            bar.update(j - i)
+            i = j
+            yield out
+    finally:
+        bar.close()
 
 
 # ------------------------------------------------------------------------------------------
@@ -1568,21 +1557,19 @@ def _iter_frames(
 
     def merge_round() -> Iterator[gpd.GeoDataFrame]:
         nonlocal t_merge, n_merged, largest
-        t0 = time.perf_counter()
-        merged = _merge_border_pieces(results, grid, chunk_size, opts.connectivity, False)
-        t_merge += time.perf_counter() - t0
-        if len(merged.geoms) == 0:
-            return
-        n_merged += len(merged.geoms)
-        largest = max(largest, int(shapely.get_num_coordinates(merged.geoms).max()))
-        if opts.collect:
-            merged_parts.append(merged)
-            return
-        # in batches of ~1M vertices so that coordinate copies stay bounded
-        nv = np.cumsum(shapely.get_num_coordinates(merged.geoms))
-        cuts = np.searchsorted(nv, np.arange(1_000_000, int(nv[-1]), 1_000_000))
-        for idx in np.split(np.arange(len(merged.geoms)), np.unique(cuts)):
-            part, _ = _clean(merged.take(idx), opts)
+        batches = _merge_border_pieces(results, grid, chunk_size, opts.connectivity, False)
+        while True:
+            t0 = time.perf_counter()
+            merged = next(batches, None)
+            t_merge += time.perf_counter() - t0
+            if merged is None:
+                return
+            n_merged += len(merged.geoms)
+            largest = max(largest, int(shapely.get_num_coordinates(merged.geoms).max()))
+            if opts.collect:
+                merged_parts.append(merged)
+                continue
+            part, _ = _clean(merged, opts)
             if len(part.geoms):
                 yield _frame(_attributes(part, grid), job)
 

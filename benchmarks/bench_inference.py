@@ -201,9 +201,13 @@ def _torchgeo_baseline(ckpt: str, paths: list[str], bs: int, cfg: dict[str, Any]
             x = (batch["image"].float() - mean) / std
             p = torch.softmax(model(x), 1).numpy()
             for k, bounds in enumerate(batch["bounds"]):
-                bx = bounds[0] if isinstance(bounds, tuple | list) else None
-                x0 = bx.start if bx is not None else bounds.minx
-                y1 = bounds[1].stop if bx is not None else bounds.maxy
+                # torchgeo 0.10: a tensor [xmin, xmax, xres, ymin, ymax, ...]
+                if isinstance(bounds, torch.Tensor):
+                    x0, y1 = float(bounds[0]), float(bounds[4])
+                elif isinstance(bounds, tuple | list):  # slices
+                    x0, y1 = bounds[0].start, bounds[1].stop
+                else:  # torchgeo 0.8 BoundingBox
+                    x0, y1 = bounds.minx, bounds.maxy
                 r0, c0 = round((ymax - y1) / res), round((x0 - xmin) / res)
                 sr, sc = max(0, -r0), max(0, -c0)
                 r1, c1 = min(h, r0 + tile), min(w, c0 + tile)

@@ -41,4 +41,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/rf_baseline_nc.py --run runs/nc_unet
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-output
+	rm -rf $(VENV) .venv312 .pytest_cache .mypy_cache .ruff_cache demo-output

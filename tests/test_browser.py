@@ -86,3 +86,41 @@ def test_map_screenshot_shows_the_map(demo_map, tmp_path):
     # and it is colourful (imagery + class colours), not a blank or an error page
     colours = {tuple(c) for c in img[::7, ::7].reshape(-1, 3)}
     assert len(colours) > 200
+
+
+#: Appended to a copy of the page: after load, click (as a user would, a DOM mouse event
+#: on the SVG path) the polygon in the middle of the layer's drawing order.
+_CLICK = """<script>
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var paths = document.querySelectorAll("path.leaflet-interactive");
+    var el = paths[Math.floor(paths.length / 2)];
+    var r = el.getBoundingClientRect();
+    el.dispatchEvent(new MouseEvent("click", {bubbles: true, cancelable: true, view: window,
+      clientX: r.left + r.width / 2, clientY: r.top + r.height / 2}));
+  }, 1000);
+});
+</script>"""
+
+
+def test_clicking_a_polygon_opens_its_popup_with_class_and_area(demo_map, tmp_path):
+    import pyogrio
+
+    html = demo_map.map.read_text()
+    i = html.rindex("</body>")
+    page = tmp_path / "map_click.html"
+    page.write_text(html[:i] + _CLICK + html[i:])
+    dom = _chromium("--window-size=1200,900", "--dump-dom", page.resolve().as_uri())
+    popup = re.search(r'class="leaflet-popup-content"[^>]*>(.*?)</table>', dom, re.S)
+    assert popup is not None, "clicking a polygon opened no popup"
+    rows = dict(
+        (th.strip(), td.strip())
+        for th, td in re.findall(r"<th>([^<]*)</th>\s*<td>([^<]*)</td>", popup.group(1))
+    )
+    assert {"Class", "Area (m²)", "Area (ha)"} <= set(rows)
+    area = float(rows["Area (m²)"].replace(",", ""))
+    assert float(rows["Area (ha)"].replace(",", "")) == pytest.approx(area / 1e4, abs=1e-3)
+    # the popup shows the attributes of a real polygon of the GeoPackage
+    gdf = pyogrio.read_dataframe(demo_map.polygons, read_geometry=False)
+    same = gdf[(gdf["class_name"] == rows["Class"]) & ((gdf["area_m2"] - area).abs() < 0.1)]
+    assert len(same) >= 1

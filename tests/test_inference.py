@@ -222,6 +222,49 @@ def test_mosaic_of_overlapping_tiles_equals_single_file(ckpt, reference, tmp_pat
     assert np.array_equal(_read(out), _read(reference[0]))
 
 
+def _vrt(path, parts, width, height, transform, crs, dtype="Byte", count=3):
+    """A hand-written GDAL VRT mosaic of ``parts`` [(file, col_off, width)] side by side."""
+    bands = []
+    for b in range(1, count + 1):
+        sources = "".join(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{f}</SourceFilename>'
+            f"<SourceBand>{b}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{height}"/>'
+            f'<DstRect xOff="{c0}" yOff="0" xSize="{w}" ySize="{height}"/></SimpleSource>'
+            for f, c0, w in parts
+        )
+        bands.append(
+            f'<VRTRasterBand dataType="{dtype}" band="{b}"><NoDataValue>0</NoDataValue>'
+            f"{sources}</VRTRasterBand>"
+        )
+    gt = ", ".join(repr(v) for v in transform.to_gdal())
+    path.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{crs.to_wkt()}</SRS><GeoTransform>{gt}</GeoTransform>{''.join(bands)}"
+        "</VRTDataset>"
+    )
+    return path
+
+
+def test_vrt_input_equals_single_file(ckpt, reference, tmp_path):
+    with rasterio.open(RGB) as src:
+        prof, crs, transform = src.profile, src.crs, src.transform
+        width, height = src.width, src.height
+        parts = []
+        for i, (c0, c1) in enumerate([(0, 400), (400, src.width)]):
+            win = Window(c0, 0, c1 - c0, src.height)
+            p = tmp_path / f"part{i}.tif"
+            prof.update(width=c1 - c0, transform=src.window_transform(win))
+            with rasterio.open(p, "w", **prof) as dst:
+                dst.write(src.read(window=win))
+            parts.append((str(p), c0, c1 - c0))
+    vrt = _vrt(tmp_path / "mosaic.vrt", parts, width, height, transform, crs)
+    out = predict(ckpt, vrt, tmp_path / "vrt.tif", progress=False)
+    assert np.array_equal(_read(out), _read(reference[0]))
+    with rasterio.open(out) as ds:
+        assert ds.crs == crs and ds.transform.almost_equals(transform)
+
+
 def test_mosaic_in_two_crss(ckpt, reference, tmp_path):
     with rasterio.open(RGB) as src:
         left, right = tmp_path / "left.tif", tmp_path / "right.tif"

@@ -568,5 +568,7 @@ def test_mosaic_files_opened_once_not_once_per_thread(ckpt, reference, tmp_path)
     os.utime(paths[0], ns=(time.time_ns(), time.time_ns() + 10**9))
     before = mosaic.HANDLES.opened
     predict(ckpt, paths, tmp_path / "m2.tif", progress=False, workers=4, block_size=128)
-    assert 1 <= mosaic.HANDLES.opened - before <= 1 + 4
+    reopened = mosaic.HANDLES.opened - before
+    assert reopened >= 1, "the rewritten file was served from a stale handle"
+    assert reopened <= 5  # that file, plus at most one handle per concurrent thread
     mosaic.HANDLES.clear()

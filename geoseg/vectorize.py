@@ -635,13 +635,9 @@ def merge_pixel_polygons(geoms: np.ndarray, seam_xs: np.ndarray, seam_ys: np.nda
     )
     n_comp, comp = connected_components(graph, directed=False)
     comp = comp.astype(np.int64)  # int32 would overflow in the vertex keys below
-    keep = ~drop
-    A, B, ecomp = A[keep], B[keep], comp[edge_part[keep]]
-    shells: list[list[Any]] = [[] for _ in range(n_comp)]
-    holes: list[list[Any]] = [[] for _ in range(n_comp)]
-    kept = np.flatnonzero(~touched)
-    for r, ccw in zip(kept.tolist(), shapely.is_ccw(rings[kept]).tolist()):
-        (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
+    A, B, ecomp, shells, holes = _component_rings(
+        A, B, drop, edge_part, comp, n_comp, rings, ring_part, touched
+    )
     # 3. link the edges of each component into rings (rightmost turn at pinch vertices)
     if len(A):
         succ = _link_edges(A, B, ecomp, width)
@@ -698,13 +694,9 @@ def _merge_pixel_batch(
     comp_group[comp] = group
     if (comp_group[comp] != group).any() or (np.sort(comp_group) != np.arange(n_groups)).any():
         return None  # a group is not one 4-connected region
-    keep = ~drop
-    A, B, ecomp = A[keep], B[keep], comp[edge_part[keep]]
-    shells: list[list[Any]] = [[] for _ in range(n_comp)]
-    holes: list[list[Any]] = [[] for _ in range(n_comp)]
-    kept = np.flatnonzero(~touched)
-    for r, ccw in zip(kept.tolist(), shapely.is_ccw(rings[kept]).tolist()):
-        (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
+    A, B, ecomp, shells, holes = _component_rings(
+        A, B, drop, edge_part, comp, n_comp, rings, ring_part, touched
+    )
     if len(A):
         succ = _link_edges(A, B, ecomp, width)
         if succ is None:
@@ -729,6 +721,31 @@ def _merge_pixel_batch(
             return None
         out[comp_group[c]] = shapely.Polygon(shells[c][0], holes[c])
     return out
+
+
+def _component_rings(
+    A: np.ndarray,
+    B: np.ndarray,
+    drop: np.ndarray,
+    edge_part: np.ndarray,
+    comp: np.ndarray,
+    n_comp: int,
+    rings: np.ndarray,
+    ring_part: np.ndarray,
+    touched: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[Any]], list[list[Any]]]:
+    """Seam edges that remain once shared ones are dropped, and the untouched rings.
+
+    Returns the kept edges (A, B) with their component, and the rings that touch no seam
+    sorted into shells (counter-clockwise) and holes per component.
+    """
+    keep = ~drop
+    shells: list[list[Any]] = [[] for _ in range(n_comp)]
+    holes: list[list[Any]] = [[] for _ in range(n_comp)]
+    kept = np.flatnonzero(~touched)
+    for r, ccw in zip(kept.tolist(), shapely.is_ccw(rings[kept]).tolist()):
+        (shells if ccw else holes)[comp[ring_part[r]]].append(rings[r])
+    return A[keep], B[keep], comp[edge_part[keep]], shells, holes
 
 
 @dataclass

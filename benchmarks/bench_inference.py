@@ -51,9 +51,9 @@ NC_MODEL = ROOT / "models" / "nc_landcover.safetensors"
 # ---------------------------------------------------------------- child-process modes
 def _tiles(ckpt: str, paths: list[str], tile: int | None, overlap: int | None):
     """The normalized non-empty windows geoseg runs, as in-memory batches."""
-    from geoseg.inference.mosaic import open_mosaic
     from geoseg.inference.predict import default_overlap, default_tile_size
     from geoseg.inference.tiling import tile_windows
+    from geoseg.io.mosaic import open_mosaic
     from geoseg.models import read_metadata
 
     meta = read_metadata(ckpt)

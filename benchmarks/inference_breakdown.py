@@ -53,8 +53,8 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def _instrument(null_model: bool) -> None:
     import geoseg.inference.backends as be
     import geoseg.inference.graph as graph
-    import geoseg.inference.mosaic as mosaic
     import geoseg.inference.writer as writer
+    import geoseg.io.mosaic as mosaic
 
     mosaic.Mosaic.read = _timed("read", mosaic.Mosaic.read)  # type: ignore[method-assign]
     graph.finalize_block = _timed("blend", graph.finalize_block)

@@ -25,9 +25,9 @@ from pyproj import Geod
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from geoseg._io import atomic_path, check_output_path
 from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
+from geoseg.io.outputs import atomic_path, check_output_path
 from geoseg.vectorize import (
     DEFAULT_CHUNK_SIZE,
     RasterGrid,

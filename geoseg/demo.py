@@ -117,7 +117,7 @@ def make_nc_mosaic(
     import rasterio
     from rasterio.windows import Window
 
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from geoseg._io import check_output_path
+    from geoseg.io.outputs import check_output_path
     from geoseg.metrics import build_metrics, metrics_report
     from geoseg.models import load_model
     from geoseg.training import make_datamodule, pad_forward
@@ -157,7 +157,7 @@ def write_report(
     Returns:
         The JSON and PNG paths.
     """
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     json_path = Path(path)
     png_path = json_path.with_name(json_path.stem + "_confusion.png")

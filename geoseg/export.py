@@ -23,8 +23,8 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from geoseg._io import atomic_path, check_output_path
 from geoseg.errors import ConfigError, OutputError
+from geoseg.io.outputs import atomic_path, check_output_path
 
 
 @dataclass(frozen=True)

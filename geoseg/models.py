@@ -279,7 +279,7 @@ def save_checkpoint(model: nn.Module, metadata: ModelMetadata, path: str | Path)
     from safetensors.torch import save_file
 
     from geoseg import __version__
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     if not metadata.geoseg_version:
         metadata.geoseg_version = __version__

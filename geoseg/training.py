@@ -478,7 +478,7 @@ def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
     from geoseg.models import create_model, save_checkpoint
 
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)

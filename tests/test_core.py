@@ -74,7 +74,7 @@ def test_hub_weights_refused():
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     target = tmp_path / "out.tif"
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
@@ -106,7 +106,7 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     import os
     import stat
 
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     target = tmp_path / "model.bin"
     with atomic_path(target) as tmp:

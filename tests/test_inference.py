@@ -481,7 +481,7 @@ def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
     # for values a few float32 steps from nodata (GDAL's tolerant comparison).
     from rasterio.transform import from_origin
 
-    from geoseg.inference.mosaic import _valid_from_values
+    from geoseg.io.mosaic import _valid_from_values
 
     if dtype == "float32":
         nd = np.float32(nodata)
@@ -518,7 +518,7 @@ class _FakeHandle:
 
 
 def test_handle_pool_reuses_caps_and_drops_failed_handles():
-    from geoseg.inference.mosaic import HandlePool
+    from geoseg.io.handles import HandlePool
 
     pool = HandlePool(max_idle=2)
     with pool.use(("a",), lambda: _FakeHandle("a")) as a1:
@@ -544,7 +544,7 @@ def test_handle_pool_reuses_caps_and_drops_failed_handles():
 def test_mosaic_files_opened_once_not_once_per_thread(ckpt, reference, tmp_path):
     """Worker threads share input handles: each file is opened by the metadata pass and
     reused by the reads (a handle per thread made opening dominate on many cores)."""
-    from geoseg.inference import mosaic
+    from geoseg.io import handles as mosaic
 
     with rasterio.open(RGB) as src:
         prof = src.profile

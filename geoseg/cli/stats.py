@@ -36,7 +36,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``geoseg stats``."""
-    from geoseg._io import check_output_path
+    from geoseg.io.outputs import check_output_path
 
     check_output_path(args.output, overwrite=args.overwrite)
     stats = class_areas(

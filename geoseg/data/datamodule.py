@@ -27,7 +27,6 @@ from geoseg.data.datasets import (
 )
 from geoseg.data.normalization import band_statistics, iter_chunks
 from geoseg.data.samplers import TRAIN_SAMPLERS, grid_tiles
-from geoseg.data.sources import Box, Grid, intersect
 from geoseg.data.splits import (
     SPLITS,
     Coverage,
@@ -38,6 +37,7 @@ from geoseg.data.splits import (
 )
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
+from geoseg.io.grid import Box, Grid, intersect
 
 
 class _ValidTiles(Sampler[Any]):

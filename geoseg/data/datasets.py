@@ -36,19 +36,10 @@ from torchgeo.datasets import GeoDataset
 
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.data.config import ImageryConfig, LabelConfig
-from geoseg.data.sources import (
-    RASTER_SUFFIXES,
-    VECTOR_SUFFIXES,
-    Box,
-    Grid,
-    RasterSource,
-    intersect,
-    resampling_method,
-    resolve_paths,
-    union_bounds,
-    work_dtype,
-)
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
+from geoseg.io.files import RASTER_SUFFIXES, VECTOR_SUFFIXES, resolve_paths
+from geoseg.io.grid import Box, Grid, intersect, union_bounds
+from geoseg.io.source import RasterSource, resampling_method, work_dtype
 
 try:  # torchgeo >= 0.8: GeoDataFrame index and slice queries
     from torchgeo.datasets.utils import GeoSlice  # noqa: F401
@@ -213,7 +204,7 @@ class ImageryDataset(_GridDataset):
         where = "data.imagery"
         self.config = config
         paths = resolve_paths(
-            config.paths, where=f"{where}.paths", suffixes=RASTER_SUFFIXES, root=root
+            config.paths, where=f"{where}.paths", suffixes=RASTER_SUFFIXES, bases=(root,)
         )
         self.sources = [RasterSource.open(p, where=where, nodata=config.nodata) for p in paths]
         self.resampling = resampling_method(config.resampling, where=f"{where}.resampling")
@@ -632,7 +623,7 @@ def open_labels(
         config.path,
         where="data.labels.path",
         suffixes=(*RASTER_SUFFIXES, *VECTOR_SUFFIXES),
-        root=root,
+        bases=(root,),
     )
     kinds = {"vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster" for p in paths}
     if len(kinds) > 1:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from geoseg.data.sources import Box, Grid
 from geoseg.errors import DataError
+from geoseg.io.grid import Box, Grid
 
 
 def iter_chunks(box: Box, grid: Grid, *, chunk: int = 1024) -> list[Box]:

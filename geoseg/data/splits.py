@@ -20,8 +20,8 @@ import numpy as np
 
 from geoseg.classes import IGNORE_INDEX
 from geoseg.data.config import SplitConfig
-from geoseg.data.sources import Box, Grid
 from geoseg.errors import ConfigError, DataError
+from geoseg.io.grid import Box, Grid
 
 Rect = tuple[int, int, int, int]  # (col0, row0, col1, row1), pixels, end-exclusive
 

@@ -1,7 +1,7 @@
 """Tiled, seam-free, Dask-parallel prediction over GeoTIFF mosaics larger than memory.
 
 Modules: :mod:`~geoseg.inference.tiling` (window maths), :mod:`~geoseg.inference.blending`
-(named weight windows), :mod:`~geoseg.inference.mosaic` (inputs, reprojection, no-data
+(named weight windows), :mod:`~geoseg.io.mosaic` (inputs, reprojection, no-data
 masks), :mod:`~geoseg.inference.backends` (model runners: what the model outputs per
 tile), :mod:`~geoseg.inference.graph` (the Dask graph: how tiles are blended),
 :mod:`~geoseg.inference.writer` (COG writer) and :mod:`~geoseg.inference.predict`.

@@ -127,7 +127,7 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
     """
     import torch
 
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
     from geoseg.models import load_model
 
     folder = cache_dir or default_cache_dir()

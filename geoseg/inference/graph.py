@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.inference.backends import RunnerSpec, get_runner
-from geoseg.inference.mosaic import Mosaic
 from geoseg.inference.tiling import PixelWindow, axis_starts
+from geoseg.io.mosaic import Mosaic
 
 #: A batch result: per window, (probabilities (C, T, T) or None if skipped, valid mask).
 BatchResult = list[tuple[np.ndarray | None, np.ndarray]]

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from geoseg._io import atomic_path, check_output_path
 from geoseg.errors import ConfigError, GeosegError, SchedulerError
 from geoseg.inference.backends import (
     RunnerSpec,
@@ -24,9 +23,10 @@ from geoseg.inference.backends import (
 )
 from geoseg.inference.blending import BlendFn, weight_window
 from geoseg.inference.graph import BlockSpec, build_graph
-from geoseg.inference.mosaic import open_mosaic
 from geoseg.inference.tiling import check_tiling
 from geoseg.inference.writer import BlockWriter
+from geoseg.io.mosaic import open_mosaic
+from geoseg.io.outputs import atomic_path, check_output_path
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
 #: ``distributed.Client``) runs on a ``dask.distributed`` cluster.
@@ -179,7 +179,7 @@ def predict(
     """
     import rasterio
 
-    from geoseg.inference.mosaic import GDAL_CACHE_MB
+    from geoseg.io.handles import GDAL_CACHE_MB
 
     # A small GDAL block cache for the whole run (GDAL's default, 5 % of RAM, would grow
     # with the mosaic). The user's GDAL_CACHEMAX wins.

@@ -15,42 +15,9 @@ Two grids are involved:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from geoseg.errors import ConfigError
-
-
-@dataclass(frozen=True, order=True)
-class PixelWindow:
-    """A rectangle of the output grid in pixels: rows ``[row, row+height)``, cols likewise.
-
-    Windows may extend past the grid's right/bottom edge when the mosaic is smaller
-    than one tile; the part outside is read as no-data.
-    """
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-    @property
-    def row_stop(self) -> int:
-        """One past the last row."""
-        return self.row + self.height
-
-    @property
-    def col_stop(self) -> int:
-        """One past the last column."""
-        return self.col + self.width
-
-    def intersects(self, other: PixelWindow) -> bool:
-        """True when the two windows share at least one pixel."""
-        return (
-            self.row < other.row_stop
-            and other.row < self.row_stop
-            and self.col < other.col_stop
-            and other.col < self.col_stop
-        )
+from geoseg.io.grid import PixelWindow
 
 
 def axis_starts(length: int, tile_size: int, overlap: int, *, align: int = 1) -> list[int]:

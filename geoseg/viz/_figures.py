@@ -197,7 +197,7 @@ def _as_gdf(polygons: Any) -> gpd.GeoDataFrame | None:
 
 
 def _save(fig: Figure, output: str | Path, *, dpi: int) -> Path:
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     out = Path(output)
     with atomic_path(out, overwrite=True) as tmp:

@@ -282,7 +282,7 @@ def save_web_map(m: folium.Map, path: str | Path, *, overwrite: bool = True) -> 
         OutputError: the page would fetch something from the network (a layer added by
             hand that links a CDN), or the file cannot be written.
     """
-    from geoseg._io import atomic_path
+    from geoseg.io.outputs import atomic_path
 
     html = m.get_root().render()
     remote = _REMOTE.findall(html) + _REMOTE_TILES.findall(html)

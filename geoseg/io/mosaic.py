@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,9 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
-from geoseg.inference.tiling import PixelWindow
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+from geoseg.io.files import expand_inputs
+from geoseg.io.grid import PixelWindow, same_grid_crs
+from geoseg.io.handles import GDAL_CACHE_MB, HANDLES, file_key
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ class Mosaic:
 
     def _open(self, src: Source) -> contextlib.AbstractContextManager[Any]:
         """A handle on ``src`` for one read (from the process's :data:`HANDLES` pool)."""
-        key: tuple[Any, ...] = _file_key(src.path, src.src_crs)
+        key: tuple[Any, ...] = file_key(src.path, src.src_crs)
         if src.warp:
             key += (self.crs, tuple(self.transform), self.height, self.width, self.resampling)
         return HANDLES.use(key, lambda: self._open_new(src))
@@ -212,139 +210,6 @@ def _valid_from_values(ds: Any, bands: tuple[int, ...], arr: np.ndarray) -> np.n
     if ok is None:
         return np.ones(arr.shape[1:], dtype=bool)
     return ok
-
-
-#: GDAL block cache (MiB) while reading windows. Each pixel is read about once, so a
-#: large cache only grows memory with the mosaic size (GDAL's default is 5 % of RAM).
-GDAL_CACHE_MB = 64
-
-
-def _file_key(path: str, src_crs: str | None) -> tuple[Any, ...]:
-    """Pool key of an input file read as it is (warped reads add the grid to it)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise InputFileError(f"input {path!r} vanished during the run: {exc}") from None
-    return (path, st.st_mtime_ns, st.st_size, src_crs)
-
-
-class HandlePool:
-    """Open GDAL datasets shared by all threads of a process, one thread at a time.
-
-    GDAL datasets are not thread-safe, so a handle is checked out for one read and put
-    back afterwards; a file gets as many handles as threads read it at the same moment
-    (usually one or two), not one per thread. Opening a GeoTIFF holds the GIL for about
-    a millisecond: with a handle per thread, 16 threads over a 144-file mosaic spent
-    seconds opening files and reading stopped scaling past two cores.
-
-    Keys are (path, modification time, size, warp settings), so a rewritten file is
-    reopened. At most ``max_idle`` idle handles stay open (least recently used closed
-    first), well under the process's file descriptor limit.
-    """
-
-    def __init__(self, max_idle: int) -> None:
-        self.max_idle = max_idle
-        self._lock = threading.Lock()
-        self._idle: OrderedDict[int, tuple[tuple[Any, ...], Any]] = OrderedDict()
-        self._by_key: dict[tuple[Any, ...], list[int]] = {}
-        self.opened = 0  # handles taken in so far (for tests and diagnostics)
-
-    @contextlib.contextmanager
-    def use(self, key: tuple[Any, ...], opener: Callable[[], Any]) -> Iterator[Any]:
-        """A handle for ``key`` owned by the caller for the duration of the block."""
-        ds = None
-        with self._lock:
-            ids = self._by_key.get(key)
-            if ids:
-                ds = self._idle.pop(ids.pop())[1]
-        if ds is None:
-            ds = opener()  # outside the lock: other threads keep reading meanwhile
-            with self._lock:
-                self.opened += 1
-        try:
-            yield ds
-        except BaseException:
-            ds.close()  # a failed read may leave the handle in any state
-            raise
-        with self._lock:
-            self._idle[id(ds)] = (key, ds)
-            self._by_key.setdefault(key, []).append(id(ds))
-            while len(self._idle) > self.max_idle:
-                old_id, (old_key, old) = self._idle.popitem(last=False)
-                self._by_key[old_key].remove(old_id)
-                if not self._by_key[old_key]:
-                    del self._by_key[old_key]
-                old.close()
-
-    def put(self, key: tuple[Any, ...], ds: Any) -> None:
-        """Add an already open handle (e.g. from a metadata pass) to the idle pool.
-
-        The handle is closed instead when the pool already holds one for ``key``.
-        """
-        with self._lock:
-            if self._by_key.get(key):
-                ds.close()
-                return
-        with self.use(key, lambda: ds):
-            pass
-
-    def clear(self) -> None:
-        """Close every idle handle."""
-        with self._lock:
-            idle, self._idle, self._by_key = self._idle, OrderedDict(), {}
-        for _, ds in idle.values():
-            ds.close()
-
-    def _forget(self) -> None:
-        # In a forked child the parent's GDAL handles must not be used (or closed).
-        self._lock = threading.Lock()
-        self._idle, self._by_key = OrderedDict(), {}
-
-
-def _max_idle_handles() -> int:
-    """A quarter of the file descriptor limit, between 16 and 1024."""
-    soft = 4096
-    try:
-        import resource
-
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if 0 < limit != resource.RLIM_INFINITY:
-            soft = limit
-    except (ImportError, ValueError, OSError):
-        pass
-    return int(max(16, min(1024, soft // 4)))
-
-
-#: The process's pool of open input handles (see :class:`HandlePool`).
-HANDLES = HandlePool(_max_idle_handles())
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=HANDLES._forget)
-
-
-def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
-    """Turn a file, a folder, a VRT or a list of these into a list of raster files.
-
-    Raises:
-        InputFileError: a path does not exist or a folder holds no raster.
-    """
-    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
-    if not items:
-        raise InputFileError("no input rasters given")
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
-            if not found:
-                raise InputFileError(
-                    f"input folder {str(p)!r} holds no raster files ({', '.join(RASTER_SUFFIXES)})"
-                )
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputFileError(f"input {str(p)!r} does not exist")
-    return out
 
 
 def _select_bands(
@@ -481,7 +346,7 @@ def _open_mosaic(
     grid_crs = _parse_crs(dst_crs, "dst_crs") if dst_crs is not None else infos[0][1]
     if resolution is None:
         _p0, c0, _, t0, w0, h0 = infos[0]
-        if c0 == grid_crs:
+        if same_grid_crs(c0, grid_crs, _bounds(t0, w0, h0), min(abs(t0.a), abs(t0.e))):
             res = (abs(t0.a), abs(t0.e))
         else:
             from rasterio.warp import calculate_default_transform
@@ -495,10 +360,14 @@ def _open_mosaic(
     # Union of footprints in the grid CRS.
     from rasterio.warp import transform_bounds
 
-    boxes = []
+    # The one CRS rule (geoseg.io.grid): a file whose CRS gives the same coordinates as
+    # the grid's to a tenth of a pixel is on the grid's CRS and is not resampled.
+    boxes, same_crs = [], []
     for _p, c, _nocrs, t, w, h in infos:
         b = _bounds(t, w, h)
-        boxes.append(b if c == grid_crs else transform_bounds(c, grid_crs, *b, densify_pts=21))
+        same = same_grid_crs(c, grid_crs, b, min(res))
+        same_crs.append(same)
+        boxes.append(b if same else transform_bounds(c, grid_crs, *b, densify_pts=21))
     t0 = infos[0][3]
     # Anchor the grid on the first file's pixel corners so it needs no resampling.
     ox, oy = t0.c, t0.f
@@ -510,11 +379,11 @@ def _open_mosaic(
     transform = Affine(res[0], 0.0, left, 0.0, -res[1], top)
     sources = []
     warped = []
-    for (p, c, nocrs, t, w, h), b in zip(infos, boxes, strict=True):
+    for (p, c, nocrs, t, w, h), b, same in zip(infos, boxes, same_crs, strict=True):
         col_f = (t.c - left) / res[0]
         row_f = (top - t.f) / res[1]
         aligned = (
-            c == grid_crs
+            same
             and t.b == 0
             and t.d == 0
             and abs(abs(t.a) - res[0]) < 1e-9 * res[0]
@@ -526,6 +395,9 @@ def _open_mosaic(
         r0 = math.floor((top - b[3]) / res[1])
         c1 = math.ceil((b[2] - left) / res[0])
         r1 = math.ceil((top - b[1]) / res[1])
+        # a same-grid file off the pixel lattice is warped with the grid's own CRS
+        # (a pure resampling, no datum shift); a file without CRS with the given one
+        assumed = grid_crs.to_wkt() if same and not aligned else (c.to_wkt() if nocrs else None)
         if aligned:  # exact footprint: the file's own pixels
             r0, c0 = round(row_f), round(col_f)
             r1, c1 = r0 + h, c0 + w
@@ -534,7 +406,7 @@ def _open_mosaic(
         sources.append(
             Source(
                 path=str(p),
-                src_crs=c.to_wkt() if nocrs else None,
+                src_crs=assumed,
                 warp=not aligned,
                 row_off=round(row_f),
                 col_off=round(col_f),
@@ -543,7 +415,7 @@ def _open_mosaic(
         )
     for i, src in enumerate(sources):
         if not src.warp:
-            HANDLES.put(_file_key(src.path, src.src_crs), handles[i])
+            HANDLES.put(file_key(src.path, src.src_crs), handles[i])
             handles[i] = None
     if warped:
         warn(

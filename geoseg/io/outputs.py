@@ -1,4 +1,4 @@
-"""Small file-system helpers shared by every writer: atomic outputs and path checks."""
+"""Output paths: checks before work starts and atomic replacement when it ends."""
 
 from __future__ import annotations
 

@@ -1,0 +1,109 @@
+"""Which files a path, folder, glob or list means: one suffix list for the whole package.
+
+The library never resolves a path against its own installation: a relative path means
+the current working directory, or a folder the caller names (a config's ``data.root``,
+the config file's folder).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from geoseg.errors import ConfigError, InputFileError
+
+#: Raster files geoseg reads from a folder (GeoTIFF, GDAL VRT, ERDAS Imagine, JPEG 2000).
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
+#: Vector files geoseg reads labels and zones from.
+VECTOR_SUFFIXES = (
+    ".geojson",
+    ".json",
+    ".gpkg",
+    ".shp",
+    ".fgb",
+    ".parquet",
+    ".geoparquet",
+    ".gml",
+    ".kml",
+)
+
+
+def resolve_paths(
+    spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    where: str,
+    suffixes: Sequence[str],
+    bases: Sequence[str | os.PathLike[str] | None] = (),
+) -> list[Path]:
+    """Expand a path, folder (searched recursively), glob or list of them into files.
+
+    A relative path is tried against each folder of ``bases`` (None entries are skipped)
+    and then the current working directory, in that order; the first that matches wins.
+
+    Args:
+        spec: the config value.
+        where: config key for error messages (``"data.imagery.paths"``).
+        suffixes: file suffixes a folder is searched for.
+        bases: folders tried before the working directory.
+
+    Raises:
+        ConfigError: ``spec`` is empty.
+        InputFileError: an entry matches no file.
+    """
+    items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
+    if not items:
+        raise ConfigError(f"{where}: no paths given; list at least one file")
+    folders = [Path(b) for b in bases if b is not None] + [Path.cwd()]
+    out: list[Path] = []
+    for item in items:
+        text = os.path.expanduser(str(item))
+        found: list[Path] = []
+        candidates = [Path(text)] if os.path.isabs(text) else [b / text for b in folders]
+        for cand in candidates:
+            if glob.has_magic(str(cand)):
+                found = [Path(p) for p in sorted(glob.glob(str(cand), recursive=True))]
+                found = [p for p in found if p.is_file()]
+            elif cand.is_dir():
+                found = sorted(
+                    p for p in cand.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                )
+            elif cand.is_file():
+                found = [cand]
+            if found:
+                break
+        if not found:
+            tried = ", ".join(repr(str(c)) for c in dict.fromkeys(candidates))
+            raise InputFileError(
+                f"{where}: {str(item)!r} matches no file (looked in {tried}); "
+                "check the path, give an absolute path, or set data.root"
+            )
+        out += found
+    return list(dict.fromkeys(p.resolve() for p in out))
+
+
+def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Turn a file, a folder (its rasters, not recursive), a VRT or a list into files.
+
+    Raises:
+        InputFileError: a path does not exist or a folder holds no raster.
+    """
+    items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
+    if not items:
+        raise InputFileError("no input rasters given")
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputFileError(
+                    f"input folder {str(p)!r} holds no raster files ({', '.join(RASTER_SUFFIXES)})"
+                )
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise InputFileError(f"input {str(p)!r} does not exist")
+    return out

@@ -53,7 +53,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def _instrument(null_model: bool) -> None:
     import geoseg.inference.backends as be
     import geoseg.inference.graph as graph
-    import geoseg.inference.writer as writer
+    import geoseg.io.cog as writer
     import geoseg.io.mosaic as mosaic
 
     mosaic.Mosaic.read = _timed("read", mosaic.Mosaic.read)  # type: ignore[method-assign]

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from geoseg.config import ExperimentConfig
 from geoseg.data import GeoDataModule
 from geoseg.evaluation import write_report
-from geoseg.metrics import confusion_from_arrays, format_table
+from geoseg.tasks.metrics import confusion_from_arrays, format_table
 
 ROOT = Path(__file__).parents[1]
 

@@ -14,6 +14,7 @@ _LAZY = {
     "load_model": "geoseg.models",
     "save_checkpoint": "geoseg.models",
     "create_model": "geoseg.models",
+    "predict": "geoseg.inference",
     "ExperimentConfig": "geoseg.config",
 }
 

@@ -93,8 +93,8 @@ def evaluate(
         progress: show a progress bar.
 
     Returns:
-        The report (see :func:`geoseg.metrics.metrics_report`) plus ``split`` and
-        ``checkpoint``.
+        The task's report (semantic: :func:`geoseg.tasks.metrics.metrics_report`) plus
+        ``split``, ``checkpoint`` and ``task``.
 
     Raises:
         InputFileError: the checkpoint does not exist.
@@ -105,9 +105,10 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from geoseg.io.outputs import check_output_path
-    from geoseg.metrics import build_metrics, metrics_report
-    from geoseg.models import load_model
-    from geoseg.training import make_datamodule, pad_forward
+    from geoseg.models import get_adapter, load_model
+    from geoseg.models.adapter import pad_forward
+    from geoseg.tasks import task_class
+    from geoseg.training import make_datamodule
 
     if split not in SPLITS:
         raise ConfigError(f"split: unknown split {split!r}; valid splits are {list(SPLITS)}")
@@ -127,18 +128,14 @@ def evaluate(
     dm.setup(stage)
     _check_compatible(dm, meta, ckpt)
     classes: ClassTable = meta.classes
-    metrics = build_metrics(len(classes)).to(device)
+    adapter = get_adapter(meta.adapter)
+    evaluator = task_class(meta.task).evaluator(classes, meta.outputs).to(device)
     loader = getattr(dm, method)()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-            x = batch["image"].to(device)
-            y = batch["mask"].to(device).long()
-            if y.ndim == 4:
-                y = y[:, 0]
-            logits = pad_forward(model, x)
-            metrics.update(logits.argmax(1), y)
-    report = metrics_report(metrics.compute(), classes)
-    report = {"split": split, "checkpoint": str(ckpt), **report}
+            raw = pad_forward(model, batch["image"].to(device))
+            evaluator.update(adapter.outputs(raw, meta.outputs), batch)
+    report = {"split": split, "checkpoint": str(ckpt), "task": meta.task, **evaluator.report()}
     if out_path is not None:
         write_report(report, out_path, classes=classes, overwrite=overwrite)
     return report

@@ -1,14 +1,14 @@
-"""Training: a Lightning task around any registered smp model, driven by one YAML config.
+"""Training: fit the task's Lightning module on a model built by its adapter, from one config.
 
-:class:`SegmentationTask` is a ``LightningModule`` (no home-grown loop): loss from
-:mod:`geoseg.losses`, metrics from :mod:`geoseg.metrics`, optimizer and LR schedule by
-name. :func:`train` reads an experiment config (``data``, ``model``, ``training``,
-``output_dir``), builds the data module and the model, fits with early stopping and
-best-checkpoint selection on validation mIoU, scores the best weights on the validation
-and test splits, and writes to the output folder:
+:func:`train` reads an experiment config (``task``, ``data``, ``model``, ``training``,
+``output_dir``), builds the data module, the network (:func:`geoseg.models.build_model`)
+and the task (:func:`geoseg.tasks.task_class`), fits with early stopping and
+best-checkpoint selection on the task's validation score, scores the best weights on
+the validation and test splits, and writes to the output folder:
 
 * ``model.safetensors``: the best weights with complete :class:`~geoseg.models.ModelMetadata`
-  (bands, normalization, classes, grid, val/test metrics and the full config);
+  (task, adapter, outputs, bands, normalization, classes, grid, val/test metrics and the
+  full config);
 * ``metrics.json``: per-epoch history plus the final validation and test reports;
 * ``config.yaml``: the resolved config (after overrides);
 * ``logs/``: Lightning's CSV logs and its ``.ckpt`` files.
@@ -20,280 +20,24 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from geoseg.classes import IGNORE_INDEX, ClassTable
-from geoseg.config import ExperimentConfig
+from geoseg.classes import ClassTable
+from geoseg.config import ExperimentConfig, TrainingConfig
 from geoseg.errors import ConfigError, DataError
-from geoseg.losses import balanced_class_weights, build_loss
-from geoseg.metrics import build_metrics, metrics_report
+from geoseg.models import ModelMetadata, build_model, resolve_adapter, save_checkpoint
+from geoseg.tasks import task_class, task_info
+from geoseg.tasks.base import BaseTask
+from geoseg.tasks.losses import balanced_class_weights, build_loss
+from geoseg.tasks.optim import OPTIMIZERS, SCHEDULERS, pick
 
 log = logging.getLogger(__name__)
-
-#: Metric used for early stopping and best-checkpoint selection.
-MONITOR = "val_miou"
-
-
-@dataclass
-class TrainingConfig:
-    """The ``training:`` section of an experiment config.
-
-    Attributes:
-        max_epochs: upper bound on epochs (early stopping may end sooner).
-        lr: peak learning rate.
-        weight_decay: optimizer weight decay.
-        optimizer: a name from :data:`OPTIMIZERS` (adamw, adam, sgd).
-        momentum: SGD momentum.
-        scheduler: a name from :data:`SCHEDULERS` (cosine, onecycle, plateau, none).
-        loss: a loss name (ce, dice, jaccard, focal, lovasz) or ``{name: weight}``.
-        loss_options: extra keywords per loss, e.g. ``{focal: {gamma: 3.0}}``.
-        class_weights: None, ``"balanced"`` (inverse train-split pixel frequency) or one
-            weight per class in class-table order.
-        early_stopping_patience: epochs without val mIoU gain before stopping (None: off).
-        seed: seed for weights init, sampling and augmentation (``seed_everything``).
-        deterministic: ask torch for deterministic kernels (warn where none exists).
-        accelerator: Lightning accelerator (auto, cpu, gpu, mps).
-        devices: Lightning devices (auto, 1, [0], ...).
-        precision: Lightning precision (32-true, 16-mixed, bf16-mixed).
-        limit_train_batches, limit_val_batches, limit_test_batches: int = number of
-            batches, float = fraction per epoch (handy for smoke runs).
-        log_every_n_steps: how often step losses are logged.
-        progress_bar: show Lightning's progress bar.
-        pad_multiple: inputs are reflection-padded to a multiple of this many pixels
-            (smp encoders need 32) and outputs cropped back.
-        num_threads: CPU threads torch may use (None: torch's default). On a busy,
-            shared machine 1 is often several times faster than oversubscribing.
-    """
-
-    max_epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    scheduler: str = "cosine"
-    loss: str | dict[str, float] = "ce"
-    loss_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    class_weights: str | list[float] | None = None
-    early_stopping_patience: int | None = 10
-    seed: int = 0
-    deterministic: bool = True
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
-    precision: str | int = "32-true"
-    limit_train_batches: int | float = 1.0
-    limit_val_batches: int | float = 1.0
-    limit_test_batches: int | float = 1.0
-    log_every_n_steps: int = 10
-    progress_bar: bool = True
-    pad_multiple: int = 32
-    num_threads: int | None = None
-
-
-def _adamw(params: Iterable[Any], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _adam(params: Iterable[Any], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _sgd(params: Iterable[Any], cfg: TrainingConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(
-        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True
-    )
-
-
-#: Optimizer names accepted in ``training.optimizer``.
-OPTIMIZERS: dict[str, Callable[[Iterable[Any], TrainingConfig], torch.optim.Optimizer]] = {
-    "adamw": _adamw,
-    "adam": _adam,
-    "sgd": _sgd,
-}
-
-
-def _cosine(opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> dict[str, Any]:
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.max_epochs))
-    return {"scheduler": sched, "interval": "epoch"}
-
-
-def _onecycle(opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> dict[str, Any]:
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(2, steps))
-    return {"scheduler": sched, "interval": "step"}
-
-
-def _plateau(opt: torch.optim.Optimizer, cfg: TrainingConfig, steps: int) -> dict[str, Any]:
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
-    return {"scheduler": sched, "interval": "epoch", "monitor": MONITOR, "strict": False}
-
-
-#: LR schedule names accepted in ``training.scheduler`` (``none`` keeps the LR fixed).
-SCHEDULERS: dict[
-    str, Callable[[torch.optim.Optimizer, TrainingConfig, int], dict[str, Any]] | None
-] = {
-    "cosine": _cosine,
-    "onecycle": _onecycle,
-    "plateau": _plateau,
-    "none": None,
-}
-
-
-def _pick(registry: Mapping[str, Any], name: str, key: str) -> Any:
-    k = str(name).lower()
-    if k not in registry:
-        raise ConfigError(
-            f"training.{key}: unknown name {name!r}; valid names are {sorted(registry)}"
-        )
-    return registry[k]
-
-
-def pad_forward(model: nn.Module, x: torch.Tensor, multiple: int = 32) -> torch.Tensor:
-    """Run ``model`` on ``x`` reflection-padded to a multiple of ``multiple`` pixels.
-
-    smp encoders downsample 5 times and need H and W divisible by 32; padding then
-    cropping the logits lets any tile or chip size through.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    out = model(x)
-    return out[..., :h, :w] if (ph or pw) else out
-
-
-class SegmentationTask(pl.LightningModule):
-    """Semantic segmentation of (B, C, H, W) images into (B, H, W) class indices.
-
-    Args:
-        model: a network mapping images to logits ``(B, K, H, W)``.
-        classes: the class table (``K`` entries).
-        config: the training section (optimizer, scheduler, loss ...).
-        class_weights: optional per-class loss weights.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        classes: ClassTable,
-        config: TrainingConfig | None = None,
-        *,
-        class_weights: Sequence[float] | torch.Tensor | None = None,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.classes = classes
-        self.config = config or TrainingConfig()
-        self.loss_fn = build_loss(
-            self.config.loss,
-            class_weights=class_weights,
-            ignore_index=IGNORE_INDEX,
-            options=self.config.loss_options,
-        )
-        k = len(classes)
-        self.val_metrics = build_metrics(k).clone(prefix="val_")
-        self.test_metrics = build_metrics(k).clone(prefix="test_")
-        #: Per-epoch records (epoch, train_loss, val_loss, val_miou, val_accuracy, lr).
-        self.history: list[dict[str, Any]] = []
-        #: Last computed report per stage ("val", "test").
-        self.reports: dict[str, dict[str, Any]] = {}
-        self._train_losses: list[float] = []
-        self._val_losses: list[float] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images."""
-        return pad_forward(self.model, x, self.config.pad_multiple)
-
-    def _step(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch["image"], batch["mask"]
-        if y.ndim == 4 and y.shape[1] == 1:
-            y = y[:, 0]
-        y = y.long()
-        logits = self(x)
-        return logits, y
-
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Loss of one training batch."""
-        logits, y = self._step(batch)
-        loss = self.loss_fn(logits, y)
-        bs = y.shape[0]
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
-        self._train_losses.append(float(loss.detach()))
-        return loss
-
-    def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Update validation loss and metrics."""
-        logits, y = self._step(batch)
-        loss = self.loss_fn(logits, y)
-        self.log("val_loss", loss, prog_bar=False, on_epoch=True, batch_size=y.shape[0])
-        self._val_losses.append(float(loss.detach()))
-        self.val_metrics.update(logits.argmax(1), y)
-
-    def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Update test metrics."""
-        logits, y = self._step(batch)
-        self.test_metrics.update(logits.argmax(1), y)
-
-    def _finish(self, stage: str, metrics: Any) -> dict[str, Any]:
-        report = metrics_report(metrics.compute(), self.classes)
-        metrics.reset()
-        self.reports[stage] = report
-        miou = report["miou"]
-        self.log(f"{stage}_miou", float("nan") if miou is None else miou, prog_bar=True)
-        acc = report["overall_accuracy"]
-        self.log(f"{stage}_accuracy", float("nan") if acc is None else acc)
-        return report
-
-    def on_validation_epoch_end(self) -> None:
-        """Compute the validation report (logged as ``val_miou``, ``val_accuracy``)."""
-        report = self._finish("val", self.val_metrics)
-        if self.trainer.sanity_checking:
-            self._val_losses.clear()
-            return
-        vl = self._val_losses
-        self._pending = {
-            "val_loss": sum(vl) / len(vl) if vl else None,
-            "val_miou": report["miou"],
-            "val_accuracy": report["overall_accuracy"],
-            "val_iou": report["iou"],
-        }
-        self._val_losses = []
-
-    def on_train_epoch_end(self) -> None:
-        """Append this epoch's record to :attr:`history`."""
-        tl = self._train_losses
-        opt = self.optimizers()
-        lr = opt.param_groups[0]["lr"] if hasattr(opt, "param_groups") else None
-        rec: dict[str, Any] = {
-            "epoch": int(self.current_epoch),
-            "train_loss": sum(tl) / len(tl) if tl else None,
-            "lr": lr,
-        }
-        rec.update(getattr(self, "_pending", {}))
-        self._pending = {}
-        self.history.append(rec)
-        self._train_losses = []
-
-    def on_test_epoch_end(self) -> None:
-        """Compute the test report (logged as ``test_miou``, ``test_accuracy``)."""
-        self._finish("test", self.test_metrics)
-
-    def configure_optimizers(self) -> Any:
-        """Optimizer and LR schedule named in the config."""
-        cfg = self.config
-        opt = _pick(OPTIMIZERS, cfg.optimizer, "optimizer")(self.model.parameters(), cfg)
-        sched_factory = _pick(SCHEDULERS, cfg.scheduler, "scheduler")
-        if sched_factory is None:
-            return opt
-        steps = int(self.trainer.estimated_stepping_batches) if self._trainer else 1
-        return {"optimizer": opt, "lr_scheduler": sched_factory(opt, cfg, steps)}
 
 
 @dataclass
@@ -360,7 +104,9 @@ def make_datamodule(config: ExperimentConfig) -> Any:
     """The :class:`geoseg.data.GeoDataModule` described by ``config.data``."""
     from geoseg.data import GeoDataModule
 
-    return GeoDataModule(config.data, seed=config.training.seed)
+    if config.data is None:
+        raise ConfigError("data: the config has no data section; add one or pass a datamodule")
+    return GeoDataModule(config.data, seed=config.training.seed, base_dir=config.base_dir)
 
 
 def _class_counts(dm: Any, num_classes: int) -> torch.Tensor:
@@ -402,8 +148,7 @@ def _resolve_class_weights(cfg: TrainingConfig, dm: Any, classes: ClassTable) ->
 
 def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]) -> Any:
     """A complete :class:`~geoseg.models.ModelMetadata` for a model trained on ``dm``."""
-    from geoseg.models import ModelMetadata
-
+    adapter = resolve_adapter(config.model.arch, config.model.adapter)
     return ModelMetadata(
         arch=config.model.arch,
         encoder=config.model.encoder,
@@ -411,6 +156,9 @@ def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]
         mean=_floats(dm.mean),
         std=_floats(dm.std),
         classes=dm.classes,
+        task=config.task,
+        adapter=adapter.name,
+        outputs=task_info(config.task).outputs(dm.classes),
         tile_size=int(dm.tile_size),
         resolution=_as_float(getattr(dm, "resolution", None)),
         crs=_as_crs(getattr(dm, "crs", None)),
@@ -438,7 +186,7 @@ def train(
     output_dir: str | Path | None = None,
     datamodule: Any = None,
 ) -> TrainResult:
-    """Train a segmentation model as described by an experiment config.
+    """Train a model for the config's task as described by an experiment config.
 
     Args:
         config: a YAML path, a plain mapping or an :class:`~geoseg.config.ExperimentConfig`.
@@ -459,53 +207,58 @@ def train(
     """
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
-    out.mkdir(parents=True, exist_ok=True)
     tcfg: TrainingConfig = exp.training
-    _pick(OPTIMIZERS, tcfg.optimizer, "optimizer")  # fail fast, before data loading
-    _pick(SCHEDULERS, tcfg.scheduler, "scheduler")
+    # fail fast, before any data is read
+    task_cls = task_class(exp.task)
+    resolve_adapter(exp.model.arch, exp.model.adapter)
+    pick(OPTIMIZERS, tcfg.optimizer, "optimizer")
+    pick(SCHEDULERS, tcfg.scheduler, "scheduler")
     build_loss(tcfg.loss, options=tcfg.loss_options)
+    out.mkdir(parents=True, exist_ok=True)
 
     threads = torch.get_num_threads()
     if tcfg.num_threads is not None:
         torch.set_num_threads(max(1, tcfg.num_threads))
     try:
-        return _fit(exp, tcfg, out, datamodule)
+        return _fit(exp, task_cls, out, datamodule)
     finally:
         torch.set_num_threads(threads)
 
 
-def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any) -> TrainResult:
+def _make_task(exp: ExperimentConfig, task_cls: type[BaseTask], dm: Any) -> BaseTask:
+    """The network (built by its adapter) wrapped in the task's Lightning module."""
+    classes: ClassTable = dm.classes
+    adapter = resolve_adapter(exp.model.arch, exp.model.adapter)
+    outputs = task_info(exp.task).outputs(classes)
+    model = build_model(
+        exp.model.arch,
+        in_channels=len(dm.band_names),
+        outputs=outputs,
+        encoder=exp.model.encoder,
+        encoder_weights=exp.model.encoder_weights,
+        adapter=adapter.name,
+        kwargs=exp.model.kwargs,
+    )
+    weights = _resolve_class_weights(exp.training, dm, classes)
+    return task_cls(  # type: ignore[call-arg]
+        model, classes, exp.training, class_weights=weights, adapter=adapter, outputs=outputs
+    )
+
+
+def _trainer(
+    tcfg: TrainingConfig, out: Path, monitor: str, has_val: bool
+) -> tuple[pl.Trainer, Any]:
+    """The Lightning trainer and its best-checkpoint callback."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from geoseg.io.outputs import atomic_path
-    from geoseg.models import create_model, save_checkpoint
-
-    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
-    dm = datamodule if datamodule is not None else make_datamodule(exp)
-    if hasattr(dm, "prepare_data"):
-        dm.prepare_data()
-    dm.setup("fit")
-    classes: ClassTable = dm.classes
-    model = create_model(
-        exp.model.arch,
-        in_channels=len(dm.band_names),
-        num_classes=len(classes),
-        encoder=exp.model.encoder,
-        encoder_weights=exp.model.encoder_weights,
-        **exp.model.kwargs,
-    )
-    weights = _resolve_class_weights(tcfg, dm, classes)
-    task = SegmentationTask(model, classes, tcfg, class_weights=weights)
-
-    has_val = _has_batches(dm, "val_dataloader")
     ckpt_dir = out / "logs" / "checkpoints"
     for stale in ckpt_dir.glob("*.ckpt"):  # a previous run in the same folder
         stale.unlink()
     ckpt_cb = ModelCheckpoint(
         dirpath=ckpt_dir,
         filename="best-{epoch}",
-        monitor=MONITOR if has_val else None,
+        monitor=monitor if has_val else None,
         mode="max",
         save_top_k=1,
         save_last=False,
@@ -514,7 +267,7 @@ def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any
     if has_val and tcfg.early_stopping_patience is not None:
         callbacks.append(
             EarlyStopping(
-                monitor=MONITOR,
+                monitor=monitor,
                 mode="max",
                 patience=tcfg.early_stopping_patience,
                 check_finite=False,
@@ -537,6 +290,21 @@ def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    return trainer, ckpt_cb
+
+
+def _fit(
+    exp: ExperimentConfig, task_cls: type[BaseTask], out: Path, datamodule: Any
+) -> TrainResult:
+    tcfg = exp.training
+    pl.seed_everything(tcfg.seed, workers=True, verbose=False)
+    dm = datamodule if datamodule is not None else make_datamodule(exp)
+    if hasattr(dm, "prepare_data"):
+        dm.prepare_data()
+    dm.setup("fit")
+    task = _make_task(exp, task_cls, dm)
+    has_val = _has_batches(dm, "val_dataloader")
+    trainer, ckpt_cb = _trainer(tcfg, out, task.monitor, has_val)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -547,11 +315,10 @@ def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any
                 "training produced no optimisation step: the training split yields no "
                 "batches; check data paths, the split and data.batch_size"
             )
-        best = ckpt_cb.best_model_path or None
-        best_epoch = _best_epoch(task.history)
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-            task.load_state_dict(state)
+        best_epoch = _best_epoch(task.history, task.monitor)
+        if ckpt_cb.best_model_path:
+            state = torch.load(ckpt_cb.best_model_path, map_location="cpu", weights_only=False)
+            task.load_state_dict(state["state_dict"])
         metrics: dict[str, Any] = {}
         if has_val:
             trainer.validate(task, datamodule=dm, verbose=False)
@@ -559,32 +326,46 @@ def _fit(exp: ExperimentConfig, tcfg: TrainingConfig, out: Path, datamodule: Any
         if _has_batches(dm, "test_dataloader", stage="test"):
             trainer.test(task, datamodule=dm, verbose=False)
             metrics["test"] = task.reports["test"]
+    return _write_run(exp, dm, task, out, metrics, best_epoch)
+
+
+def _write_run(
+    exp: ExperimentConfig,
+    dm: Any,
+    task: BaseTask,
+    out: Path,
+    metrics: dict[str, Any],
+    best_epoch: int | None,
+) -> TrainResult:
+    """Write ``model.safetensors``, ``metrics.json`` and ``config.yaml`` atomically."""
+    import yaml
+
+    from geoseg.io.outputs import atomic_path
+
     metrics = _jsonable(metrics)
     history = _jsonable(task.history)
     meta = build_metadata(dm, exp, {**metrics, "best_epoch": best_epoch})
     ckpt_path = save_checkpoint(task.model.cpu(), meta, out / "model.safetensors")
     summary = {
         "best_epoch": best_epoch,
-        "monitor": MONITOR,
+        "monitor": task.monitor,
         "history": history,
         **metrics,
         "checkpoint": str(ckpt_path),
     }
     with atomic_path(out / "metrics.json", overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-    import yaml
-
     with atomic_path(out / "config.yaml", overwrite=True) as tmp:
         tmp.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     return TrainResult(out, ckpt_path, metrics, history, best_epoch)
 
 
-def _best_epoch(history: list[dict[str, Any]]) -> int | None:
-    scored = [h for h in history if isinstance(h.get("val_miou"), (int, float))]
-    scored = [h for h in scored if not math.isnan(h["val_miou"])]
+def _best_epoch(history: list[dict[str, Any]], monitor: str) -> int | None:
+    scored = [h for h in history if isinstance(h.get(monitor), (int, float))]
+    scored = [h for h in scored if not math.isnan(h[monitor])]
     if not scored:
         return None
-    return int(max(scored, key=lambda h: h["val_miou"])["epoch"])
+    return int(max(scored, key=lambda h: h[monitor])["epoch"])
 
 
 def _has_batches(dm: Any, method: str, *, stage: str | None = None) -> bool:

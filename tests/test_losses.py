@@ -5,7 +5,7 @@ import torch
 
 from geoseg.classes import IGNORE_INDEX
 from geoseg.errors import ConfigError
-from geoseg.losses import LOSSES, WeightedSumLoss, balanced_class_weights, build_loss
+from geoseg.tasks.losses import LOSSES, WeightedSumLoss, balanced_class_weights, build_loss
 
 
 def _batch(seed=0, k=3):

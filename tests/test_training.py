@@ -9,17 +9,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _fake_dm import CLASSES, FakeDataModule
 
 from geoseg.classes import IGNORE_INDEX
-from geoseg.config import ExperimentConfig
+from geoseg.config import ExperimentConfig, TrainingConfig
 from geoseg.errors import ConfigError
-from geoseg.metrics import build_metrics, confusion_from_arrays, metrics_report
 from geoseg.models import load_model
-from geoseg.training import (
-    SCHEDULERS,
-    SegmentationTask,
-    TrainingConfig,
-    pad_forward,
-    train,
-)
+from geoseg.models.adapter import pad_forward
+from geoseg.tasks.metrics import build_metrics, confusion_from_arrays, metrics_report
+from geoseg.tasks.optim import SCHEDULERS
+from geoseg.tasks.semantic import SemanticSegmentationTask
+from geoseg.training import train
 
 TINY_MODEL = {
     "arch": "unet",
@@ -133,7 +130,12 @@ def test_checkpoint_metadata_is_complete(trained):
     assert meta.metrics["test"]["miou"] == pytest.approx(trained.metrics["test"]["miou"])
     assert meta.metrics["val"]["miou"] == pytest.approx(trained.metrics["val"]["miou"])
     assert meta.config["training"]["class_weights"] == "balanced"
-    assert meta.config["model"] == {**TINY_MODEL, "encoder_weights": None}
+    assert meta.config["model"] == {**TINY_MODEL, "encoder_weights": None, "adapter": None}
+    # the task, the adapter that rebuilds the model and its named outputs are recorded
+    assert (meta.task, meta.adapter, meta.config["task"]) == ("semantic", "smp", "semantic")
+    assert [(o.name, o.kind, o.channels, o.activation) for o in meta.outputs] == [
+        ("classes", "class_scores", len(CLASSES), "softmax")
+    ]
     # the loaded model gives the recorded test score
     from geoseg.evaluation import evaluate
 
@@ -173,7 +175,9 @@ def test_same_seed_same_weights(tmp_path):
 def test_every_scheduler_and_optimizer_configures(scheduler):
     model = _tiny_model()
     for opt in ("adamw", "adam", "sgd"):
-        task = SegmentationTask(model, CLASSES, TrainingConfig(optimizer=opt, scheduler=scheduler))
+        task = SemanticSegmentationTask(
+            model, CLASSES, TrainingConfig(optimizer=opt, scheduler=scheduler)
+        )
         out = task.configure_optimizers()
         optimizer = out["optimizer"] if isinstance(out, dict) else out
         assert type(optimizer).__name__.lower() == opt
@@ -225,8 +229,11 @@ def test_import_geoseg_is_lazy():
 
     code = (
         "import sys, geoseg; assert 'torch' not in sys.modules; "
+        # config, the task registry and the model contract are light (no torch)
+        "import geoseg.config, geoseg.tasks, geoseg.models, geoseg.models.outputs, geoseg.io; "
+        "assert 'torch' not in sys.modules, 'a light module imported torch'; "
         "from geoseg import load_model, train, evaluate; "
-        "assert load_model.__module__ == 'geoseg.models'; print('ok')"
+        "assert load_model.__module__ == 'geoseg.models.checkpoint'; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"

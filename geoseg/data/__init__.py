@@ -11,7 +11,7 @@ Typical use::
     batch = next(iter(dm.train_dataloader()))  # {"image", "mask", "bounds"}
 """
 
-from geoseg.data.config import (
+from geoseg.config.data import (
     AugmentConfig,
     DataConfig,
     ImageryConfig,

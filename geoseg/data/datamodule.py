@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning
@@ -13,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from geoseg.classes import IGNORE_INDEX, ClassTable
-from geoseg.data.config import DataConfig
+from geoseg.config.data import DataConfig
 from geoseg.data.datasets import (
     EvalTile,
     ImageryDataset,
@@ -37,6 +38,7 @@ from geoseg.data.splits import (
 )
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
+from geoseg.io.files import search_folders
 from geoseg.io.grid import Box, Grid, intersect
 
 
@@ -97,15 +99,20 @@ class GeoDataModule(lightning.LightningDataModule):
     """Tiles for training (random, train regions) and evaluation (grid, val/test regions).
 
     Args:
-        config: the ``data`` section (:class:`~geoseg.data.config.DataConfig`).
+        config: the ``data`` section (:class:`~geoseg.config.DataConfig`).
         seed: seed of the random training tiles and of augmentation.
+        base_dir: the folder of the config file (relative paths that match nothing in
+            the working directory are looked up there; a relative ``root`` is relative
+            to it). See :func:`geoseg.io.files.search_folders`.
 
     Attributes available after :meth:`prepare_scene` (called by :meth:`setup`):
     ``classes``, ``band_names``, ``mean``, ``std``, ``image_nodata``, ``band_nodata``,
     ``crs``, ``resolution``, ``tile_size``, ``regions``, ``coverage``.
     """
 
-    def __init__(self, config: DataConfig, *, seed: int = 0) -> None:
+    def __init__(
+        self, config: DataConfig, *, seed: int = 0, base_dir: str | Path | None = None
+    ) -> None:
         super().__init__()
         if not isinstance(config, DataConfig):
             raise ConfigError(
@@ -123,6 +130,7 @@ class GeoDataModule(lightning.LightningDataModule):
             )
         self.config = config
         self.seed = seed
+        self.search = search_folders(config.root, base_dir)
         self.classes: ClassTable = config.class_table()
         self.tile_size = config.tile_size
         self._prepared = False
@@ -142,13 +150,13 @@ class GeoDataModule(lightning.LightningDataModule):
             return
         cfg = self.config
         self.imagery = ImageryDataset(
-            cfg.imagery, root=cfg.root, crs=cfg.crs, resolution=cfg.resolution
+            cfg.imagery, bases=self.search, crs=cfg.crs, resolution=cfg.resolution
         )
         grid = self.imagery.grid
         self.grid = grid
         img_box = grid.snap(self.imagery.footprint)
         self.labels: RasterLabelDataset | VectorLabelDataset = open_labels(
-            cfg.labels, grid, self.classes, extent=img_box, root=cfg.root
+            cfg.labels, grid, self.classes, extent=img_box, bases=self.search
         )
         label_box = (
             self.labels.vector_bounds

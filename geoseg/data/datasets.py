@@ -35,7 +35,7 @@ from rasterio.features import rasterize
 from torchgeo.datasets import GeoDataset
 
 from geoseg.classes import IGNORE_INDEX, ClassTable
-from geoseg.data.config import ImageryConfig, LabelConfig
+from geoseg.config.data import ImageryConfig, LabelConfig
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.files import RASTER_SUFFIXES, VECTOR_SUFFIXES, resolve_paths
 from geoseg.io.grid import Box, Grid, intersect, union_bounds
@@ -188,7 +188,8 @@ class ImageryDataset(_GridDataset):
 
     Args:
         config: the ``data.imagery`` section.
-        root: extra folder relative paths are resolved against.
+        bases: folders relative paths are looked up in, in order (default: the working
+            directory).
         crs: working CRS (None: the first file's).
         resolution: working pixel size (None: the first file's).
     """
@@ -197,14 +198,14 @@ class ImageryDataset(_GridDataset):
         self,
         config: ImageryConfig,
         *,
-        root: str | Path | None = None,
+        bases: Sequence[str | Path] = (),
         crs: str | None = None,
         resolution: float | None = None,
     ) -> None:
         where = "data.imagery"
         self.config = config
         paths = resolve_paths(
-            config.paths, where=f"{where}.paths", suffixes=RASTER_SUFFIXES, bases=(root,)
+            config.paths, where=f"{where}.paths", suffixes=RASTER_SUFFIXES, bases=bases
         )
         self.sources = [RasterSource.open(p, where=where, nodata=config.nodata) for p in paths]
         self.resampling = resampling_method(config.resampling, where=f"{where}.resampling")
@@ -616,14 +617,14 @@ def open_labels(
     classes: ClassTable,
     *,
     extent: Box,
-    root: str | Path | None = None,
+    bases: Sequence[str | Path] = (),
 ) -> RasterLabelDataset | VectorLabelDataset:
     """The label dataset for ``config``: raster or vector, chosen by file suffix."""
     paths = resolve_paths(
         config.path,
         where="data.labels.path",
         suffixes=(*RASTER_SUFFIXES, *VECTOR_SUFFIXES),
-        bases=(root,),
+        bases=bases,
     )
     kinds = {"vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster" for p in paths}
     if len(kinds) > 1:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoseg.classes import IGNORE_INDEX
-from geoseg.data.config import SplitConfig
+from geoseg.config.data import SplitConfig
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.grid import Box, Grid
 

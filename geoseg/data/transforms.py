@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from geoseg.classes import IGNORE_INDEX
-from geoseg.data.config import AugmentConfig
+from geoseg.config.data import AugmentConfig
 
 
 class Augment:

@@ -4,13 +4,15 @@ Modules: :mod:`~geoseg.inference.tiling` (window maths), :mod:`~geoseg.inference
 (named weight windows), :mod:`~geoseg.io.mosaic` (inputs, reprojection, no-data
 masks), :mod:`~geoseg.inference.backends` (model runners: what the model outputs per
 tile), :mod:`~geoseg.inference.graph` (the Dask graph: how tiles are blended),
-:mod:`~geoseg.inference.writer` (COG writer) and :mod:`~geoseg.inference.predict`.
+:mod:`~geoseg.inference.products` (per-task decoding of blended outputs into raster
+products) and :mod:`~geoseg.inference.predict`; outputs are written by
+:mod:`geoseg.io.cog`.
 """
 
 from geoseg.inference.blending import BLEND_WINDOWS, weight_window
 from geoseg.inference.predict import SCHEDULERS, default_overlap, predict
 from geoseg.inference.tiling import PixelWindow, tile_windows
-from geoseg.inference.writer import validate_cog
+from geoseg.io.cog import validate_cog
 
 __all__ = [
     "BLEND_WINDOWS",

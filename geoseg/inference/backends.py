@@ -1,9 +1,11 @@
 """Model runners: what the model outputs per tile, as fast as the hardware allows.
 
-A runner maps a normalized batch ``(B, bands, T, T)`` float32 to per-class
-probabilities ``(B, C, T, T)`` float32 (softmax included). It knows nothing about
-windows, blending or writing, which live in :mod:`geoseg.inference.graph` and
-:mod:`geoseg.inference.writer`.
+A runner maps a normalized batch ``(B, bands, T, T)`` float32 to the model's **named
+outputs**, each ``(B, C, T, T)`` float32 and activated as its
+:class:`~geoseg.models.outputs.OutputSpec` says (softmax for class scores: a semantic
+model's ``{"classes": probabilities}``). It knows nothing about windows, blending or
+writing, which live in :mod:`geoseg.inference.graph`, :mod:`geoseg.inference.products`
+and :mod:`geoseg.io.cog`.
 
 Backends (:data:`BACKENDS`):
 
@@ -19,11 +21,9 @@ loaded once per worker (never pickled into tasks); each runner sets its own thre
 count so that workers do not oversubscribe cores, and holds a lock so concurrent Dask
 threads take turns on one model.
 
-Extending to instance/panoptic outputs: a second head is a second runner output (e.g.
-``{"scores": (B, C, T, T), "instances": ...}``); :func:`run_batch` in the graph passes
-each named output to its own merge strategy. Class scores use weighted blending; an
-object-id output would be merged by a different per-block function (ids made unique by
-window index, then matched across the overlap) without touching the runners.
+The ONNX graph has one output per per-pixel model output, named as the output (its
+input is ``x``); the model adapter's :meth:`~geoseg.models.ModelAdapter.export_module`
+builds it, so every model family exports the same way.
 """
 
 from __future__ import annotations
@@ -116,11 +116,16 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoseg"
 
 
+#: Bumped when the exported graph's interface changes (part of the cache key).
+ONNX_EXPORT_VERSION = 2
+
+
 def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | None = None) -> Path:
-    """Export ``checkpoint`` (softmax included) to ONNX at ``tile_size``, cached by content.
+    """Export ``checkpoint``'s activated outputs to ONNX at ``tile_size``, cached by content.
 
     The batch axis is dynamic; the spatial size is fixed, which lets ONNX Runtime plan
-    every convolution once.
+    every convolution once. The graph's input is ``x``, its outputs are the model's
+    per-pixel outputs by name.
 
     Raises:
         RuntimeError: the export failed (callers fall back to the torch backend).
@@ -128,23 +133,27 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
     import torch
 
     from geoseg.io.outputs import atomic_path
-    from geoseg.models import load_model
+    from geoseg.models import get_adapter, load_model
 
     folder = cache_dir or default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    key = f"{_checkpoint_digest(str(checkpoint))}-t{tile_size}-torch{torch.__version__}"
+    key = (
+        f"{_checkpoint_digest(str(checkpoint))}-t{tile_size}-torch{torch.__version__}"
+        f"-v{ONNX_EXPORT_VERSION}"
+    )
     out = folder / f"{key}.onnx"
     if out.is_file():
         return out
     model, meta = load_model(checkpoint)
-    wrapped = _Softmax(model).eval()
+    wrapped = get_adapter(meta.adapter).export_module(model, meta.outputs).eval()
+    names = [o.name for o in meta.outputs if o.per_pixel]
     x = torch.zeros(1, meta.in_channels, tile_size, tile_size)
     with atomic_path(out, overwrite=True) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         kwargs: dict[str, Any] = {
             "input_names": ["x"],
-            "output_names": ["p"],
-            "dynamic_axes": {"x": {0: "b"}, "p": {0: "b"}},
+            "output_names": names,
+            "dynamic_axes": {"x": {0: "b"}, **{n: {0: "b"} for n in names}},
             "opset_version": 17,
         }
         try:
@@ -152,23 +161,6 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
         except TypeError:  # older torch without the dynamo switch
             torch.onnx.export(wrapped, (x,), str(tmp), **kwargs)
     return out
-
-
-class _Softmax:
-    """Wrap a model so it returns softmax probabilities (a torch.nn.Module at runtime)."""
-
-    def __new__(cls, model: Any) -> Any:
-        import torch
-
-        class SoftmaxModel(torch.nn.Module):
-            def __init__(self, inner: torch.nn.Module) -> None:
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return torch.softmax(self.inner(x), dim=1)
-
-        return SoftmaxModel(model)
 
 
 def choose_backend(
@@ -233,75 +225,94 @@ def get_runner(spec: RunnerSpec) -> Runner:
     return runner
 
 
+#: A runner's result: activated outputs by name, each (B, C, T, T) float32.
+Outputs = dict[str, np.ndarray]
+
+
 class Runner:
-    """Run a model on normalized batches; returns softmax probabilities (B, C, T, T)."""
+    """Run a model on normalized batches; returns its activated outputs by name."""
 
     def __init__(self, spec: RunnerSpec) -> None:
         self.spec = spec
         self.lock = threading.Lock()
         threads = _threads_for(spec)
-        self._fn: Callable[[np.ndarray], np.ndarray]
+        self._fn: Callable[[np.ndarray], Outputs]
         if spec.backend == "onnx":
-            import onnxruntime as ort
-
-            assert spec.onnx_path is not None
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            # Idle ORT threads must not spin: Dask threads read and blend meanwhile.
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            # Arena on, memory patterns off: measured on a ResNet U-Net, 8 x 512 px
-            # tiles, 2 threads: 0.66 s per batch (first 0.85 s) against 0.93 s (first
-            # 1.4 s) without the arena, for +6 % peak RSS; patterns on top of the arena
-            # only add 800 MiB (benchmarks/results/inference.json has the end result).
-            so.enable_cpu_mem_arena = True
-            so.enable_mem_pattern = False
-            sess = ort.InferenceSession(spec.onnx_path, so, providers=["CPUExecutionProvider"])
-
-            def run_onnx(x: np.ndarray) -> np.ndarray:
-                return np.asarray(sess.run(None, {"x": x})[0], dtype=np.float32)
-
-            self._fn = run_onnx
+            if spec.onnx_path is None:
+                raise ConfigError("backend 'onnx' needs an exported model (onnx_path)")
+            self._fn = _onnx_runner(spec.onnx_path, threads)
         else:
-            import torch
+            self._fn = _torch_runner(spec, threads)
 
-            from geoseg.models import load_model
-
-            if spec.device == "cpu":
-                torch.set_num_threads(threads)
-            model, _ = load_model(spec.checkpoint, device=spec.device)
-            model = model.to(memory_format=torch.channels_last)
-            device = torch.device(spec.device)
-            bf16 = spec.precision == "bf16"
-
-            def run_torch(x: np.ndarray) -> np.ndarray:
-                t = torch.from_numpy(x).to(device, non_blocking=True)
-                t = t.contiguous(memory_format=torch.channels_last)
-                with (
-                    torch.inference_mode(),
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
-                ):
-                    p = torch.softmax(model(t).float(), dim=1)
-                return p.cpu().numpy()
-
-            self._fn = run_torch
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a (B, bands, T, T) float32 batch, with TTA averaging."""
+    def __call__(self, x: np.ndarray) -> Outputs:
+        """Outputs for a (B, bands, T, T) float32 batch, with TTA averaging."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         with self.lock:
             if len(self.spec.tta) == 1:
                 return self._fn(x)
-            acc: np.ndarray | None = None
+            acc: Outputs = {}
             for k, flip in self.spec.tta:
                 xt = np.rot90(x, k, axes=(2, 3))
                 if flip:
                     xt = xt[..., ::-1]
-                p = self._fn(np.ascontiguousarray(xt))
-                if flip:
-                    p = p[..., ::-1]
-                p = np.rot90(p, -k, axes=(2, 3))
-                acc = p.copy() if acc is None else acc + p
-            assert acc is not None
-            return np.ascontiguousarray(acc / len(self.spec.tta), dtype=np.float32)
+                for name, p in self._fn(np.ascontiguousarray(xt)).items():
+                    if flip:
+                        p = p[..., ::-1]
+                    p = np.rot90(p, -k, axes=(2, 3))
+                    acc[name] = p.copy() if name not in acc else acc[name] + p
+            n = len(self.spec.tta)
+            return {name: np.ascontiguousarray(a / n, dtype=np.float32) for name, a in acc.items()}
+
+
+def _onnx_runner(onnx_path: str, threads: int) -> Callable[[np.ndarray], Outputs]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle ORT threads must not spin: Dask threads read and blend meanwhile.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Arena on, memory patterns off: measured on a ResNet U-Net, 8 x 512 px
+    # tiles, 2 threads: 0.66 s per batch (first 0.85 s) against 0.93 s (first
+    # 1.4 s) without the arena, for +6 % peak RSS; patterns on top of the arena
+    # only add 800 MiB (benchmarks/results/inference.json has the end result).
+    so.enable_cpu_mem_arena = True
+    so.enable_mem_pattern = False
+    sess = ort.InferenceSession(onnx_path, so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def run_onnx(x: np.ndarray) -> Outputs:
+        results = sess.run(None, {"x": x})
+        return {n: np.asarray(r, dtype=np.float32) for n, r in zip(names, results)}
+
+    return run_onnx
+
+
+def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outputs]:
+    import torch
+
+    from geoseg.models import get_adapter, load_model
+    from geoseg.models.adapter import activate
+
+    if spec.device == "cpu":
+        torch.set_num_threads(threads)
+    model, meta = load_model(spec.checkpoint, device=spec.device)
+    model = model.to(memory_format=torch.channels_last)
+    adapter = get_adapter(meta.adapter)
+    pixel = [o for o in meta.outputs if o.per_pixel]
+    device = torch.device(spec.device)
+    bf16 = spec.precision == "bf16"
+
+    def run_torch(x: np.ndarray) -> Outputs:
+        t = torch.from_numpy(x).to(device, non_blocking=True)
+        t = t.contiguous(memory_format=torch.channels_last)
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
+        ):
+            named = adapter.outputs(model(t), pixel)
+            out = {o.name: activate(named[o.name].float(), o.activation) for o in pixel}
+        return {name: v.cpu().numpy() for name, v in out.items()}
+
+    return run_torch

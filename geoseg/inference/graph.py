@@ -43,18 +43,24 @@ from geoseg.inference.backends import RunnerSpec, get_runner
 from geoseg.inference.tiling import PixelWindow, axis_starts
 from geoseg.io.mosaic import Mosaic
 
-#: A batch result: per window, (probabilities (C, T, T) or None if skipped, valid mask).
-BatchResult = list[tuple[np.ndarray | None, np.ndarray]]
+#: A batch result: per window, (named activated outputs, each (C, T, T), or None if the
+#: window was skipped; valid mask).
+BatchResult = list[tuple[dict[str, np.ndarray] | None, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """How a block task turns blended scores into output values."""
+    """How a block task merges window outputs and turns them into product arrays.
 
-    lut: np.ndarray  # class index -> class id
-    class_nodata: int
-    class_dtype: str
-    probabilities: bool
+    Attributes:
+        blend: names of the per-pixel outputs blended as ``sum(w*p) / sum(w)``.
+        decoder: the task's decoder (:mod:`geoseg.inference.products`): blended maps
+            and the valid mask -> arrays of the raster products.
+        out_dir: folder of the finished blocks (``.npz``).
+    """
+
+    blend: tuple[str, ...]
+    decoder: Any
     out_dir: str
 
 
@@ -101,9 +107,9 @@ def run_batch(
         start = stop
     out: BatchResult = [(None, v) for v in valids]
     if x is not None:
-        probs = get_runner(spec)(x[: len(idx)])
+        outputs = get_runner(spec)(x[: len(idx)])
         for j, i in enumerate(idx):
-            out[i] = (probs[j], valids[i])
+            out[i] = ({name: v[j] for name, v in outputs.items()}, valids[i])
     return out
 
 
@@ -125,41 +131,13 @@ def finalize_block(
         spec: output conventions.
 
     Returns:
-        ``(block, path)`` of an ``.npz`` holding ``classes`` and optionally ``probs``,
-        or ``(block, None)`` when the whole block is no-data.
+        ``(block, path)`` of an ``.npz`` holding the decoder's product arrays, or
+        ``(block, None)`` when the whole block is no-data.
     """
-    acc: np.ndarray | None = None
-    scratch: np.ndarray | None = None
-    wsum = np.zeros((block.height, block.width), dtype=np.float32)
-    valid = np.zeros((block.height, block.width), dtype=bool)
-    for win, b, k in members:
-        probs, vmask = batches[b][k]
-        r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
-        c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
-        dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
-        src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
-        valid[dst] |= vmask[src]
-        if probs is None:
-            continue
-        if acc is None:
-            acc = np.zeros((probs.shape[0], block.height, block.width), dtype=np.float32)
-            scratch = np.empty_like(acc)
-        assert scratch is not None
-        w = weight[src]
-        prod = scratch[:, : r1 - r0, : c1 - c0]
-        np.multiply(probs[(slice(None), *src)], w, out=prod)
-        acc[(slice(None), *dst)] += prod
-        wsum[dst] += w
-    if acc is None or not valid.any():
+    maps, valid = blend_block(block, batches, members, weight, spec.blend)
+    if maps is None or not valid.any():
         return block, None
-    p = acc / np.maximum(wsum, np.float32(1e-30))
-    classes = spec.lut[np.argmax(p, axis=0)].astype(spec.class_dtype)
-    classes[~valid] = spec.class_nodata
-    arrays = {"classes": classes}
-    if spec.probabilities:
-        q = np.rint(np.clip(p, 0.0, 1.0) * 254.0).astype(np.uint8)
-        q[:, ~valid] = 255
-        arrays["probs"] = q
+    arrays = spec.decoder.decode(maps, valid)
     name = f"block_{block.row}_{block.col}.npz"
     final = os.path.join(spec.out_dir, name)
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz", dir=spec.out_dir)
@@ -167,6 +145,48 @@ def finalize_block(
         np.savez(f, **arrays)
     os.replace(tmp, final)  # atomic: a retried task after a killed worker is harmless
     return block, final
+
+
+def blend_block(
+    block: PixelWindow,
+    batches: list[BatchResult],
+    members: list[tuple[PixelWindow, int, int]],
+    weight: np.ndarray,
+    names: tuple[str, ...],
+) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+    """The ``sum(w*p) / sum(w)`` blend of the outputs ``names`` over ``block``.
+
+    Returns:
+        ``(maps, valid)``: blended (C, h, w) float32 maps by name (None when no window
+        of the block was run) and the block's valid mask.
+    """
+    acc: dict[str, np.ndarray] = {}
+    scratch: dict[str, np.ndarray] = {}
+    wsum = np.zeros((block.height, block.width), dtype=np.float32)
+    valid = np.zeros((block.height, block.width), dtype=bool)
+    for win, b, k in members:
+        outputs, vmask = batches[b][k]
+        r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
+        c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
+        dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
+        src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
+        valid[dst] |= vmask[src]
+        if outputs is None:
+            continue
+        w = weight[src]
+        for name in names:
+            probs = outputs[name]
+            if name not in acc:
+                acc[name] = np.zeros((probs.shape[0], block.height, block.width), np.float32)
+                scratch[name] = np.empty_like(acc[name])
+            prod = scratch[name][:, : r1 - r0, : c1 - c0]
+            np.multiply(probs[(slice(None), *src)], w, out=prod)
+            acc[name][(slice(None), *dst)] += prod
+        wsum[dst] += w
+    if not acc:
+        return None, valid
+    denom = np.maximum(wsum, np.float32(1e-30))
+    return {name: a / denom for name, a in acc.items()}, valid
 
 
 #: Height (pixels) of the output strips blended by one block task: at most

@@ -8,7 +8,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from geoseg.inference.backends import (
 )
 from geoseg.inference.blending import BlendFn, weight_window
 from geoseg.inference.graph import BlockSpec, build_graph
+from geoseg.inference.products import DECODERS
 from geoseg.inference.tiling import check_tiling
-from geoseg.inference.writer import BlockWriter
-from geoseg.io.mosaic import open_mosaic
+from geoseg.io.cog import BlockWriter
+from geoseg.io.mosaic import Mosaic, open_mosaic
 from geoseg.io.outputs import atomic_path, check_output_path
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
@@ -60,15 +62,6 @@ def _cpu_count() -> int:
 def default_overlap(tile_size: int) -> int:
     """The default overlap for ``tile_size`` (pixels): ``tile_size // 8``."""
     return tile_size // DEFAULT_OVERLAP_FRACTION
-
-
-@contextlib.contextmanager
-def _maybe_atomic(path: Path | None, overwrite: bool) -> Iterator[Path | None]:
-    if path is None:
-        yield None
-    else:
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            yield tmp
 
 
 def _connect(scheduler: Any, timeout: float) -> Any:
@@ -229,17 +222,10 @@ def _predict(
 
     t_start = time.perf_counter()
     meta = read_metadata(checkpoint)
-    factor = 2 ** int(meta.model_kwargs.get("encoder_depth", 5))
+    factor = meta.size_divisor()
     tile = int(tile_size or default_tile_size(meta.tile_size, factor))
     ov = default_overlap(tile) if overlap is None else int(overlap)
-    check_tiling(tile, ov)
-    if tile % factor:
-        raise ConfigError(
-            f"tile_size {tile} px must be a multiple of {factor} for this "
-            f"{meta.arch}/{meta.encoder} model; try {tile - tile % factor + factor}"
-        )
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    _check_options(meta, tile, ov, factor, batch_size)
     out_path = check_output_path(output, overwrite=overwrite)
     prob_path = None
     if probabilities is not None:
@@ -259,6 +245,86 @@ def _predict(
     )
     dev = resolve_device(device)
     client = _connect(scheduler, connect_timeout)
+    n_workers, threads, threads_by_worker = _worker_layout(
+        client, scheduler, workers, threads_per_worker
+    )
+    chosen, onnx_path = choose_backend(
+        backend, checkpoint=str(checkpoint), precision=precision, device=dev, tile_size=tile
+    )
+    spec = RunnerSpec(
+        checkpoint=str(Path(checkpoint).resolve()),
+        backend=chosen,
+        precision=precision,
+        device=dev,
+        tile_size=tile,
+        tta=transforms,
+        onnx_path=onnx_path,
+        threads=threads,
+        threads_by_worker=threads_by_worker,
+    )
+    decoder = DECODERS[meta.task](meta, probabilities=prob_path is not None)
+    targets = {"classes": out_path}
+    if prob_path is not None:
+        targets["probabilities"] = prob_path
+    plan = _Plan(
+        mosaic=mosaic,
+        spec=spec,
+        decoder=decoder,
+        blend=tuple(o.name for o in meta.outputs if o.per_pixel and o.merge == "blend"),
+        tile=tile,
+        overlap=ov,
+        batch_size=batch_size,
+        block_size=block_size,
+        weight=weight,
+        mean=np.asarray(meta.mean, dtype=np.float32),
+        std=np.asarray(meta.std, dtype=np.float32),
+        align=factor,
+    )
+    try:
+        n_windows, n_blocks = _run_plan(
+            plan,
+            targets,
+            overwrite=overwrite,
+            client=client,
+            scheduler=scheduler,
+            workers=n_workers,
+            progress=progress,
+        )
+    finally:
+        if client is not None and isinstance(scheduler, str):
+            client.close()
+    if stats is not None:
+        stats.update(
+            backend=chosen,
+            device=dev,
+            tile_size=tile,
+            overlap=ov,
+            windows=n_windows,
+            blocks=n_blocks,
+            height=mosaic.height,
+            width=mosaic.width,
+            seconds=time.perf_counter() - t_start,
+        )
+    if prob_path is not None:
+        return out_path, prob_path
+    return out_path
+
+
+def _check_options(meta: Any, tile: int, overlap: int, factor: int, batch_size: int) -> None:
+    check_tiling(tile, overlap)
+    if tile % factor:
+        raise ConfigError(
+            f"tile_size {tile} px must be a multiple of {factor} for this "
+            f"{meta.arch}/{meta.encoder} model; try {tile - tile % factor + factor}"
+        )
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _worker_layout(
+    client: Any, scheduler: Any, workers: int | None, threads_per_worker: int | None
+) -> tuple[int | None, int, tuple[tuple[str, int], ...]]:
+    """(local workers, model threads, per-distributed-worker threads)."""
     cores = _cpu_count()
     threads_by_worker: tuple[tuple[str, int], ...] = ()
     if client is not None:
@@ -274,103 +340,87 @@ def _predict(
             threads_by_worker = tuple(
                 (addr, max(1, cores // hosts[w["host"]])) for addr, w in info["workers"].items()
             )
-        n_workers = None
-    elif scheduler == "processes":
+        return None, threads, threads_by_worker
+    if scheduler == "processes":
         n_workers = workers or cores
-        threads = threads_per_worker or max(1, cores // n_workers)
-    else:
-        n_workers = workers or cores + 1
-        threads = threads_per_worker or cores
-    chosen, onnx_path = choose_backend(
-        backend, checkpoint=str(checkpoint), precision=precision, device=dev, tile_size=tile
-    )
-    spec = RunnerSpec(
-        checkpoint=str(Path(checkpoint).resolve()),
-        backend=chosen,
-        precision=precision,
-        device=dev,
-        tile_size=tile,
-        tta=transforms,
-        onnx_path=onnx_path,
-        threads=threads,
-        threads_by_worker=threads_by_worker,
-    )
-    mean = np.asarray(meta.mean, dtype=np.float32)
-    std = np.asarray(meta.std, dtype=np.float32)
-    lut = np.asarray(meta.classes.ids, dtype=np.int64)
+        return n_workers, threads_per_worker or max(1, cores // n_workers), ()
+    return workers or cores + 1, threads_per_worker or cores, ()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything that defines the computation (the result depends on nothing else)."""
+
+    mosaic: Mosaic
+    spec: RunnerSpec
+    decoder: Any
+    blend: tuple[str, ...]
+    tile: int
+    overlap: int
+    batch_size: int
+    block_size: int
+    weight: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    align: int
+
+
+def _run_plan(
+    plan: _Plan,
+    targets: dict[str, Path],
+    *,
+    overwrite: bool,
+    client: Any,
+    scheduler: Any,
+    workers: int | None,
+    progress: bool,
+) -> tuple[int, int]:
+    """Run the graph into a work folder beside the outputs; rename the COGs at the end."""
     from rasterio.crs import CRS
 
-    try:
-        with (
-            _maybe_atomic(out_path, overwrite) as tmp_cls,
-            _maybe_atomic(prob_path, overwrite) as tmp_prob,
-        ):
-            assert tmp_cls is not None
-            work = tempfile.mkdtemp(prefix=".geoseg-predict-", dir=out_path.parent)
-            try:
-                writer = BlockWriter(
-                    work,
-                    crs=CRS.from_wkt(mosaic.crs),
-                    transform=mosaic.transform,
-                    height=mosaic.height,
-                    width=mosaic.width,
-                    classes=meta.classes,
-                    probabilities=prob_path is not None,
-                )
-                block_spec = BlockSpec(
-                    lut=lut,
-                    class_nodata=meta.classes.nodata_value(),
-                    class_dtype=meta.classes.dtype(),
-                    probabilities=prob_path is not None,
-                    out_dir=work,
-                )
-                dsk, keys, n_windows = build_graph(
-                    mosaic,
-                    spec,
-                    tile_size=tile,
-                    overlap=ov,
-                    batch_size=batch_size,
-                    block_size=block_size,
-                    weight=weight,
-                    mean=mean,
-                    std=std,
-                    block_spec=block_spec,
-                    token=uuid.uuid4().hex[:12],
-                    align=factor,
-                )
-                try:
-                    _execute(
-                        dsk,
-                        keys,
-                        writer=writer,
-                        client=client,
-                        scheduler=scheduler,
-                        workers=n_workers,
-                        progress=progress,
-                    )
-                    writer.finish(tmp_cls, tmp_prob)
-                finally:
-                    writer.close()
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-    finally:
-        if client is not None and isinstance(scheduler, str):
-            client.close()
-    if stats is not None:
-        stats.update(
-            backend=chosen,
-            device=dev,
-            tile_size=tile,
-            overlap=ov,
-            windows=n_windows,
-            blocks=len(keys),
+    mosaic = plan.mosaic
+    first = next(iter(targets.values()))
+    with contextlib.ExitStack() as stack:
+        tmp = {
+            name: stack.enter_context(atomic_path(path, overwrite=overwrite))
+            for name, path in targets.items()
+        }
+        work = tempfile.mkdtemp(prefix=".geoseg-predict-", dir=first.parent)
+        stack.callback(shutil.rmtree, work, ignore_errors=True)
+        writer = BlockWriter(
+            work,
+            crs=CRS.from_wkt(mosaic.crs),
+            transform=mosaic.transform,
             height=mosaic.height,
             width=mosaic.width,
-            seconds=time.perf_counter() - t_start,
+            products=plan.decoder.products(),
         )
-    if prob_path is not None:
-        return out_path, prob_path
-    return out_path
+        stack.callback(writer.close)
+        dsk, keys, n_windows = build_graph(
+            mosaic,
+            plan.spec,
+            tile_size=plan.tile,
+            overlap=plan.overlap,
+            batch_size=plan.batch_size,
+            block_size=plan.block_size,
+            weight=plan.weight,
+            mean=plan.mean,
+            std=plan.std,
+            block_spec=BlockSpec(blend=plan.blend, decoder=plan.decoder, out_dir=work),
+            token=uuid.uuid4().hex[:12],
+            align=plan.align,
+        )
+        _execute(
+            dsk,
+            keys,
+            writer=writer,
+            client=client,
+            scheduler=scheduler,
+            workers=workers,
+            progress=progress,
+        )
+        writer.finish(tmp)
+    return n_windows, len(keys)
 
 
 def _execute(

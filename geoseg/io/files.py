@@ -39,14 +39,14 @@ def resolve_paths(
 ) -> list[Path]:
     """Expand a path, folder (searched recursively), glob or list of them into files.
 
-    A relative path is tried against each folder of ``bases`` (None entries are skipped)
-    and then the current working directory, in that order; the first that matches wins.
+    A relative path is tried against each folder of ``bases`` in order (None entries are
+    skipped); the first that matches wins. Without ``bases``, the working directory.
 
     Args:
         spec: the config value.
         where: config key for error messages (``"data.imagery.paths"``).
         suffixes: file suffixes a folder is searched for.
-        bases: folders tried before the working directory.
+        bases: folders relative paths are tried against, in order.
 
     Raises:
         ConfigError: ``spec`` is empty.
@@ -55,7 +55,7 @@ def resolve_paths(
     items = [spec] if isinstance(spec, str | os.PathLike) else list(spec)
     if not items:
         raise ConfigError(f"{where}: no paths given; list at least one file")
-    folders = [Path(b) for b in bases if b is not None] + [Path.cwd()]
+    folders = [Path(b) for b in bases if b is not None] or [Path.cwd()]
     out: list[Path] = []
     for item in items:
         text = os.path.expanduser(str(item))
@@ -77,7 +77,7 @@ def resolve_paths(
             tried = ", ".join(repr(str(c)) for c in dict.fromkeys(candidates))
             raise InputFileError(
                 f"{where}: {str(item)!r} matches no file (looked in {tried}); "
-                "check the path, give an absolute path, or set data.root"
+                "check the path or give an absolute path"
             )
         out += found
     return list(dict.fromkeys(p.resolve() for p in out))
@@ -107,3 +107,23 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
         else:
             raise InputFileError(f"input {str(p)!r} does not exist")
     return out
+
+
+def search_folders(
+    root: str | os.PathLike[str] | None, base_dir: str | os.PathLike[str] | None
+) -> list[Path]:
+    """Where a config's relative data paths are looked up, in order.
+
+    ``root`` (a relative one is taken relative to ``base_dir`` when known), then the
+    working directory, then ``base_dir`` (the folder of the config file).
+    """
+    out: list[Path] = []
+    if root is not None:
+        r = Path(os.path.expanduser(str(root)))
+        if not r.is_absolute() and base_dir is not None:
+            r = Path(base_dir) / r
+        out.append(r)
+    out.append(Path.cwd())
+    if base_dir is not None:
+        out.append(Path(base_dir))
+    return list(dict.fromkeys(out))

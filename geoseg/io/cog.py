@@ -1,16 +1,19 @@
-"""Block-by-block raster writer producing Cloud-Optimized GeoTIFFs.
+"""Block-by-block raster writer producing Cloud-Optimized GeoTIFFs, one per product.
 
-GDAL's COG driver can only copy a finished dataset, so blocks are first written (in
-any order, as they finish) into a tiled, lightly compressed GTiff in a work folder;
-then overviews are built (``mode`` for class maps, ``average`` for probabilities,
-both skipping no-data) and the file is copied with the COG driver, which places the
-IFDs first and the overviews before the full-resolution data. Memory stays at one
-block at a time.
+A prediction writes named raster *products* (:class:`RasterProduct`: the class map, the
+probabilities, later instance ids) block by block. GDAL's COG driver can only copy a
+finished dataset, so blocks are first written (in any order, as they finish) into tiled,
+lightly compressed GTiffs in a work folder; then overviews are built (``mode`` for
+categorical rasters, ``average`` for continuous ones, both skipping no-data) and each
+file is copied with the COG driver, which places the IFDs first and the overviews before
+the full-resolution data. Memory stays at one block at a time.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +24,40 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from geoseg.classes import ClassTable, write_class_table
-from geoseg.inference.tiling import PixelWindow
+from geoseg.io.grid import PixelWindow
 
 #: Internal tile size of written COGs (pixels).
 COG_BLOCKSIZE = 512
-#: Probability raster convention: value v encodes p = v / PROB_SCALE; PROB_NODATA = no-data.
-PROB_SCALE = 254
-PROB_NODATA = 255
+
+
+@dataclass(frozen=True)
+class RasterProduct:
+    """One output raster of a prediction.
+
+    Attributes:
+        name: key of the product's array in each finished block (``"classes"``).
+        count: bands.
+        dtype: numpy dtype name.
+        nodata: the no-data value (blocks that never arrive are filled with it).
+        resampling: overview resampling name (``mode`` for categories, ``average``).
+        classes: a class table written as colour table, names and GEOSEG_CLASSES tag
+            (categorical products).
+        band_names: band descriptions.
+        scale: value scale (``p = v * scale``), written as the bands' scale.
+        tags: extra dataset tags.
+        interleave: GTiff interleave of the intermediate file (``band`` for many bands).
+    """
+
+    name: str
+    count: int
+    dtype: str
+    nodata: float
+    resampling: str = "nearest"
+    classes: ClassTable | None = None
+    band_names: tuple[str, ...] = ()
+    scale: float | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    interleave: str | None = None
 
 
 def _overview_factors(height: int, width: int, blocksize: int = COG_BLOCKSIZE) -> list[int]:
@@ -44,8 +74,7 @@ class BlockWriter:
     Args:
         work_dir: folder for the intermediate files.
         crs, transform, height, width: the output grid.
-        classes: the class table (ids, names, colours).
-        probabilities: also write the per-class probability raster.
+        products: the rasters to write.
     """
 
     def __init__(
@@ -56,11 +85,10 @@ class BlockWriter:
         transform: Affine,
         height: int,
         width: int,
-        classes: ClassTable,
-        probabilities: bool,
+        products: Sequence[RasterProduct],
     ) -> None:
-        self.classes = classes
         self.height, self.width = height, width
+        self.products = {p.name: p for p in products}
         base: dict[str, Any] = {
             "driver": "GTiff",
             "height": height,
@@ -74,35 +102,29 @@ class BlockWriter:
             "zstd_level": 1,
             "bigtiff": "if_safer",
         }
-        self.class_tmp = Path(work_dir) / "classes.tif"
-        self._cls = rasterio.open(
-            self.class_tmp,
-            "w",
-            count=1,
-            dtype=classes.dtype(),
-            nodata=classes.nodata_value(),
-            **base,
-        )
-        write_class_table(self._cls, classes)
-        self._prob = None
-        self.prob_tmp: Path | None = None
-        if probabilities:
-            self.prob_tmp = Path(work_dir) / "probabilities.tif"
-            self._prob = rasterio.open(
-                self.prob_tmp,
+        self.tmp: dict[str, Path] = {}
+        self._ds: dict[str, Any] = {}
+        for p in products:
+            self.tmp[p.name] = Path(work_dir) / f"{p.name}.tif"
+            extra = {"interleave": p.interleave} if p.interleave else {}
+            ds = rasterio.open(
+                self.tmp[p.name],
                 "w",
-                count=len(classes),
-                dtype="uint8",
-                nodata=PROB_NODATA,
-                interleave="band",
+                count=p.count,
+                dtype=p.dtype,
+                nodata=p.nodata,
+                **extra,
                 **base,
             )
-            self._prob.scales = [1.0 / PROB_SCALE] * len(classes)
-            for i, c in enumerate(classes, start=1):
-                self._prob.set_band_description(i, c.name)
-            self._prob.update_tags(**{k: v for k, v in self._cls.tags().items()})
-        # Blocks that never arrive (all no-data) must still read as no-data.
-        self._filled: set[tuple[int, int]] = set()
+            self._ds[p.name] = ds
+            if p.classes is not None:
+                write_class_table(ds, p.classes)
+            if p.scale is not None:
+                ds.scales = [p.scale] * p.count
+            for i, desc in enumerate(p.band_names, start=1):
+                ds.set_band_description(i, desc)
+            if p.tags:
+                ds.update_tags(**dict(p.tags))
 
     def write(self, block: PixelWindow, path: str | None) -> None:
         """Write one finished block (``path`` from the block task; None = all no-data)."""
@@ -110,41 +132,28 @@ class BlockWriter:
 
         win = Window(block.col, block.row, block.width, block.height)
         if path is None:
-            self._cls.write(
-                np.full(
-                    (1, block.height, block.width),
-                    self.classes.nodata_value(),
-                    dtype=self.classes.dtype(),
-                ),
-                window=win,
-            )
-            if self._prob is not None:
-                self._prob.write(
-                    np.full(
-                        (len(self.classes), block.height, block.width), PROB_NODATA, dtype="uint8"
-                    ),
-                    window=win,
-                )
+            for name, p in self.products.items():
+                fill = np.full((p.count, block.height, block.width), p.nodata, dtype=p.dtype)
+                self._ds[name].write(fill, window=win)
             return
         with np.load(path) as z:
-            self._cls.write(z["classes"][None], window=win)
-            if self._prob is not None:
-                self._prob.write(z["probs"], window=win)
+            for name in self.products:
+                arr = z[name]
+                self._ds[name].write(arr[None] if arr.ndim == 2 else arr, window=win)
         os.unlink(path)
 
     def close(self) -> None:
         """Close the intermediate files."""
-        self._cls.close()
-        if self._prob is not None:
-            self._prob.close()
+        for ds in self._ds.values():
+            ds.close()
 
-    def finish(self, class_out: Path, prob_out: Path | None) -> None:
-        """Build overviews and copy the intermediates to COGs at the given paths."""
+    def finish(self, outputs: Mapping[str, Path]) -> None:
+        """Build overviews and copy each product named in ``outputs`` to a COG there."""
         self.close()
         factors = _overview_factors(self.height, self.width)
-        _to_cog(self.class_tmp, class_out, factors, Resampling.mode)
-        if self.prob_tmp is not None and prob_out is not None:
-            _to_cog(self.prob_tmp, prob_out, factors, Resampling.average)
+        for name, dst in outputs.items():
+            resampling = Resampling[self.products[name].resampling]
+            _to_cog(self.tmp[name], dst, factors, resampling)
 
 
 def _to_cog(src: Path, dst: Path, factors: list[int], resampling: Resampling) -> None:

@@ -36,8 +36,9 @@ Examples (the three bundled samples)::
       classes: [{id: 0, name: background}, {id: 1, name: building}]
 
 Relative paths: a relative path (or glob) is looked up, in order, against ``data.root``
-when given, the current working directory, and the geoseg repository root (the folder
-holding the ``geoseg`` package); the first folder where it matches wins.
+when given, the current working directory, and the folder of the YAML file the config
+was read from; the first folder where it matches wins. A relative ``data.root`` is
+relative to that YAML file's folder. geoseg never looks inside its own installation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed configuration: YAML files whose keys are the constructor arguments of dataclasses.
+"""The config machinery: YAML mappings onto dataclasses, with typo-proof keys.
 
 One config system for the whole package: each section of a YAML file maps onto a
 dataclass, and :func:`from_mapping` builds it, naming any unknown key together with the
@@ -31,7 +31,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -169,85 +169,3 @@ def to_mapping(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-#: Top-level sections of an experiment config (see :class:`ExperimentConfig`).
-EXPERIMENT_SECTIONS = ("data", "model", "training", "output_dir")
-
-
-@dataclasses.dataclass
-class ExperimentConfig:
-    """A whole experiment: one YAML file with ``data``, ``model``, ``training``, ``output_dir``.
-
-    Attributes:
-        data: a :class:`geoseg.data.DataConfig` (None only when a data module is passed
-            to :func:`geoseg.training.train` directly).
-        model: a :class:`geoseg.models.ModelConfig`.
-        training: a :class:`geoseg.training.TrainingConfig`.
-        output_dir: default run folder (``geoseg train -o`` overrides it).
-    """
-
-    data: Any = None
-    model: Any = None
-    training: Any = None
-    output_dir: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, where: str = "config") -> ExperimentConfig:
-        """Validate every section; unknown keys at any depth name the valid keys."""
-        from geoseg.models import ModelConfig
-        from geoseg.training import TrainingConfig
-
-        data = dict(data or {})
-        for key in data:
-            if key not in EXPERIMENT_SECTIONS:
-                raise unknown_key_error(str(key), EXPERIMENT_SECTIONS, where)
-        data_cfg: Any = data.get("data")
-        if data_cfg is not None:
-            from geoseg.data import DataConfig
-
-            data_cfg = from_mapping(DataConfig, data_cfg, "data")
-        out_dir = data.get("output_dir")
-        if out_dir is not None and not isinstance(out_dir, (str, Path)):
-            raise ConfigError(f"output_dir: expected a folder path, got {out_dir!r}")
-        return cls(
-            data=data_cfg,
-            model=from_mapping(ModelConfig, data.get("model"), "model"),
-            training=from_mapping(TrainingConfig, data.get("training"), "training"),
-            output_dir=None if out_dir is None else str(out_dir),
-        )
-
-    @classmethod
-    def load(
-        cls,
-        config: str | Path | ExperimentConfig | Mapping[str, Any],
-        *,
-        overrides: Iterable[str] = (),
-    ) -> ExperimentConfig:
-        """Build from a YAML path, a mapping or an ExperimentConfig, then apply overrides.
-
-        Overrides (``"training.max_epochs=3"``) are applied to the plain data before
-        validation, so an override with a typo'd key names the valid keys too.
-        """
-        overrides = list(overrides)
-        if isinstance(config, ExperimentConfig):
-            if not overrides:
-                return config
-            raw = config.to_dict()
-        elif isinstance(config, Mapping):
-            raw = dict(config)
-        else:
-            raw = load_yaml(config)
-        return cls.from_dict(apply_overrides(raw, overrides))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML/JSON-ready data (round-trips through :meth:`from_dict`)."""
-        out = {
-            "data": to_mapping(self.data),
-            "model": to_mapping(self.model),
-            "training": to_mapping(self.training),
-            "output_dir": self.output_dir,
-        }
-        if out["data"] is None:
-            del out["data"]
-        return out

@@ -1,0 +1,31 @@
+"""The ``model:`` section of an experiment config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """The ``model:`` section of a training config.
+
+    Attributes:
+        arch: an architecture name (``geoseg.models.ARCHITECTURES``: unet, unetplusplus,
+            fpn, deeplabv3plus, segformer, upernet, ...).
+        encoder: any encoder name the architecture's library offers (smp: resnet18,
+            resnet34, efficientnet-b0, mit_b0, tu-resnet10t, ...).
+        encoder_weights: None (random init, the default) or the path of a local file
+            holding encoder or full-model weights (``.safetensors`` or ``.pt``/``.pth``
+            state dict). Hub names such as ``imagenet`` are refused: nothing downloads.
+        adapter: the model family that builds ``arch`` (``geoseg.models.ADAPTERS``);
+            None picks the adapter that knows the architecture name.
+        kwargs: extra keyword arguments passed to the architecture's constructor
+            (e.g. ``decoder_channels``).
+    """
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    adapter: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)

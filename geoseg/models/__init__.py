@@ -1,0 +1,54 @@
+"""Models: adapters per model family, the architecture registry and checkpoints.
+
+* :mod:`~geoseg.models.outputs`: named outputs and their kinds (the model contract).
+* :mod:`~geoseg.models.adapter`: the :class:`ModelAdapter` protocol.
+* :mod:`~geoseg.models.smp`: the segmentation-models-pytorch adapter (the first one).
+* :mod:`~geoseg.models.registry`: :data:`ADAPTERS`, :func:`create_model`, :func:`build_model`.
+* :mod:`~geoseg.models.weights`: pretrained weights from local files only.
+* :mod:`~geoseg.models.checkpoint`: :class:`ModelMetadata`, :func:`save_checkpoint`,
+  :func:`load_model`, :func:`read_metadata`.
+
+Importing this package is cheap (torch loads on first use of a name), so the light
+parts (:mod:`~geoseg.models.outputs`) serve config and task code without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: Public names and the module each is loaded from on first use.
+_LAZY = {
+    "ADAPTERS": "geoseg.models.registry",
+    "CHECKPOINT_FORMAT": "geoseg.models.checkpoint",
+    "CHECKPOINT_VERSION": "geoseg.models.checkpoint",
+    "ModelAdapter": "geoseg.models.adapter",
+    "ModelConfig": "geoseg.config.model",
+    "ModelMetadata": "geoseg.models.checkpoint",
+    "OutputSpec": "geoseg.models.outputs",
+    "build_model": "geoseg.models.registry",
+    "build_network": "geoseg.models.checkpoint",
+    "create_model": "geoseg.models.registry",
+    "get_adapter": "geoseg.models.registry",
+    "load_model": "geoseg.models.checkpoint",
+    "read_metadata": "geoseg.models.checkpoint",
+    "resolve_adapter": "geoseg.models.registry",
+    "save_checkpoint": "geoseg.models.checkpoint",
+}
+
+__all__ = ["ARCHITECTURES", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ARCHITECTURES":  # every architecture of every adapter (imports smp)
+        return importlib.import_module("geoseg.models.registry").all_architectures()
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geoseg.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,127 @@
+"""Model adapters by name, architecture lookup and :func:`create_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from geoseg.errors import ConfigError
+from geoseg.models.adapter import ModelAdapter
+from geoseg.models.outputs import OutputSpec, class_scores
+from geoseg.models.smp import SmpAdapter, arch_key
+from geoseg.models.weights import check_weights_path, load_local_weights
+
+#: Model adapters by name (``model.adapter`` and the checkpoint's ``adapter``).
+ADAPTERS: dict[str, ModelAdapter] = {"smp": SmpAdapter()}
+
+#: The adapter of a checkpoint written before adapters were recorded.
+DEFAULT_ADAPTER = "smp"
+
+
+def get_adapter(name: str) -> ModelAdapter:
+    """The adapter called ``name``; ConfigError listing the valid names."""
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise ConfigError(
+            f"model.adapter: unknown adapter {name!r}; valid names are {sorted(ADAPTERS)}"
+        ) from None
+
+
+def all_architectures() -> dict[str, Callable[..., nn.Module]]:
+    """Every architecture name any adapter builds -> constructor."""
+    out: dict[str, Callable[..., nn.Module]] = {}
+    for adapter in ADAPTERS.values():
+        out.update(adapter.architectures)
+    return out
+
+
+def resolve_adapter(
+    arch: str | Callable[..., nn.Module], adapter: str | None = None
+) -> ModelAdapter:
+    """The adapter that builds ``arch`` (``adapter`` when given; smp for callables).
+
+    Raises:
+        ConfigError: unknown adapter, or no adapter knows the architecture name.
+    """
+    if adapter is not None:
+        found = get_adapter(adapter)
+        if isinstance(arch, str) and arch_key(arch) not in found.architectures:
+            raise ConfigError(
+                f"model.arch: adapter {adapter!r} has no architecture {arch!r}; valid names "
+                f"are {sorted(found.architectures)}"
+            )
+        return found
+    if not isinstance(arch, str):
+        return ADAPTERS[DEFAULT_ADAPTER]
+    for candidate in ADAPTERS.values():
+        if arch_key(arch) in candidate.architectures:
+            return candidate
+    raise ConfigError(
+        f"model.arch: unknown architecture {arch!r}; valid names are {sorted(all_architectures())}"
+    )
+
+
+def build_model(
+    arch: str | Callable[..., nn.Module],
+    *,
+    in_channels: int,
+    outputs: Sequence[OutputSpec],
+    encoder: str = "resnet18",
+    encoder_weights: str | Path | None = None,
+    adapter: str | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Build the network for ``outputs`` with its adapter, then load local weights.
+
+    Raises:
+        ConfigError: unknown architecture/adapter/encoder, or a hub weights name.
+        InputFileError: the weights file does not exist.
+        CheckpointError: the weights file fits nothing in the model.
+    """
+    found = resolve_adapter(arch, adapter)
+    weights = check_weights_path(encoder_weights)
+    model = found.build(
+        arch, in_channels=in_channels, outputs=outputs, encoder=encoder, kwargs=kwargs or {}
+    )
+    if weights is not None:
+        load_local_weights(model, weights)
+    return model
+
+
+def create_model(
+    arch: str | Callable[..., nn.Module],
+    *,
+    in_channels: int,
+    num_classes: int,
+    encoder: str = "resnet18",
+    encoder_weights: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a semantic model mapping (B, in_channels, H, W) to (B, num_classes, H, W).
+
+    Args:
+        arch: a name from :data:`geoseg.models.ARCHITECTURES` or a callable taking smp's
+            keywords.
+        in_channels: number of input bands (any number, e.g. 13 for Sentinel-2).
+        num_classes: number of output classes.
+        encoder: encoder name.
+        encoder_weights: None or a local weights file (see
+            :class:`~geoseg.config.ModelConfig`).
+        **kwargs: passed to the architecture.
+
+    Raises:
+        ConfigError: unknown architecture or encoder, or a hub weights name.
+        InputFileError: the weights file does not exist.
+    """
+    return build_model(
+        arch,
+        in_channels=in_channels,
+        outputs=[class_scores(num_classes)],
+        encoder=encoder,
+        encoder_weights=encoder_weights,
+        kwargs=kwargs,
+    )

@@ -1,0 +1,78 @@
+"""Tasks: what a model learns and how it is scored, one Lightning task per kind.
+
+Following torchgeo's one-trainer-per-task pattern, each kind of segmentation is a
+``LightningModule`` subclass of :class:`geoseg.tasks.base.BaseTask` with its own losses,
+metrics and evaluation report. This module is the light registry (no torch import):
+:data:`TASKS` maps the config's ``task:`` name to a :class:`TaskInfo` that says which
+named outputs the task's models produce and where its Lightning module lives.
+
+* ``semantic``: every pixel a class (:class:`geoseg.tasks.semantic.SemanticSegmentationTask`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geoseg.classes import ClassTable
+from geoseg.errors import ConfigError
+from geoseg.models.outputs import OutputSpec, class_scores
+
+if TYPE_CHECKING:
+    from geoseg.tasks.base import BaseTask
+
+#: The task of a config or checkpoint that names none.
+DEFAULT_TASK = "semantic"
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A task as the rest of geoseg sees it.
+
+    Attributes:
+        name: the config's ``task:`` value.
+        module: ``"package.module:Class"`` of the task's Lightning module (imported on use).
+        outputs: the named outputs a model for this task produces, given the class table.
+        description: one line for help texts.
+    """
+
+    name: str
+    module: str
+    outputs: Callable[[ClassTable], list[OutputSpec]]
+    description: str = ""
+
+
+def semantic_outputs(classes: ClassTable) -> list[OutputSpec]:
+    """Semantic models output per-pixel class scores, softmax over the class table."""
+    return [class_scores(len(classes))]
+
+
+#: Tasks by name (the config's top-level ``task:``; stored in every checkpoint).
+TASKS: dict[str, TaskInfo] = {
+    "semantic": TaskInfo(
+        "semantic",
+        "geoseg.tasks.semantic:SemanticSegmentationTask",
+        semantic_outputs,
+        "every pixel a class",
+    ),
+}
+
+
+def task_info(name: str) -> TaskInfo:
+    """The registered task ``name``; ConfigError listing the valid names."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"task: unknown task {name!r}; valid tasks are {sorted(TASKS)}") from None
+
+
+def task_class(name: str) -> type[BaseTask]:
+    """The Lightning module class of task ``name`` (imports torch and Lightning)."""
+    module, _, cls = task_info(name).module.partition(":")
+    value: Any = getattr(importlib.import_module(module), cls)
+    return value
+
+
+__all__ = ["DEFAULT_TASK", "TASKS", "TaskInfo", "semantic_outputs", "task_class", "task_info"]

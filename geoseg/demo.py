@@ -26,12 +26,13 @@ import numpy as np
 
 from geoseg.errors import DataError, InputFileError
 
-#: The repository root (the folder holding the ``geoseg`` package, ``data/`` and ``models/``).
-REPO_ROOT = Path(__file__).resolve().parents[1]
-#: The model the demo uses, trained by geoseg from ``configs/nc_landcover.yaml``.
-DEMO_MODEL = REPO_ROOT / "models" / "nc_landcover.safetensors"
-#: The bundled North Carolina sample scene.
-NC_DIR = REPO_ROOT / "data" / "nc-landsat7-landcover"
+#: The model the demo uses by default, trained by geoseg from ``configs/nc_landcover.yaml``:
+#: relative to the working directory, as ``make demo`` runs it from a geoseg checkout
+#: (the library never looks inside its own installation; pass ``model=`` elsewhere).
+DEMO_MODEL = Path("models") / "nc_landcover.safetensors"
+#: The North Carolina sample scene of a geoseg checkout (relative to the working
+#: directory; pass ``data_dir=`` elsewhere).
+NC_DIR = Path("data") / "nc-landsat7-landcover"
 #: Landsat 7 ETM+ bands 1, 2, 3, 4, 5, 7 of the scene, one file each (GRASS band names).
 NC_BAND_FILES = tuple(f"lsat7_2000_{b}.tif" for b in (10, 20, 30, 40, 50, 70))
 NC_BAND_NAMES = ("B1", "B2", "B3", "B4", "B5", "B7")
@@ -94,6 +95,7 @@ def make_nc_mosaic(
     overlap: int = 16,
     nodata: float = -99999.0,
     band_names: Sequence[str] = NC_BAND_NAMES,
+    data_dir: str | Path = NC_DIR,
     overwrite: bool = True,
 ) -> list[Path]:
     """Stack the six NC Landsat band files and cut the stack into overlapping GeoTIFF tiles.
@@ -109,6 +111,8 @@ def make_nc_mosaic(
         overlap: pixels shared by neighbouring tiles.
         nodata: no-data value written to the float32 tiles.
         band_names: six band descriptions written to the tiles (e.g. a model's band names).
+        data_dir: the folder holding the six ``lsat7_2000_*.tif`` band files (default:
+            ``data/nc-landsat7-landcover`` in the working directory).
         overwrite: replace existing tiles.
 
     Returns:
@@ -123,11 +127,12 @@ def make_nc_mosaic(
     out.mkdir(parents=True, exist_ok=True)
     arrays, valid, profile = [], None, None
     for name in NC_BAND_FILES:
-        path = NC_DIR / name
+        path = Path(data_dir) / name
         if not path.is_file():
             raise InputFileError(
-                f"sample band file {str(path)!r} is missing; the demo needs the bundled "
-                "data/nc-landsat7-landcover folder (restore it with git checkout)"
+                f"sample band file {str(path)!r} is missing (working directory "
+                f"{str(Path.cwd())!r}); run from the root of a geoseg checkout, where "
+                "data/nc-landsat7-landcover is, or pass data_dir= / --data DIR"
             )
         with rasterio.open(path) as src:
             band = src.read(1, masked=True)
@@ -139,7 +144,8 @@ def make_nc_mosaic(
         arrays.append(band.filled(0).astype("float32"))
         ok = ~np.ma.getmaskarray(band)
         valid = ok if valid is None else valid & ok
-    assert profile is not None and valid is not None
+    if profile is None or valid is None:
+        raise InputFileError(f"no band files read from {str(data_dir)!r}")
     stack = np.stack(arrays)
     stack[:, ~valid] = nodata
     height, width = stack.shape[1:]
@@ -230,9 +236,10 @@ def format_metrics(metrics: dict[str, Any], *, split: str = "test") -> list[str]
 
 def _missing_model_message(path: Path) -> str:
     return (
-        f"the demo model {str(path)!r} does not exist. Train it (a few minutes on a CPU) "
-        f"from the repository root with:\n    {RETRAIN_COMMAND}\n"
-        "or pass --model PATH to use another geoseg checkpoint"
+        f"the demo model {str(path)!r} does not exist (working directory "
+        f"{str(Path.cwd())!r}). Run the demo from the root of a geoseg checkout (as "
+        "`make demo` does), pass --model PATH to use another geoseg checkpoint, or train "
+        f"it (a few minutes on a CPU) from the repository root with:\n    {RETRAIN_COMMAND}"
     )
 
 
@@ -240,6 +247,7 @@ def run_demo(
     output_dir: str | Path = "demo-output",
     *,
     model: str | Path | None = None,
+    data_dir: str | Path | None = None,
     workers: int | None = None,
     progress: bool = True,
     stream: TextIO | None = None,
@@ -250,7 +258,10 @@ def run_demo(
 
     Args:
         output_dir: folder for every output (created).
-        model: checkpoint to use (default: the shipped ``models/nc_landcover.safetensors``).
+        model: checkpoint to use (default: ``models/nc_landcover.safetensors`` in the
+            working directory, the shipped model of a geoseg checkout).
+        data_dir: folder of the North Carolina band files (default:
+            ``data/nc-landsat7-landcover`` in the working directory).
         workers: Dask threads for prediction and vectorization (default: all cores).
         progress: show progress bars.
         stream: where stage messages go (default: stdout).
@@ -285,6 +296,7 @@ def run_demo(
             paths["mosaic"],
             nodata=_nodata_for(meta),
             band_names=meta.bands if len(meta.bands) == 6 else NC_BAND_NAMES,
+            data_dir=NC_DIR if data_dir is None else data_dir,
         ),
     )
     rep.run(

@@ -23,9 +23,10 @@ SETUP = """\
 import os
 from pathlib import Path
 
-from geoseg.demo import REPO_ROOT
-
-OUT = Path(os.environ.get("GEOSEG_NOTEBOOK_OUTPUT", REPO_ROOT / "outputs" / "notebooks")) / "{name}"
+REPO = Path.cwd().parent  # the notebooks run from notebooks/ in a geoseg checkout
+MODEL = REPO / "models" / "nc_landcover.safetensors"  # the shipped demo model
+NC_DATA = REPO / "data" / "nc-landsat7-landcover"  # the bundled Landsat sample
+OUT = Path(os.environ.get("GEOSEG_NOTEBOOK_OUTPUT", REPO / "outputs" / "notebooks")) / "{name}"
 OUT.mkdir(parents=True, exist_ok=True)
 print("outputs go to", OUT)"""
 
@@ -59,10 +60,9 @@ to use them: input bands, normalization, class names and colours, and the scores
 held-out test blocks when it was trained.
 """),
     code("""
-from geoseg.demo import DEMO_MODEL
 from geoseg.models import read_metadata
 
-meta = read_metadata(DEMO_MODEL)
+meta = read_metadata(MODEL)
 print(f"{meta.arch} / {meta.encoder}, input bands {meta.bands}")
 print("classes:", meta.classes.names)
 test = meta.metrics["test"]
@@ -78,7 +78,7 @@ the scene into four overlapping GeoTIFFs: `predict` treats any list of tiles as 
     code("""
 from geoseg.demo import make_nc_mosaic
 
-tiles = make_nc_mosaic(OUT / "mosaic")
+tiles = make_nc_mosaic(OUT / "mosaic", data_dir=NC_DATA)
 [t.name for t in tiles]
 """),
     md("""
@@ -92,7 +92,7 @@ optionally, one probability band per class.
 from geoseg.inference import predict
 
 classmap, probabilities = predict(
-    DEMO_MODEL,
+    MODEL,
     tiles,
     OUT / "landcover.tif",
     probabilities=OUT / "landcover_probabilities.tif",
@@ -162,7 +162,7 @@ the training. Any key can be overridden with `key=value` strings, like `--set` o
 command line.
 """),
     code("""
-config = REPO_ROOT / "configs" / "nc_landcover.yaml"
+config = REPO / "configs" / "nc_landcover.yaml"
 print(config.read_text())
 """),
     md("""
@@ -241,9 +241,7 @@ ax.set_title("Confusion matrix (row-normalized)");
 The demo model's own test scores are stored in its metadata (same config, trained longer).
 """),
     code("""
-from geoseg.demo import DEMO_MODEL
-
-shipped = read_metadata(DEMO_MODEL).metrics["test"]
+shipped = read_metadata(MODEL).metrics["test"]
 pd.DataFrame(
     {"this notebook (3 epochs)": report["iou"], "shipped model": shipped["iou"]}
 ).round(3)
@@ -266,12 +264,12 @@ The 2000 map is the shipped model's prediction over the Landsat 7 scene; the 199
 """),
     code(SETUP.format(name="planning")),
     code("""
-from geoseg.demo import DEMO_MODEL, NC_DIR, make_nc_mosaic
+from geoseg.demo import make_nc_mosaic
 from geoseg.inference import predict
 
-tiles = make_nc_mosaic(OUT / "mosaic")
-map2000 = predict(DEMO_MODEL, tiles, OUT / "landcover_2000.tif", overwrite=True)
-map1996 = NC_DIR / "strata.tif"
+tiles = make_nc_mosaic(OUT / "mosaic", data_dir=NC_DATA)
+map2000 = predict(MODEL, tiles, OUT / "landcover_2000.tif", overwrite=True)
+map1996 = NC_DATA / "strata.tif"
 """),
     md("""
 ## 1. Districts
@@ -358,7 +356,7 @@ from matplotlib.patches import Patch
 
 from geoseg.models import read_metadata
 
-colors = {c.name: c.color for c in read_metadata(DEMO_MODEL).classes}
+colors = {c.name: c.color for c in read_metadata(MODEL).classes}
 to_developed = changed[changed["to_name"] == "developed"]
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 districts.boundary.plot(ax=ax, color="black", linewidth=0.8)

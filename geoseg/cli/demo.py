@@ -30,7 +30,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--model",
         default=None,
         metavar="PATH",
-        help="checkpoint to use (default: models/nc_landcover.safetensors in the repository)",
+        help="checkpoint to use (default: models/nc_landcover.safetensors in the working "
+        "directory, i.e. run from a geoseg checkout)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="folder of the NC Landsat band files (default: data/nc-landsat7-landcover in "
+        "the working directory)",
     )
     p.add_argument(
         "--workers", type=int, default=None, help="Dask threads (default: all CPU cores)"
@@ -43,5 +51,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the demo; messages and the summary go to stdout."""
     from geoseg.demo import run_demo
 
-    run_demo(args.output, model=args.model, workers=args.workers, progress=not args.no_progress)
+    run_demo(
+        args.output,
+        model=args.model,
+        data_dir=args.data,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
     return 0

@@ -20,14 +20,10 @@ from geoseg.config.data import (
     SplitConfig,
 )
 from geoseg.data.datamodule import GeoDataModule
-from geoseg.data.datasets import (
-    ImageryDataset,
-    RasterLabelDataset,
-    SegmentationDataset,
-    VectorLabelDataset,
-    collate,
-)
+from geoseg.data.datasets import ImageryDataset
+from geoseg.data.labels import RasterLabelDataset, VectorLabelDataset
 from geoseg.data.samplers import TRAIN_SAMPLERS
+from geoseg.data.tiles import SegmentationDataset, collate
 from geoseg.data.transforms import Augment
 
 __all__ = [

@@ -15,17 +15,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.config.data import DataConfig
-from geoseg.data.datasets import (
-    EvalTile,
-    ImageryDataset,
-    LabelReader,
-    RasterLabelDataset,
-    SegmentationDataset,
-    VectorLabelDataset,
-    collate,
-    open_labels,
-    query_box,
-)
+from geoseg.data.datasets import EvalTile, ImageryDataset, query_box
+from geoseg.data.labels import LabelReader, RasterLabelDataset, VectorLabelDataset, open_labels
 from geoseg.data.normalization import band_statistics, iter_chunks
 from geoseg.data.samplers import TRAIN_SAMPLERS, grid_tiles
 from geoseg.data.splits import (
@@ -36,6 +27,7 @@ from geoseg.data.splits import (
     pad_to,
     subtract,
 )
+from geoseg.data.tiles import SegmentationDataset, collate
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.files import search_folders

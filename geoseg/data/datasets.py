@@ -160,8 +160,8 @@ def grid_from_raster(
         return Grid(source.crs, xres, yres, source.transform.c, source.transform.f)
     try:
         target = CRS.from_user_input(crs) if crs is not None else source.crs
-    except Exception:
-        raise ConfigError(f"data.crs: {crs!r} is not a CRS rasterio understands") from None
+    except Exception as exc:  # rasterio raises several types for bad CRS strings
+        raise ConfigError(f"data.crs: {crs!r} is not a CRS rasterio understands") from exc
     if resolution is not None and resolution <= 0:
         raise ConfigError(f"data.resolution: must be > 0 CRS units per pixel, got {resolution}")
     if resolution is None:

@@ -155,7 +155,7 @@ class VectorLabelDataset(GridDataset):
             except Exception as exc:
                 raise InputFileError(
                     f"{where}.path: cannot read vector file {str(p)!r}: {exc}"
-                ) from None
+                ) from exc
             if len(df) == 0:
                 continue
             if df.crs is None:

@@ -368,16 +368,15 @@ def _assign_blocks(cfg: SplitConfig, cov: Coverage, block: int) -> dict[str, lis
     )
     block_w = np.array([weights[c] for c in cells], dtype=np.int64)
     rng = np.random.default_rng(cfg.seed)
-    best: tuple[float, np.ndarray] | None = None
     # Stratified assignment: among STRATIFY_TRIALS seeded random block orders, keep the
     # one whose val/test class proportions best match the fractions (every class counts
     # equally, so rare classes are not left out of val/test when avoidable).
+    best: tuple[float, np.ndarray] = (math.inf, np.zeros(0, dtype=np.int64))
     for _ in range(STRATIFY_TRIALS):
         codes = _greedy_codes(cfg, rng.permutation(len(cells)), block_w)
         score = _stratify_score(cfg, codes, class_w, block_w)
-        if best is None or score < best[0]:
+        if not best[1].size or score < best[0]:
             best = (score, codes)
-    assert best is not None
     labels = np.full((nby, nbx), -1, dtype=np.int64)
     for cell, code in zip(cells, best[1]):
         labels[cell] = code

@@ -85,7 +85,7 @@ def _connect(scheduler: Any, timeout: float) -> Any:
         raise SchedulerError(
             f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s "
             f"({type(exc).__name__}); start it (`dask scheduler`) or use scheduler='threads'"
-        ) from None
+        ) from exc
 
 
 def predict(
@@ -226,12 +226,7 @@ def _predict(
     tile = int(tile_size or default_tile_size(meta.tile_size, factor))
     ov = default_overlap(tile) if overlap is None else int(overlap)
     _check_options(meta, tile, ov, factor, batch_size)
-    out_path = check_output_path(output, overwrite=overwrite)
-    prob_path = None
-    if probabilities is not None:
-        prob_path = check_output_path(probabilities, overwrite=overwrite)
-        if prob_path.resolve() == out_path.resolve():
-            raise ConfigError("probabilities and output must be different files")
+    targets = _targets(output, probabilities, overwrite)
     weight = weight_window(blend, tile, ov)
     transforms = tuple(tta_transforms(tta))
     mosaic = open_mosaic(
@@ -248,28 +243,14 @@ def _predict(
     n_workers, threads, threads_by_worker = _worker_layout(
         client, scheduler, workers, threads_per_worker
     )
-    chosen, onnx_path = choose_backend(
-        backend, checkpoint=str(checkpoint), precision=precision, device=dev, tile_size=tile
+    spec = _runner_spec(
+        checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker)
     )
-    spec = RunnerSpec(
-        checkpoint=str(Path(checkpoint).resolve()),
-        backend=chosen,
-        precision=precision,
-        device=dev,
-        tile_size=tile,
-        tta=transforms,
-        onnx_path=onnx_path,
-        threads=threads,
-        threads_by_worker=threads_by_worker,
-    )
-    decoder = DECODERS[meta.task](meta, probabilities=prob_path is not None)
-    targets = {"classes": out_path}
-    if prob_path is not None:
-        targets["probabilities"] = prob_path
+    chosen = spec.backend
     plan = _Plan(
         mosaic=mosaic,
         spec=spec,
-        decoder=decoder,
+        decoder=DECODERS[meta.task](meta, probabilities="probabilities" in targets),
         blend=tuple(o.name for o in meta.outputs if o.per_pixel and o.merge == "blend"),
         tile=tile,
         overlap=ov,
@@ -294,20 +275,51 @@ def _predict(
         if client is not None and isinstance(scheduler, str):
             client.close()
     if stats is not None:
-        stats.update(
-            backend=chosen,
-            device=dev,
-            tile_size=tile,
-            overlap=ov,
-            windows=n_windows,
-            blocks=n_blocks,
-            height=mosaic.height,
-            width=mosaic.width,
-            seconds=time.perf_counter() - t_start,
-        )
-    if prob_path is not None:
-        return out_path, prob_path
-    return out_path
+        stats.update(backend=chosen, device=dev, tile_size=tile, overlap=ov, windows=n_windows,
+                     blocks=n_blocks, height=mosaic.height, width=mosaic.width,
+                     seconds=time.perf_counter() - t_start)  # fmt: skip
+    if "probabilities" in targets:
+        return targets["classes"], targets["probabilities"]
+    return targets["classes"]
+
+
+def _runner_spec(
+    checkpoint: str | Path,
+    backend: str,
+    precision: str,
+    device: str,
+    tile: int,
+    tta: tuple[tuple[int, bool], ...],
+    threads: tuple[int, tuple[tuple[str, int], ...]],
+) -> RunnerSpec:
+    """The runner every worker builds (``auto`` resolved, ONNX exported when chosen)."""
+    chosen, onnx_path = choose_backend(
+        backend, checkpoint=str(checkpoint), precision=precision, device=device, tile_size=tile
+    )
+    return RunnerSpec(
+        checkpoint=str(Path(checkpoint).resolve()),
+        backend=chosen,
+        precision=precision,
+        device=device,
+        tile_size=tile,
+        tta=tta,
+        onnx_path=onnx_path,
+        threads=threads[0],
+        threads_by_worker=threads[1],
+    )
+
+
+def _targets(
+    output: str | Path, probabilities: str | Path | None, overwrite: bool
+) -> dict[str, Path]:
+    """The checked output paths by product name."""
+    targets = {"classes": check_output_path(output, overwrite=overwrite)}
+    if probabilities is not None:
+        prob_path = check_output_path(probabilities, overwrite=overwrite)
+        if prob_path.resolve() == targets["classes"].resolve():
+            raise ConfigError("probabilities and output must be different files")
+        targets["probabilities"] = prob_path
+    return targets
 
 
 def _check_options(meta: Any, tile: int, overlap: int, factor: int, batch_size: int) -> None:
@@ -508,7 +520,7 @@ def _run_distributed(
                     f"the distributed run failed ({name}: {str(exc)[:300]}); no output was "
                     "written. Workers that keep dying usually ran out of memory: lower "
                     "batch_size or block_size"
-                ) from None
+                ) from exc
             done(result)
             fut.release()
     finally:

@@ -33,7 +33,7 @@ def file_key(path: str, *extra: Any) -> tuple[Any, ...]:
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise InputFileError(f"input {path!r} vanished during the run: {exc}") from None
+        raise InputFileError(f"input {path!r} vanished during the run: {exc}") from exc
     return (path, st.st_mtime_ns, st.st_size, *extra)
 
 

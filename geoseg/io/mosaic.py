@@ -30,6 +30,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
@@ -106,7 +107,7 @@ class Mosaic:
                 **kw,
             )
         except RasterioError as exc:
-            raise InputFileError(f"cannot open input {src.path!r}: {exc}") from None
+            raise InputFileError(f"cannot open input {src.path!r}: {exc}") from exc
 
     def read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` of the mosaic (may extend past the grid edge).
@@ -145,7 +146,7 @@ class Mosaic:
             except RasterioError as exc:
                 raise InputFileError(
                     f"cannot read input {src.path!r} (corrupt or truncated?): {exc}"
-                ) from None
+                ) from exc
             ok &= np.all(np.isfinite(arr), axis=0)
             sl = (
                 slice(rr0 - window.row, rr1 - window.row),
@@ -311,64 +312,18 @@ def _open_mosaic(
     resampling: str,
     handles: list[Any],
 ) -> Mosaic:
-    infos = []
-    band_sel: tuple[int, ...] | None = None
-    first_count = None
-    for p in paths:
-        try:
-            ds = rasterio.open(p)
-            handles.append(ds)
-            if first_count is None:
-                first_count = (p, ds.count)
-                band_sel = _select_bands(p, ds, model_bands, bands)
-            elif ds.count != first_count[1]:
-                raise DataError(
-                    f"mosaic inputs differ in band count: {str(first_count[0])!r} has "
-                    f"{first_count[1]} bands, {str(p)!r} has {ds.count}; every file of "
-                    "a mosaic must hold the same bands"
-                )
-            src_crs = ds.crs if ds.crs else None
-            if src_crs is None:
-                if user_crs is None:
-                    raise DataError(
-                        f"input {str(p)!r} has no CRS; pass crs=... / --crs EPSG:XXXX "
-                        "to say which CRS its coordinates are in"
-                    )
-                src_crs = user_crs
-            # Touch the last row of every band: truncated files fail here, not mid-run.
-            ds.read(window=Window(0, ds.height - 1, ds.width, 1))
-            infos.append((p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height))
-        except RasterioError as exc:
-            raise InputFileError(
-                f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
-            ) from None
-    assert band_sel is not None
-    grid_crs = _parse_crs(dst_crs, "dst_crs") if dst_crs is not None else infos[0][1]
-    if resolution is None:
-        _p0, c0, _, t0, w0, h0 = infos[0]
-        if same_grid_crs(c0, grid_crs, _bounds(t0, w0, h0), min(abs(t0.a), abs(t0.e))):
-            res = (abs(t0.a), abs(t0.e))
-        else:
-            from rasterio.warp import calculate_default_transform
-
-            tr, _, _ = calculate_default_transform(c0, grid_crs, w0, h0, *_bounds(t0, w0, h0))
-            res = (abs(tr.a), abs(tr.e))
-    elif isinstance(resolution, int | float):
-        res = (float(resolution), float(resolution))
-    else:
-        res = (float(resolution[0]), float(resolution[1]))
-    # Union of footprints in the grid CRS.
-    from rasterio.warp import transform_bounds
-
+    infos, band_sel = _scan_inputs(paths, model_bands, bands, user_crs, handles)
+    grid_crs = _parse_crs(dst_crs, "dst_crs") if dst_crs is not None else infos[0].crs
+    res = _grid_resolution(infos[0], grid_crs, resolution)
     # The one CRS rule (geoseg.io.grid): a file whose CRS gives the same coordinates as
     # the grid's to a tenth of a pixel is on the grid's CRS and is not resampled.
     boxes, same_crs = [], []
-    for _p, c, _nocrs, t, w, h in infos:
-        b = _bounds(t, w, h)
-        same = same_grid_crs(c, grid_crs, b, min(res))
+    for info in infos:
+        b = _bounds(info.transform, info.width, info.height)
+        same = same_grid_crs(info.crs, grid_crs, b, min(res))
         same_crs.append(same)
-        boxes.append(b if same else transform_bounds(c, grid_crs, *b, densify_pts=21))
-    t0 = infos[0][3]
+        boxes.append(b if same else transform_bounds(info.crs, grid_crs, *b, densify_pts=21))
+    t0 = infos[0].transform
     # Anchor the grid on the first file's pixel corners so it needs no resampling.
     ox, oy = t0.c, t0.f
     left = ox + math.floor((min(b[0] for b in boxes) - ox) / res[0] + 1e-9) * res[0]
@@ -377,46 +332,15 @@ def _open_mosaic(
     width = max(1, math.ceil((right - left) / res[0] - 1e-9))
     height = max(1, math.ceil((top - bottom) / res[1] - 1e-9))
     transform = Affine(res[0], 0.0, left, 0.0, -res[1], top)
-    sources = []
-    warped = []
-    for (p, c, nocrs, t, w, h), b, same in zip(infos, boxes, same_crs, strict=True):
-        col_f = (t.c - left) / res[0]
-        row_f = (top - t.f) / res[1]
-        aligned = (
-            same
-            and t.b == 0
-            and t.d == 0
-            and abs(abs(t.a) - res[0]) < 1e-9 * res[0]
-            and abs(abs(t.e) - res[1]) < 1e-9 * res[1]
-            and abs(col_f - round(col_f)) < 1e-6
-            and abs(row_f - round(row_f)) < 1e-6
-        )
-        c0 = math.floor((b[0] - left) / res[0])
-        r0 = math.floor((top - b[3]) / res[1])
-        c1 = math.ceil((b[2] - left) / res[0])
-        r1 = math.ceil((top - b[1]) / res[1])
-        # a same-grid file off the pixel lattice is warped with the grid's own CRS
-        # (a pure resampling, no datum shift); a file without CRS with the given one
-        assumed = grid_crs.to_wkt() if same and not aligned else (c.to_wkt() if nocrs else None)
-        if aligned:  # exact footprint: the file's own pixels
-            r0, c0 = round(row_f), round(col_f)
-            r1, c1 = r0 + h, c0 + w
-        else:
-            warped.append(str(p))
-        sources.append(
-            Source(
-                path=str(p),
-                src_crs=assumed,
-                warp=not aligned,
-                row_off=round(row_f),
-                col_off=round(col_f),
-                bbox=(max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)),
-            )
-        )
+    sources = [
+        _place(info, b, same, grid_crs, transform, height, width)
+        for info, b, same in zip(infos, boxes, same_crs, strict=True)
+    ]
     for i, src in enumerate(sources):
         if not src.warp:
             HANDLES.put(file_key(src.path, src.src_crs), handles[i])
             handles[i] = None
+    warped = [src.path for src in sources if src.warp]
     if warped:
         warn(
             f"{len(warped)} input(s) reprojected/resampled onto the output grid "
@@ -434,6 +358,121 @@ def _open_mosaic(
     )
 
 
+@dataclass(frozen=True)
+class _Input:
+    """An input file's georeferencing, read by the metadata pass."""
+
+    path: Path
+    crs: CRS
+    crs_missing: bool
+    transform: Affine
+    width: int
+    height: int
+
+
+def _scan_inputs(
+    paths: list[Path],
+    model_bands: Sequence[str],
+    bands: Sequence[int | str] | None,
+    user_crs: CRS | None,
+    handles: list[Any],
+) -> tuple[list[_Input], tuple[int, ...]]:
+    """Open every file once: georeferencing, band selection and a truncation check."""
+    infos: list[_Input] = []
+    band_sel: tuple[int, ...] = ()
+    for p in paths:
+        try:
+            ds = rasterio.open(p)
+            handles.append(ds)
+            if not infos:
+                band_sel = _select_bands(p, ds, model_bands, bands)
+            elif ds.count != handles[0].count:
+                raise DataError(
+                    f"mosaic inputs differ in band count: {str(paths[0])!r} has "
+                    f"{handles[0].count} bands, {str(p)!r} has {ds.count}; every file of "
+                    "a mosaic must hold the same bands"
+                )
+            src_crs = ds.crs if ds.crs else None
+            if src_crs is None:
+                if user_crs is None:
+                    raise DataError(
+                        f"input {str(p)!r} has no CRS; pass crs=... / --crs EPSG:XXXX "
+                        "to say which CRS its coordinates are in"
+                    )
+                src_crs = user_crs
+            # Touch the last row of every band: truncated files fail here, not mid-run.
+            ds.read(window=Window(0, ds.height - 1, ds.width, 1))
+            infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height))
+        except RasterioError as exc:
+            raise InputFileError(
+                f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
+            ) from exc
+    return infos, band_sel
+
+
+def _grid_resolution(
+    first: _Input, grid_crs: CRS, resolution: float | tuple[float, float] | None
+) -> tuple[float, float]:
+    """Output pixel size: the given one, else the first file's (in the grid CRS)."""
+    if isinstance(resolution, int | float):
+        return (float(resolution), float(resolution))
+    if resolution is not None:
+        return (float(resolution[0]), float(resolution[1]))
+    t0, w0, h0 = first.transform, first.width, first.height
+    if same_grid_crs(first.crs, grid_crs, _bounds(t0, w0, h0), min(abs(t0.a), abs(t0.e))):
+        return (abs(t0.a), abs(t0.e))
+    from rasterio.warp import calculate_default_transform
+
+    tr, _, _ = calculate_default_transform(first.crs, grid_crs, w0, h0, *_bounds(t0, w0, h0))
+    return (abs(tr.a), abs(tr.e))
+
+
+def _place(
+    info: _Input,
+    b: tuple[float, float, float, float],
+    same: bool,
+    grid_crs: CRS,
+    grid: Affine,
+    height: int,
+    width: int,
+) -> Source:
+    """How a file sits on the output grid: exact pixel placement, or warped."""
+    t, res = info.transform, (grid.a, -grid.e)
+    left, top = grid.c, grid.f
+    col_f = (t.c - left) / res[0]
+    row_f = (top - t.f) / res[1]
+    aligned = (
+        same
+        and t.b == 0
+        and t.d == 0
+        and abs(abs(t.a) - res[0]) < 1e-9 * res[0]
+        and abs(abs(t.e) - res[1]) < 1e-9 * res[1]
+        and abs(col_f - round(col_f)) < 1e-6
+        and abs(row_f - round(row_f)) < 1e-6
+    )
+    c0 = math.floor((b[0] - left) / res[0])
+    r0 = math.floor((top - b[3]) / res[1])
+    c1 = math.ceil((b[2] - left) / res[0])
+    r1 = math.ceil((top - b[1]) / res[1])
+    if aligned:  # exact footprint: the file's own pixels
+        r0, c0 = round(row_f), round(col_f)
+        r1, c1 = r0 + info.height, c0 + info.width
+    # a same-grid file off the pixel lattice is warped with the grid's own CRS (a pure
+    # resampling, no datum shift); a file without CRS with the one the user gave
+    if same and not aligned:
+        assumed: str | None = grid_crs.to_wkt()
+    else:
+        assumed = info.crs.to_wkt() if info.crs_missing else None
+    return Source(
+        path=str(info.path),
+        src_crs=assumed,
+        warp=not aligned,
+        row_off=round(row_f),
+        col_off=round(col_f),
+        bbox=(max(r0, 0), max(c0, 0), min(r1, height), min(c1, width)),
+    )
+
+
 def _bounds(t: Affine, w: int, h: int) -> tuple[float, float, float, float]:
     xs = [t.c, t.c + t.a * w + t.b * h, t.c + t.a * w, t.c + t.b * h]
     ys = [t.f, t.f + t.d * w + t.e * h, t.f + t.d * w, t.f + t.e * h]
@@ -443,5 +482,5 @@ def _bounds(t: Affine, w: int, h: int) -> tuple[float, float, float, float]:
 def _parse_crs(value: str | CRS, key: str) -> CRS:
     try:
         return CRS.from_user_input(value)
-    except Exception:
-        raise ConfigError(f"{key}: {value!r} is not a CRS (try 'EPSG:32618')") from None
+    except Exception as exc:  # rasterio raises several types for bad CRS strings
+        raise ConfigError(f"{key}: {value!r} is not a CRS (try 'EPSG:32618')") from exc

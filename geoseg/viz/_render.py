@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
 from geoseg.classes import ClassTable, read_class_table
 from geoseg.errors import ConfigError, DataError, InputFileError
+from geoseg.io.handles import use_file
 
 #: Sources accepted wherever a raster is displayed: a path, an open dataset, or a list of
 #: paths forming a mosaic (merged on the fly, at display resolution).
@@ -91,11 +92,8 @@ def read_display(
             if not p.is_file():
                 raise InputFileError(f"raster {str(p)!r} does not exist")
         if len(paths) == 1:
-            try:
-                with rasterio.open(paths[0]) as opened:
-                    return read_display(opened, bands=bands, max_size=max_size)
-            except rasterio.errors.RasterioIOError as exc:
-                raise InputFileError(f"cannot read raster {str(paths[0])!r}: {exc}") from None
+            with use_file(paths[0]) as opened:
+                return read_display(opened, bands=bands, max_size=max_size)
         return _read_mosaic(paths, bands=bands, max_size=max_size)
     src: Any = source
     idx = list(bands) if bands is not None else list(range(1, src.count + 1))
@@ -116,13 +114,10 @@ def read_display(
 def _read_mosaic(paths: list[Path], *, bands: Sequence[int] | None, max_size: int) -> DisplayRaster:
     from rasterio.merge import merge
 
-    with rasterio.open(paths[0]) as first:
-        crs = first.crs
-        classes = read_class_table(first)
-        res = first.res
-        nodata = first.nodata
-    datasets = [rasterio.open(p) for p in paths]
-    try:
+    with contextlib.ExitStack() as stack:
+        datasets = [stack.enter_context(use_file(p)) for p in paths]
+        first = datasets[0]
+        crs, classes, res, nodata = first.crs, read_class_table(first), first.res, first.nodata
         lefts, bottoms, rights, tops = zip(*(d.bounds for d in datasets))
         width = (max(rights) - min(lefts)) / res[0]
         height = (max(tops) - min(bottoms)) / res[1]
@@ -135,9 +130,6 @@ def _read_mosaic(paths: list[Path], *, bands: Sequence[int] | None, max_size: in
             nodata=fill,
             dtype="float64",
         )
-    finally:
-        for d in datasets:
-            d.close()
     arr = arr.astype("float64")
     if nodata is not None and not np.isnan(nodata):
         arr[arr == nodata] = np.nan

@@ -234,36 +234,7 @@ def web_map(
         ).add_to(m)
         all_bounds.extend(bounds)
     if gdf is not None and len(gdf):
-        poly = _polygons_for_map(gdf, table)
-        colors = {c.id: c.color for c in table}
-        poly["fill"] = [colors.get(int(i), "#cccccc") for i in poly["class_id"]]
-        popup_fields = [
-            ("class_name", "Class"),
-            ("class_id", "Class id"),
-            ("area_m2", "Area (m²)"),
-            ("area_ha", "Area (ha)"),
-        ]
-        if "confidence" in poly.columns:
-            popup_fields.append(("confidence", "Mean probability"))
-        folium.GeoJson(
-            poly,
-            name="Polygons",
-            style_function=lambda f: {
-                "fillColor": f["properties"]["fill"],
-                "color": "#222222",
-                "weight": 0.6,
-                "fillOpacity": 0.0,  # outlines over the class map; clicks still open popups
-            },
-            highlight_function=lambda f: {"weight": 2.5, "color": "#000000", "fillOpacity": 0.5},
-            popup=folium.GeoJsonPopup(
-                fields=[f for f, _ in popup_fields],
-                aliases=[a for _, a in popup_fields],
-                localize=True,
-            ),
-            tooltip=folium.GeoJsonTooltip(fields=["class_name"], aliases=["Class"]),
-        ).add_to(m)
-        w, s, e, n = poly.total_bounds
-        all_bounds.extend([[s, w], [n, e]])
+        all_bounds.extend(_add_polygons(m, gdf, table))
     folium.LayerControl(collapsed=False).add_to(m)
     if all_bounds:
         lats = [b[0] for b in all_bounds]
@@ -273,6 +244,42 @@ def web_map(
         folium.Element(_legend_html(table, legend_title)), name="geoseg_legend"
     )
     return m
+
+
+def _add_polygons(m: folium.Map, gdf: gpd.GeoDataFrame, table: ClassTable) -> list[list[float]]:
+    """Add the polygons layer (class colours, popups with class and area); its bounds."""
+    import folium
+
+    poly = _polygons_for_map(gdf, table)
+    colors = {c.id: c.color for c in table}
+    poly["fill"] = [colors.get(int(i), "#cccccc") for i in poly["class_id"]]
+    popup_fields = [
+        ("class_name", "Class"),
+        ("class_id", "Class id"),
+        ("area_m2", "Area (m²)"),
+        ("area_ha", "Area (ha)"),
+    ]
+    if "confidence" in poly.columns:
+        popup_fields.append(("confidence", "Mean probability"))
+    folium.GeoJson(
+        poly,
+        name="Polygons",
+        style_function=lambda f: {
+            "fillColor": f["properties"]["fill"],
+            "color": "#222222",
+            "weight": 0.6,
+            "fillOpacity": 0.0,  # outlines over the class map; clicks still open popups
+        },
+        highlight_function=lambda f: {"weight": 2.5, "color": "#000000", "fillOpacity": 0.5},
+        popup=folium.GeoJsonPopup(
+            fields=[f for f, _ in popup_fields],
+            aliases=[a for _, a in popup_fields],
+            localize=True,
+        ),
+        tooltip=folium.GeoJsonTooltip(fields=["class_name"], aliases=["Class"]),
+    ).add_to(m)
+    w, s, e, n = poly.total_bounds
+    return [[s, w], [n, e]]
 
 
 def save_web_map(m: folium.Map, path: str | Path, *, overwrite: bool = True) -> Path:

@@ -61,6 +61,16 @@ def _run(name: str, tmp_path: Path, monkeypatch) -> nbformat.NotebookNode:
     return nb
 
 
+def _stdout(nb: nbformat.NotebookNode) -> str:
+    """Everything the notebook printed."""
+    return "".join(
+        out.get("text", "")
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if out.get("output_type") == "stream"
+    )
+
+
 def _outputs(nb: nbformat.NotebookNode, kind: str) -> list[str]:
     found = []
     for cell in nb.cells:
@@ -78,14 +88,34 @@ def test_quickstart_runs(tmp_path, monkeypatch):
     html = "".join(_outputs(nb, "text/html"))
     assert "srcdoc" in html and "geoseg-legend" in html  # the interactive map inline
     assert "class_name" in html  # the GeoDataFrame table
-    assert (tmp_path / "quickstart" / "landcover.gpkg").is_file()
+    # the polygons the notebook made and saved are those of the class map it wrote
+    import geopandas as gpd
+
+    from geoseg.vectorize import vectorize
+
+    out = tmp_path / "quickstart"
+    saved = gpd.read_file(out / "landcover.gpkg")
+    mine = vectorize(out / "landcover.tif", progress=False, workers=1)
+    assert len(saved) == len(mine) > 100
+    assert saved.crs.to_epsg() == 32119
+    assert f"{len(mine)} polygons; CRS: NAD83 / North Carolina (metre)" in _stdout(nb)
+    assert saved["area_m2"].sum() == pytest.approx(mine["area_m2"].sum())
 
 
 @pytest.mark.slow
 def test_training_walkthrough_runs(tmp_path, monkeypatch):
     nb = _run("02_training_nc_landcover.ipynb", tmp_path, monkeypatch)
     assert len(_outputs(nb, "image/png")) >= 2  # IoU chart and confusion matrix
-    assert (tmp_path / "training" / "run" / "model.safetensors").is_file()
+    from geoseg.models import read_metadata
+
+    meta = read_metadata(tmp_path / "training" / "run" / "model.safetensors")
+    test = meta.metrics["test"]
+    # the notebook's own evaluation of the checkpoint gives the scores training recorded
+    printed = f"test mIoU {test['miou']:.3f}, overall accuracy {test['overall_accuracy']:.3f}"
+    assert printed in _stdout(nb)
+    assert (
+        meta.config["training"]["max_epochs"] == 3 and meta.config["data"]["train_samples"] == 160
+    )
 
 
 @pytest.mark.slow
@@ -95,3 +125,15 @@ def test_urban_planning_runs(tmp_path, monkeypatch):
     html = "".join(_outputs(nb, "text/html"))
     assert all(f"{r}{c}" in html for r in "ABC" for c in "123")  # the 9 districts' tables
     assert "developed" in html  # class columns of the area tables / change matrix
+    # the change the notebook reports is the change between the two maps
+    from geoseg.analysis import change
+
+    root = Path(__file__).parents[1]
+    result = change(
+        root / "data" / "nc-landsat7-landcover" / "strata.tif",
+        tmp_path / "planning" / "landcover_2000.tif",
+        progress=False,
+    )
+    changed = result.polygons
+    line = f"{len(changed)} change polygons, {changed['area_m2'].sum() / 1e4:.0f} ha in total"
+    assert len(changed) > 100 and line in _stdout(nb)

@@ -1,0 +1,143 @@
+"""Footprint / boundary / contact maps -> instance ids: seeds, then bounded growth.
+
+The rules (see :mod:`geoseg.instances`) are chosen so that the result at a pixel depends
+only on its seed component and on pixels within ``grow_px`` of it; this module applies them
+to one in-memory array (one whole-scene pass, or one tile at training time), and
+:mod:`geoseg.inference.instances` applies the very same functions chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from geoseg.errors import ConfigError
+
+#: 4-connectivity: objects that touch only at a corner are two objects.
+FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+@dataclass(frozen=True)
+class DecodeParams:
+    """Thresholds and sizes of the decoding (stored in instance checkpoints).
+
+    Attributes:
+        footprint: a pixel is part of an object when its footprint probability is at
+            least this.
+        boundary: ... and it can seed an object when its boundary probability is below
+            this ...
+        contact: ... and its contact probability is below this.
+        grow_px: seeds grow through the footprint for this many 4-steps (cover the
+            boundary ring and the contact zone of the encoding).
+        min_seed_px: seed components smaller than this many pixels are dropped (noise).
+    """
+
+    footprint: float = 0.5
+    boundary: float = 0.5
+    contact: float = 0.5
+    grow_px: int = 4
+    min_seed_px: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("footprint", "boundary", "contact"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"decode.{name}: a probability threshold in (0, 1], got {v}")
+        if not 0 <= self.grow_px <= 256:
+            raise ConfigError(f"decode.grow_px: 0..256 pixels, got {self.grow_px}")
+        if not 1 <= self.min_seed_px <= 1_000_000:
+            raise ConfigError(f"decode.min_seed_px: 1..1e6 pixels, got {self.min_seed_px}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> DecodeParams:
+        """Inverse of :meth:`to_dict` (missing keys take their defaults)."""
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _as_probability(a: np.ndarray) -> np.ndarray:
+    """uint8 maps (``p = v / 254``, as geoseg writes them) or floats -> float32 in [0, 1]."""
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / np.float32(254.0)
+    return np.asarray(a, dtype=np.float32)
+
+
+def seed_mask(
+    maps: np.ndarray, params: DecodeParams, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(foreground, seed)`` bool masks of (3, H, W) footprint / boundary / contact maps.
+
+    Maps are probabilities (floats in [0, 1], or uint8 with ``p = v / 254``).
+    """
+    f = _as_probability(maps[0])
+    fg = f >= np.float32(params.footprint)
+    if valid is not None:
+        fg &= valid
+    seed = fg & (_as_probability(maps[1]) < np.float32(params.boundary))
+    seed &= _as_probability(maps[2]) < np.float32(params.contact)
+    return fg, seed
+
+
+def label_seeds(seed: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected components of ``seed`` (int64 labels, numbered in row-major order)."""
+    labels, n = ndimage.label(seed, structure=FOUR, output=np.int64)
+    return labels, int(n)
+
+
+def grow(labels: np.ndarray, foreground: np.ndarray, steps: int) -> np.ndarray:
+    """Grow nonzero ``labels`` through ``foreground`` for ``steps`` 4-steps.
+
+    At each step an unlabelled foreground pixel takes the smallest label among its
+    labelled 4-neighbours. The result at a pixel depends only on pixels within ``steps``
+    of it, and not on any processing order.
+    """
+    out = np.array(labels, dtype=np.int64, copy=True)
+    if steps <= 0 or not out.any():
+        return out
+    big = np.iinfo(np.int64).max
+    for _ in range(steps):
+        todo = foreground & (out == 0)
+        if not todo.any():
+            break
+        cand = np.where(out > 0, out, big)
+        best = np.full(out.shape, big, np.int64)
+        np.minimum(best[1:], cand[:-1], out=best[1:])
+        np.minimum(best[:-1], cand[1:], out=best[:-1])
+        np.minimum(best[:, 1:], cand[:, :-1], out=best[:, 1:])
+        np.minimum(best[:, :-1], cand[:, 1:], out=best[:, :-1])
+        take = todo & (best < big)
+        if not take.any():
+            break
+        out[take] = best[take]
+    return out
+
+
+def decode(
+    maps: np.ndarray, params: DecodeParams | None = None, valid: np.ndarray | None = None
+) -> np.ndarray:
+    """Instance ids (uint32, 0 = no object) of one whole array of maps, in one pass.
+
+    Seeds of at least ``min_seed_px`` pixels are numbered 1, 2, ... in the row-major order
+    of their first pixel, then grown (see :func:`grow`).
+    """
+    p = params or DecodeParams()
+    fg, seed = seed_mask(np.asarray(maps), p, valid)
+    labels, n = label_seeds(seed)
+    if n:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        keep = sizes >= p.min_seed_px
+        keep[0] = False
+        renumber = np.zeros(n + 1, np.int64)
+        renumber[keep] = np.arange(1, int(keep.sum()) + 1)
+        labels = renumber[labels]
+    out = grow(labels, fg, p.grow_px)
+    if out.max(initial=0) > np.iinfo(np.uint32).max:
+        raise ValueError("more objects than uint32 ids can number")
+    return out.astype(np.uint32)

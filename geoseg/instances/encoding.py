@@ -1,0 +1,77 @@
+"""Instance ids -> footprint / boundary / contact maps (training targets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from geoseg.errors import ConfigError
+
+#: Names of the encoded maps, in channel order.
+MAP_NAMES = ("footprint", "boundary", "contact")
+
+
+@dataclass(frozen=True)
+class EncodeParams:
+    """How instance ids become maps.
+
+    Attributes:
+        boundary_px: width of an object's boundary ring, in pixels (inside the object).
+        contact_px: a pixel is ``contact`` when two different objects lie within this many
+            pixels of it (a square neighbourhood).
+    """
+
+    boundary_px: int = 1
+    contact_px: int = 5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.boundary_px <= 64:
+            raise ConfigError(f"boundary_px must be 1..64 pixels, got {self.boundary_px}")
+        if not 1 <= self.contact_px <= 64:
+            raise ConfigError(f"contact_px must be 1..64 pixels, got {self.contact_px}")
+
+
+def boundary(instances: np.ndarray, width: int = 1) -> np.ndarray:
+    """Object pixels within ``width`` 4-steps of a pixel with another id (or none)."""
+    inst = np.asarray(instances)
+    edge = np.zeros(inst.shape, bool)
+    edge[:-1] |= inst[:-1] != inst[1:]
+    edge[1:] |= inst[1:] != inst[:-1]
+    edge[:, :-1] |= inst[:, :-1] != inst[:, 1:]
+    edge[:, 1:] |= inst[:, 1:] != inst[:, :-1]
+    edge &= inst > 0
+    if width > 1:
+        ring = ndimage.binary_dilation(edge, iterations=width - 1)
+        edge = ring & (inst > 0)
+    return edge
+
+
+def contact(instances: np.ndarray, distance: int = 5) -> np.ndarray:
+    """Pixels with two different object ids within ``distance`` pixels (square window)."""
+    inst = np.asarray(instances).astype(np.int64, copy=False)
+    size = 2 * distance + 1
+    big = np.iinfo(np.int64).max
+    hi = ndimage.maximum_filter(inst, size=size, mode="constant", cval=0)
+    lo = ndimage.minimum_filter(np.where(inst > 0, inst, big), size=size, mode="constant",
+                                cval=big)  # fmt: skip
+    return (hi > 0) & (lo < big) & (hi != lo)
+
+
+def encode(instances: np.ndarray, params: EncodeParams | None = None) -> np.ndarray:
+    """The (3, H, W) uint8 target maps of an (H, W) instance-id array (0 = no object).
+
+    Channels are :data:`MAP_NAMES`: footprint, boundary, contact (1 = yes, 0 = no).
+    """
+    p = params or EncodeParams()
+    inst = np.asarray(instances)
+    if inst.ndim != 2:
+        raise ValueError(f"instances must be a 2-D id array, got shape {inst.shape}")
+    out = np.zeros((3, *inst.shape), np.uint8)
+    out[0] = inst > 0
+    out[1] = boundary(inst, p.boundary_px)
+    # contact marks the gaps and walls between neighbours, never an object's interior:
+    # interiors are where the decoder's seeds come from
+    out[2] = contact(inst, p.contact_px) & ~(out[0].astype(bool) & ~out[1].astype(bool))
+    return out

@@ -61,11 +61,17 @@ def _parse_color(value: Any, where: str) -> str:
 
 @dataclass(frozen=True)
 class ClassInfo:
-    """One class: its raster value, a human name and a display colour."""
+    """One class: its raster value, a human name, a display colour, and whether it is a thing.
+
+    ``thing`` classes are countable objects (buildings, cars, trees as individuals):
+    instance and panoptic tasks give each of their objects its own id. Other classes are
+    *stuff* (land cover: water, forest, road surface).
+    """
 
     id: int
     name: str
     color: str
+    thing: bool = False
 
     @property
     def rgb(self) -> tuple[int, int, int]:
@@ -111,11 +117,11 @@ class ClassTable(Sequence[ClassInfo]):
                 if isinstance(entry, str):
                     items.append((i, entry))
                 elif isinstance(entry, Mapping):
-                    unknown = set(entry) - {"id", "name", "color", "colour"}
+                    unknown = set(entry) - {"id", "name", "color", "colour", "thing"}
                     if unknown:
                         raise ConfigError(
                             f"{where}[{i}]: unknown key(s) {sorted(unknown)}; "
-                            "valid keys are ['color', 'id', 'name']"
+                            "valid keys are ['color', 'id', 'name', 'thing']"
                         )
                     if "id" not in entry:
                         raise ConfigError(f"{where}[{i}]: missing 'id'")
@@ -130,9 +136,15 @@ class ClassTable(Sequence[ClassInfo]):
                 ident = int(cid)
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: class id {cid!r} is not an integer") from None
+            thing = False
             if isinstance(spec, Mapping):
                 name = str(spec.get("name", f"class_{ident}"))
                 raw_color = spec.get("color", spec.get("colour"))
+                thing = spec.get("thing", False)
+                if not isinstance(thing, bool):
+                    raise ConfigError(
+                        f"{where}[{name}]: thing must be true or false, got {thing!r}"
+                    )
             else:
                 name, raw_color = str(spec), None
             color = (
@@ -140,12 +152,15 @@ class ClassTable(Sequence[ClassInfo]):
                 if raw_color is None
                 else _parse_color(raw_color, f"{where}[{name}]")
             )
-            out.append(ClassInfo(ident, name, color))
+            out.append(ClassInfo(ident, name, color, thing))
         return cls(out)
 
     def to_list(self) -> list[dict[str, Any]]:
-        """The table as JSON-ready ``[{id, name, color}, ...]``."""
-        return [{"id": c.id, "name": c.name, "color": c.color} for c in self._classes]
+        """The table as JSON-ready ``[{id, name, color[, thing]}, ...]``."""
+        return [
+            {"id": c.id, "name": c.name, "color": c.color, **({"thing": True} if c.thing else {})}
+            for c in self._classes
+        ]
 
     def to_json(self) -> str:
         """The table as a JSON string (stored in raster tags and checkpoints)."""
@@ -186,6 +201,11 @@ class ClassTable(Sequence[ClassInfo]):
     def names(self) -> list[str]:
         """Class names in model-output order."""
         return [c.name for c in self._classes]
+
+    @property
+    def things(self) -> list[int]:
+        """Ids of the thing classes (countable objects), in model-output order."""
+        return [c.id for c in self._classes if c.thing]
 
     def index_of(self, class_id: int) -> int:
         """Model-output channel of ``class_id``; KeyError-free: raises ConfigError."""

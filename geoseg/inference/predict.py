@@ -24,6 +24,7 @@ from geoseg.inference.backends import (
 )
 from geoseg.inference.blending import BlendFn, weight_window
 from geoseg.inference.graph import BlockSpec, build_graph
+from geoseg.inference.instances import decode_instances, task_map
 from geoseg.inference.products import DECODERS
 from geoseg.inference.tiling import check_tiling
 from geoseg.io.cog import BlockWriter
@@ -94,6 +95,8 @@ def predict(
     output: str | Path,
     *,
     probabilities: str | Path | None = None,
+    instances: str | Path | None = None,
+    objects: str | Path | None = None,
     tile_size: int | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
@@ -115,7 +118,7 @@ def predict(
     progress: bool = True,
     connect_timeout: float = 5.0,
     stats: dict[str, Any] | None = None,
-) -> Path | tuple[Path, Path]:
+) -> Path | tuple[Path, ...]:
     """Segment a GeoTIFF mosaic with a geoseg checkpoint, tile by tile, seam-free.
 
     The mosaic is read window by window and never held in memory; overlapping windows
@@ -132,6 +135,11 @@ def predict(
         output: the class map COG (uint8 class ids, uint16 past 255; colour table and
             class names).
         probabilities: optional per-class probability COG (uint8, p = v/254, 255 = no-data).
+        instances: instance and panoptic models: the instance-id COG (band 1: uint32 id,
+            0 = no object, deterministic and unique over the mosaic, the same for every
+            block size and scheduler; band 2: the object's class id).
+        objects: instance and panoptic models: a CSV table of the objects (id, class,
+            pixels, score = mean footprint probability over the object's seed).
         tile_size: model window in pixels (default: the checkpoint's tile size, at least
             :data:`DEFAULT_MIN_TILE`: more context, fewer seams).
         overlap: overlap between windows in pixels (default: ``tile_size // 8``).
@@ -160,7 +168,8 @@ def predict(
         stats: if a dict is given, it is filled with run statistics.
 
     Returns:
-        The class map path, or ``(class map, probabilities)`` when ``probabilities``.
+        The class map path; when other outputs are asked for, a tuple of the class map and
+        then, in this order, those of ``probabilities``, ``instances``, ``objects``.
 
     Raises:
         ConfigError: bad option values.
@@ -196,6 +205,8 @@ def _predict(
     output: str | Path,
     *,
     probabilities: str | Path | None,
+    instances: str | Path | None,
+    objects: str | Path | None,
     tile_size: int | None,
     overlap: int | None,
     batch_size: int,
@@ -217,7 +228,7 @@ def _predict(
     progress: bool,
     connect_timeout: float,
     stats: dict[str, Any] | None,
-) -> Path | tuple[Path, Path]:
+) -> Path | tuple[Path, ...]:
     from geoseg.models import read_metadata
 
     t_start = time.perf_counter()
@@ -226,7 +237,10 @@ def _predict(
     tile = int(tile_size or default_tile_size(meta.tile_size, factor))
     ov = default_overlap(tile) if overlap is None else int(overlap)
     _check_options(meta, tile, ov, factor, batch_size)
-    targets = _targets(output, probabilities, overwrite)
+    targets = _targets(
+        meta, {"classes": output, "probabilities": probabilities, "instances": instances,
+               "objects": objects}, overwrite,
+    )  # fmt: skip
     weight = weight_window(blend, tile, ov)
     transforms = tuple(tta_transforms(tta))
     mosaic = open_mosaic(
@@ -250,7 +264,9 @@ def _predict(
     plan = _Plan(
         mosaic=mosaic,
         spec=spec,
-        decoder=DECODERS[meta.task](meta, probabilities="probabilities" in targets),
+        decoder=DECODERS[meta.task](
+            meta, probabilities="probabilities" in targets, chunk=block_size
+        ),
         blend=tuple(o.name for o in meta.outputs if o.per_pixel and o.merge == "blend"),
         tile=tile,
         overlap=ov,
@@ -278,9 +294,9 @@ def _predict(
         stats.update(backend=chosen, device=dev, tile_size=tile, overlap=ov, windows=n_windows,
                      blocks=n_blocks, height=mosaic.height, width=mosaic.width,
                      seconds=time.perf_counter() - t_start)  # fmt: skip
-    if "probabilities" in targets:
-        return targets["classes"], targets["probabilities"]
-    return targets["classes"]
+    if len(targets) == 1:
+        return targets["classes"]
+    return tuple(targets.values())
 
 
 def _runner_spec(
@@ -309,16 +325,19 @@ def _runner_spec(
     )
 
 
-def _targets(
-    output: str | Path, probabilities: str | Path | None, overwrite: bool
-) -> dict[str, Path]:
-    """The checked output paths by product name."""
-    targets = {"classes": check_output_path(output, overwrite=overwrite)}
-    if probabilities is not None:
-        prob_path = check_output_path(probabilities, overwrite=overwrite)
-        if prob_path.resolve() == targets["classes"].resolve():
-            raise ConfigError("probabilities and output must be different files")
-        targets["probabilities"] = prob_path
+def _targets(meta: Any, paths: dict[str, str | Path | None], overwrite: bool) -> dict[str, Path]:
+    """The checked output paths by product name (in the order of ``paths``)."""
+    if meta.task not in ("instance", "panoptic"):
+        asked = [k for k in ("instances", "objects") if paths.get(k) is not None]
+        if asked:
+            raise ConfigError(
+                f"{asked[0]}: the checkpoint is a {meta.task} model; instance ids need an "
+                "instance or panoptic model (train one with task: instance)"
+            )
+    targets = {k: check_output_path(p, overwrite=overwrite) for k, p in paths.items() if p}
+    resolved = [p.resolve() for p in targets.values()]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError(f"outputs must be different files, got {[str(p) for p in resolved]}")
     return targets
 
 
@@ -431,7 +450,19 @@ def _run_plan(
             workers=workers,
             progress=progress,
         )
-        writer.finish(tmp)
+        if hasattr(plan.decoder, "final_products"):
+            writer.finish({k: v for k, v in tmp.items() if k == "probabilities"})
+            decode_instances(
+                plan.decoder,
+                writer.tmp["maps"],
+                mosaic,
+                tmp,
+                work=work,
+                run=task_map(client, scheduler, workers),
+                progress=progress,
+            )
+        else:
+            writer.finish(tmp)
     return n_windows, len(keys)
 
 

@@ -9,6 +9,12 @@ objects shipped to Dask workers.
 * ``semantic``: :class:`SemanticDecoder`: the class map (argmax of the blended class
   probabilities, as class ids, with colour table and names) and, on request, the
   probabilities (uint8, ``p = v / 254``, 255 = no-data).
+* ``instance`` / ``panoptic``: :class:`InstanceDecoder`: blocks keep the blended maps in
+  an intermediate raster; a chunked decode over it (:mod:`geoseg.inference.instances`,
+  equal to one whole-scene pass) then writes the instance-id COG (band 1: the id,
+  uint32, 0 = no object, unique over the mosaic; band 2: the object's class id), the
+  class map fused with it (an object's pixels take the object's class; other pixels the
+  most probable stuff class) and, on request, a table of objects.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.classes import CLASSES_TAG, ClassTable
+from geoseg.instances.decoding import DecodeParams
 from geoseg.io.cog import RasterProduct
 
 #: Probability raster convention: value v encodes p = v / PROB_SCALE; PROB_NODATA = no-data.
@@ -40,8 +47,13 @@ class SemanticDecoder:
     probabilities: bool = False
 
     @classmethod
-    def for_checkpoint(cls, meta: Any, *, probabilities: bool = False) -> SemanticDecoder:
-        """The decoder of a semantic checkpoint's metadata."""
+    def for_checkpoint(
+        cls, meta: Any, *, probabilities: bool = False, chunk: int = 1024
+    ) -> SemanticDecoder:
+        """The decoder of a semantic checkpoint's metadata.
+
+        ``chunk`` is not used: semantic decoding has no step across blocks.
+        """
         return cls(meta.classes, probabilities)
 
     def products(self) -> list[RasterProduct]:
@@ -82,7 +94,85 @@ class SemanticDecoder:
         return arrays
 
 
+#: Band names of the intermediate maps raster of instance decoding (then class names).
+MAP_BANDS = ("footprint", "boundary", "contact")
+#: GeoTIFF tag marking an instance-id raster (vectorize recognizes it).
+INSTANCES_TAG = "GEOSEG_INSTANCES"
+
+
+@dataclass(frozen=True)
+class InstanceDecoder:
+    """Instance ids and the fused class map from blended class scores + instance maps.
+
+    Attributes:
+        classes: the class table (its ``thing`` classes are the ones with objects).
+        params: the decoding parameters (from the checkpoint's ``task_options``).
+        probabilities: also produce the class probability raster.
+        chunk: side of the decode chunks in pixels (any value gives the same result).
+    """
+
+    classes: ClassTable
+    params: DecodeParams
+    probabilities: bool = False
+    chunk: int = 1024
+
+    @classmethod
+    def for_checkpoint(
+        cls, meta: Any, *, probabilities: bool = False, chunk: int = 1024
+    ) -> InstanceDecoder:
+        """The decoder of an instance or panoptic checkpoint's metadata."""
+        params = DecodeParams.from_dict(meta.task_options.get("decode"))
+        return cls(meta.classes, params, probabilities, chunk)
+
+    def products(self) -> list[RasterProduct]:
+        """Block products: the intermediate maps (and the final probabilities)."""
+        names = (*MAP_BANDS, *self.classes.names)
+        out = [RasterProduct("maps", len(names), "uint8", PROB_NODATA, "average",
+                             band_names=names, interleave="band")]  # fmt: skip
+        if self.probabilities:
+            out.append(SemanticDecoder(self.classes, True).products()[1])
+        return out
+
+    def decode(self, maps: Mapping[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
+        """The block's blended maps, quantized (``v = round(p * 254)``, 255 = no-data)."""
+        stack = np.concatenate([maps["instance_maps"], maps["classes"]])
+        q = np.rint(np.clip(stack, 0.0, 1.0) * float(PROB_SCALE)).astype(np.uint8)
+        q[:, ~valid] = PROB_NODATA
+        arrays = {"maps": q}
+        if self.probabilities:
+            arrays["probabilities"] = q[len(MAP_BANDS) :]
+        return arrays
+
+    def final_products(self) -> list[RasterProduct]:
+        """What the decode pass writes: the fused class map and the instance ids."""
+        classes = SemanticDecoder(self.classes).products()[0]
+        instances = RasterProduct(
+            "instances", 2, "uint32", 0, "nearest",
+            band_names=("instance_id", "class_id"),
+            tags={INSTANCES_TAG: "1", CLASSES_TAG: self.classes.to_json()},
+        )  # fmt: skip
+        return [classes, instances]
+
+    def fuse(self, ids: np.ndarray, maps: np.ndarray, valid: np.ndarray,
+             object_class: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+        """Final arrays of a chunk: class map and instance bands."""
+        table = self.classes
+        stuff = [k for k, c in enumerate(table) if not c.thing] or list(range(len(table)))
+        lut = np.asarray(table.ids, np.int64)
+        probs = maps[len(MAP_BANDS) :]
+        cls = lut[np.asarray(stuff)[np.argmax(probs[stuff], axis=0)]]
+        obj = ids > 0
+        obj_cls = np.zeros(ids.shape, np.int64)
+        obj_cls[obj] = object_class[ids[obj].astype(np.int64) - 1]
+        cls[obj] = obj_cls[obj]
+        cls = cls.astype(table.dtype())
+        cls[~valid] = table.nodata_value()
+        return {"classes": cls, "instances": np.stack([ids, obj_cls.astype(np.uint32)])}
+
+
 #: Decoders by task name: ``(checkpoint metadata, probabilities=...) -> decoder``.
 DECODERS: dict[str, Callable[..., Any]] = {
     "semantic": SemanticDecoder.for_checkpoint,
+    "instance": InstanceDecoder.for_checkpoint,
+    "panoptic": InstanceDecoder.for_checkpoint,
 }

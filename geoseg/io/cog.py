@@ -137,10 +137,17 @@ class BlockWriter:
                 self._ds[name].write(fill, window=win)
             return
         with np.load(path) as z:
-            for name in self.products:
-                arr = z[name]
-                self._ds[name].write(arr[None] if arr.ndim == 2 else arr, window=win)
+            self.write_arrays(block, {name: z[name] for name in self.products})
         os.unlink(path)
+
+    def write_arrays(self, block: PixelWindow, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write one block's arrays (2-D for one band, else bands first) by product name."""
+        from rasterio.windows import Window
+
+        win = Window(block.col, block.row, block.width, block.height)
+        for name in self.products:
+            arr = arrays[name]
+            self._ds[name].write(arr[None] if arr.ndim == 2 else arr, window=win)
 
     def close(self) -> None:
         """Close the intermediate files."""

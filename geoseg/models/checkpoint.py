@@ -53,6 +53,8 @@ class ModelMetadata:
         task: the task the model was trained for (``geoseg.tasks.TASKS``).
         adapter: the model family that builds ``arch`` (``geoseg.models.ADAPTERS``).
         outputs: the named outputs (default: the task's outputs for ``classes``).
+        task_options: the task's own settings (instance and panoptic: the ``encode``
+            and ``decode`` parameters of :mod:`geoseg.instances`).
         tile_size: training tile size in pixels (the default prediction tile).
         resolution: ground sample distance of the training data, in CRS units per pixel.
         crs: CRS of the training data (WKT or EPSG string), informative.
@@ -72,6 +74,7 @@ class ModelMetadata:
     task: str = DEFAULT_TASK
     adapter: str = DEFAULT_ADAPTER
     outputs: list[OutputSpec] = field(default_factory=list)
+    task_options: dict[str, Any] = field(default_factory=dict)
     tile_size: int = 256
     resolution: float | None = None
     crs: str | None = None
@@ -111,6 +114,7 @@ class ModelMetadata:
             "encoder": self.encoder,
             "model_kwargs": self.model_kwargs,
             "outputs": [o.to_dict() for o in self.outputs],
+            "task_options": self.task_options,
             "bands": list(self.bands),
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
@@ -150,6 +154,7 @@ class ModelMetadata:
                 task=str(data.get("task", DEFAULT_TASK)),
                 adapter=str(data.get("adapter", DEFAULT_ADAPTER)),
                 outputs=[OutputSpec.from_dict(o) for o in data.get("outputs") or []],
+                task_options=dict(data.get("task_options") or {}),
                 tile_size=int(data.get("tile_size", 256)),
                 resolution=data.get("resolution"),
                 crs=data.get("crs"),
@@ -188,6 +193,16 @@ class ModelMetadata:
             divisor = self.size_divisor()
         except (ConfigError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: {exc}") from exc
+        if self.task in ("instance", "panoptic"):
+            from geoseg.instances import DecodeParams, EncodeParams
+
+            if not self.classes.things:
+                raise CheckpointError(f"{source}: an {self.task} model needs thing classes")
+            try:
+                DecodeParams.from_dict(self.task_options.get("decode"))
+                EncodeParams(**dict(self.task_options.get("encode") or {}))
+            except (ConfigError, TypeError) as exc:
+                raise CheckpointError(f"{source}: invalid task_options: {exc}") from exc
         if not 1 <= divisor <= MAX_TILE_SIZE:
             raise CheckpointError(
                 f"{source}: the {adapter.name} model needs inputs divisible by {divisor} "

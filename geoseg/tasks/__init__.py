@@ -7,6 +7,11 @@ metrics and evaluation report. This module is the light registry (no torch impor
 named outputs the task's models produce and where its Lightning module lives.
 
 * ``semantic``: every pixel a class (:class:`geoseg.tasks.semantic.SemanticSegmentationTask`).
+* ``instance``: every object of a thing class its own id, whole and unique across the
+  mosaic (:class:`geoseg.tasks.instance.InstanceSegmentationTask`): class scores plus
+  footprint / boundary / contact maps (:mod:`geoseg.instances`).
+* ``panoptic``: both at once, stuff classes per pixel and thing objects with ids
+  (:class:`geoseg.tasks.instance.PanopticSegmentationTask`, the same outputs).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
-from geoseg.models.outputs import OutputSpec, class_scores
+from geoseg.models.outputs import PIXEL_MAP, OutputSpec, class_scores
 
 if TYPE_CHECKING:
     from geoseg.tasks.base import BaseTask
@@ -49,6 +54,11 @@ def semantic_outputs(classes: ClassTable) -> list[OutputSpec]:
     return [class_scores(len(classes))]
 
 
+def instance_outputs(classes: ClassTable) -> list[OutputSpec]:
+    """Class scores plus the three instance maps (footprint, boundary, contact)."""
+    return [class_scores(len(classes)), OutputSpec("instance_maps", PIXEL_MAP, 3, "sigmoid")]
+
+
 #: Tasks by name (the config's top-level ``task:``; stored in every checkpoint).
 TASKS: dict[str, TaskInfo] = {
     "semantic": TaskInfo(
@@ -56,6 +66,18 @@ TASKS: dict[str, TaskInfo] = {
         "geoseg.tasks.semantic:SemanticSegmentationTask",
         semantic_outputs,
         "every pixel a class",
+    ),
+    "instance": TaskInfo(
+        "instance",
+        "geoseg.tasks.instance:InstanceSegmentationTask",
+        instance_outputs,
+        "each object of a thing class its own id",
+    ),
+    "panoptic": TaskInfo(
+        "panoptic",
+        "geoseg.tasks.instance:PanopticSegmentationTask",
+        instance_outputs,
+        "stuff classes per pixel and thing objects with ids",
     ),
 }
 
@@ -75,4 +97,12 @@ def task_class(name: str) -> type[BaseTask]:
     return value
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "TaskInfo", "semantic_outputs", "task_class", "task_info"]
+__all__ = [
+    "DEFAULT_TASK",
+    "TASKS",
+    "TaskInfo",
+    "instance_outputs",
+    "semantic_outputs",
+    "task_class",
+    "task_info",
+]

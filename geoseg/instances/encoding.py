@@ -52,7 +52,9 @@ def contact(instances: np.ndarray, distance: int = 5) -> np.ndarray:
     """Pixels with two different object ids within ``distance`` pixels (square window)."""
     inst = np.asarray(instances).astype(np.int64, copy=False)
     size = 2 * distance + 1
-    big = np.iinfo(np.int64).max
+    # a stand-in above every id for "no object" (not int64's max: scipy's filters pass
+    # cval through a float, which would overflow)
+    big = int(inst.max(initial=0)) + 1
     hi = ndimage.maximum_filter(inst, size=size, mode="constant", cval=0)
     lo = ndimage.minimum_filter(np.where(inst > 0, inst, big), size=size, mode="constant",
                                 cval=big)  # fmt: skip

@@ -1,0 +1,224 @@
+"""Instances: the footprint/boundary/contact encoding on real labels, exact chunked decoding,
+F1 / PQ scoring, and instance prediction equal for every block size and scheduler."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import torch
+from rasterio.features import rasterize
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from geoseg.classes import ClassTable
+from geoseg.errors import ConfigError
+from geoseg.inference import predict
+from geoseg.inference.instances import decode_in_chunks
+from geoseg.instances import DecodeParams, EncodeParams, decode, encode
+from geoseg.instances.matching import match_objects, panoptic_quality
+from geoseg.models import ModelMetadata, build_model, save_checkpoint
+from geoseg.tasks import instance_outputs
+
+DATA = Path(__file__).parents[1] / "data"
+FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+def _alexandria() -> np.ndarray:
+    with rasterio.open(DATA / "alexandria-hag-buildings" / "hag.tif") as src:
+        shape, transform, crs = src.shape, src.transform, src.crs
+    gdf = gpd.read_file(DATA / "alexandria-hag-buildings" / "buildings.geojson").to_crs(crs)
+    return rasterize([(g, i + 1) for i, g in enumerate(gdf.geometry)], out_shape=shape,
+                     transform=transform, dtype="int32")  # fmt: skip
+
+
+def _rio() -> list[np.ndarray]:
+    out = []
+    for i in range(1, 11):
+        img = DATA / "spacenet1-rio-buildings" / "3band" / f"3band_013022223130_Public_img{i}.tif"
+        vec = DATA / "spacenet1-rio-buildings" / "vectorData" / "geoJson"
+        gdf = gpd.read_file(vec / f"013022223130_Public_img{i}_Geo.geojson")
+        if len(gdf) == 0:
+            continue
+        with rasterio.open(img) as src:
+            shapes = [(shapely.force_2d(g), k + 1) for k, g in enumerate(gdf.geometry)]
+            out.append(rasterize(shapes, out_shape=src.shape, transform=src.transform,
+                                 dtype="int32"))  # fmt: skip
+    return out
+
+
+def _f1(results: list[dict]) -> float:
+    tp = sum(r["tp"] for r in results)
+    fp = sum(r["fp"] for r in results)
+    fn = sum(r["fn"] for r in results)
+    return 2 * tp / (2 * tp + fp + fn)
+
+
+@pytest.mark.parametrize("name", ["alexandria", "rio"])
+def test_encoding_round_trip_on_real_labels(name):
+    """Encode the real footprints, decode them back: touching buildings stay apart
+    (F1 >= 0.95), where connected components of the building mask merge them."""
+    labels = [_alexandria()] if name == "alexandria" else _rio()
+    params = DecodeParams(min_seed_px=1)
+    ours = [match_objects(decode(encode(x).astype(np.float32), params), x) for x in labels]
+    cc = [match_objects(ndimage.label(x > 0, structure=FOUR)[0], x) for x in labels]
+    n = sum(r["n_true"] for r in ours)
+    assert n == (84 if name == "alexandria" else 118)
+    assert _f1(ours) >= 0.95  # measured: alexandria 0.988, rio 0.966
+    assert _f1(cc) < 0.92  # measured: alexandria 0.911, rio 0.812
+    assert _f1(ours) > _f1(cc) + 0.05
+
+
+def test_encoding_hand_checked():
+    inst = np.zeros((6, 8), np.int32)
+    inst[1:5, 1:4] = 1
+    inst[1:5, 4:7] = 2  # touching object to the right
+    maps = encode(inst, EncodeParams(boundary_px=1, contact_px=1))
+    assert maps[0].sum() == 24
+    # boundary: every pixel of these 3-wide objects but the middle column
+    assert maps[1][2].tolist() == [0, 1, 0, 1, 1, 0, 1, 0]
+    # contact: the two facing walls (boundary pixels next to the other object) only
+    assert maps[2][2].tolist() == [0, 0, 0, 1, 1, 0, 0, 0]
+    ids = decode(maps.astype(np.float32), DecodeParams(min_seed_px=1))
+    assert ids.max() == 2 and np.array_equal(ids > 0, inst > 0)
+    assert len(np.unique(ids[inst == 1])) == 1 and len(np.unique(ids[inst == 2])) == 1
+
+
+def _noisy_maps(seed: int = 0, shape=(257, 301)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    inst = np.zeros(shape, np.int32)
+    for k in range(1, 91):
+        r, c = rng.integers(0, shape[0] - 5), rng.integers(0, shape[1] - 5)
+        h, w = rng.integers(4, 30, 2)
+        inst[r : r + h, c : c + w] = k
+    maps = np.clip(encode(inst).astype(np.float32) + rng.normal(0, 0.25, (3, *shape)), 0, 1)
+    q = np.rint(maps * 254).astype(np.uint8)
+    classes = np.stack([254 - q[0], q[0]])  # two class probabilities after the maps
+    return np.concatenate([q, classes]), inst
+
+
+@pytest.mark.parametrize("chunk", [16, 33, 64, 1000])
+def test_chunked_decode_equals_one_whole_pass(tmp_path, chunk):
+    maps, _ = _noisy_maps()
+    valid = np.ones(maps.shape[1:], bool)
+    valid[:, :5] = False
+    whole = decode(maps[:3], DecodeParams(), valid)
+    assert whole.max() > 50
+    got = decode_in_chunks(maps, DecodeParams(), chunk=chunk, valid=valid, store=tmp_path)
+    assert np.array_equal(got, whole)
+
+
+def test_matching_hand_checked():
+    true = np.zeros((10, 10), np.int32)
+    true[0:4, 0:4] = 1  # 16 px
+    true[6:10, 6:10] = 2  # 16 px
+    true[0:2, 7:9] = 3  # 4 px, missed
+    pred = np.zeros_like(true)
+    pred[0:4, 0:3] = 7  # IoU 12/16 = 0.75 with object 1
+    pred[6:10, 8:10] = 8  # IoU 8/16 = 0.5: a match for SpaceNet (>=), not for PQ (>)
+    pred[5, 0:3] = 9  # a false positive
+    r = match_objects(pred, true)
+    assert (r["tp"], r["fp"], r["fn"]) == (2, 1, 1)
+    assert r["f1"] == pytest.approx(4 / 6) and r["mean_iou"] == pytest.approx(0.625)
+    pq = panoptic_quality(pred, true)
+    assert (pq["tp"], pq["fp"], pq["fn"]) == (1, 2, 2)
+    assert pq["sq"] == pytest.approx(0.75) and pq["rq"] == pytest.approx(1 / 3)
+    # void pixels are neither counted nor penalised
+    valid = np.ones_like(true, bool)
+    valid[5] = False
+    assert match_objects(pred, true, valid=valid)["fp"] == 0
+
+
+def test_panoptic_quality_matches_torchmetrics():
+    from torchmetrics.detection import PanopticQuality
+
+    _, inst = _noisy_maps(3, (64, 64))
+    pred = decode(encode(inst).astype(np.float32), DecodeParams(min_seed_px=1))
+    ours = panoptic_quality(pred, inst)
+    metric = PanopticQuality(things={1}, stuffs={0}, return_sq_and_rq=True, return_per_class=True)
+    to = lambda ids: torch.from_numpy(np.stack([(ids > 0).astype(np.int64), ids], -1))[None]  # noqa: E731
+    per_class = metric(to(pred.astype(np.int64)), to(inst.astype(np.int64)))
+    pq, sq, rq = per_class[0]  # things first, then stuffs
+    assert ours["tp"] > 20 and 0 < ours["pq"] < 1
+    assert ours["pq"] == pytest.approx(float(pq), abs=1e-6)
+    assert ours["sq"] == pytest.approx(float(sq), abs=1e-6)
+    assert ours["rq"] == pytest.approx(float(rq), abs=1e-6)
+
+
+def test_decode_params_validated():
+    with pytest.raises(ConfigError, match="grow_px"):
+        DecodeParams(grow_px=-1)
+    with pytest.raises(ConfigError, match="footprint"):
+        DecodeParams(footprint=0.0)
+
+
+# -- prediction ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def instance_ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(3)
+    classes = ClassTable.from_config(
+        [{"id": 0, "name": "background"}, {"id": 1, "name": "building", "thing": True}]
+    )
+    outputs = instance_outputs(classes)
+    kw = {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}
+    model = build_model("unet", in_channels=3, outputs=outputs, encoder="resnet18", kwargs=kw)
+    meta = ModelMetadata(
+        arch="unet", encoder="resnet18", bands=["R", "G", "B"], mean=[80.0] * 3,
+        std=[40.0] * 3, classes=classes, task="instance", outputs=outputs, tile_size=64,
+        model_kwargs=kw, task_options={"decode": {"grow_px": 4, "min_seed_px": 2}},
+    )  # fmt: skip
+    return save_checkpoint(model, meta, tmp_path_factory.mktemp("ck") / "inst.safetensors")
+
+
+def test_instance_prediction_is_the_same_for_every_block_size_and_scheduler(
+    instance_ckpt, tmp_path
+):
+    rgb = DATA / "unlabeled-rgb" / "RGB.byte.tif"
+    runs = {}
+    for name, kw in {
+        "default": {},
+        "small blocks": {"block_size": 96},
+        "processes": {"block_size": 128, "scheduler": "processes", "workers": 2},
+        "sync": {"block_size": 200, "scheduler": "synchronous"},
+    }.items():
+        d = tmp_path / name.replace(" ", "_")
+        d.mkdir()
+        out = predict(instance_ckpt, rgb, d / "c.tif", instances=d / "i.tif",
+                      objects=d / "o.csv", tile_size=256, progress=False, **kw)  # fmt: skip
+        with rasterio.open(out[0]) as c, rasterio.open(out[1]) as i:
+            runs[name] = (c.read(1), i.read(), i.tags(), i.dtypes)
+    ref_cls, ref_ids, tags, dtypes = runs["default"]
+    assert dtypes == ("uint32", "uint32") and tags["GEOSEG_INSTANCES"] == "1"
+    n = int(ref_ids[0].max())
+    assert n > 20
+    for cls, ids, _, _ in runs.values():
+        assert np.array_equal(ids, ref_ids) and np.array_equal(cls, ref_cls)
+    # ids are 1..n, each object is one 4-connected region, class band is its class
+    assert set(np.unique(ref_ids[0])) == set(range(n + 1))
+    labels, _ = ndimage.label(ref_ids[0] > 0, structure=FOUR)
+    for k in np.unique(ref_ids[0])[1:][:50]:
+        assert len(np.unique(labels[ref_ids[0] == k])) == 1
+    assert set(np.unique(ref_ids[1][ref_ids[0] > 0])) == {1}
+    # the fused class map: every object pixel is building, nothing else is
+    assert np.array_equal(ref_cls == 1, ref_ids[0] > 0)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "default" / "o.csv")
+    assert table["instance_id"].tolist() == list(range(1, n + 1))
+    counts = np.bincount(ref_ids[0].ravel(), minlength=n + 1)[1:]
+    assert table["pixels"].tolist() == counts.tolist()
+    assert table["class_name"].eq("building").all() and table["score"].between(0, 1).all()
+
+
+def test_instances_of_a_semantic_model_are_refused(tmp_path):
+    shipped = Path(__file__).parents[1] / "models" / "nc_landcover.safetensors"
+    with pytest.raises(ConfigError, match="instances: the checkpoint is a semantic model"):
+        predict(shipped, DATA / "unlabeled-rgb" / "RGB.byte.tif", tmp_path / "c.tif",
+                instances=tmp_path / "i.tif", progress=False)  # fmt: skip
+    assert not list(tmp_path.iterdir())

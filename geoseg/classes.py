@@ -8,7 +8,8 @@ legends). Class ids need not be contiguous: model output channel ``i`` is ``clas
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,3 +261,73 @@ def read_class_table(src: Any, band: int = 1) -> ClassTable | None:
     if text:
         return ClassTable.from_json(text)
     return None
+
+
+def parse_classes(value: Any) -> tuple[list[int] | None, dict[int, str]]:
+    """Parse a ``classes`` option into (ids to keep or None for all, names by id).
+
+    Accepts None, a ClassTable, a sequence of ids, a mapping ``{id: name}``, or a string
+    ``"1,5,6"`` / ``"1=developed,5=forest"`` / ``"developed,forest"`` (names are matched
+    against the class table later).
+    """
+    if value is None:
+        return None, {}
+    if isinstance(value, ClassTable):
+        return value.ids, {c.id: c.name for c in value}
+    if isinstance(value, Mapping):
+        names = {int(k): str(v) for k, v in value.items()}
+        return sorted(names), names
+    if isinstance(value, str):
+        items = [s.strip() for s in value.split(",") if s.strip()]
+        keep: list[int] = []
+        names = {}
+        for item in items:
+            key, _, name = item.partition("=")
+            try:
+                cid = int(key)
+            except ValueError:
+                raise ConfigError(
+                    f"classes: {item!r} is not a class id or 'id=name' (example: '1=developed,5')"
+                ) from None
+            keep.append(cid)
+            if name:
+                names[cid] = name.strip()
+        return keep, names
+    if isinstance(value, Iterable):
+        return [int(v) for v in value], {}
+    raise ConfigError(f"classes: expected ids, a mapping id->name or a string, got {value!r}")
+
+
+def class_table_for(path: str | os.PathLike[str], *, band: int = 1) -> ClassTable | None:
+    """The class table of a class map: the GEOSEG_CLASSES tag, else its colour table."""
+    import rasterio
+
+    with rasterio.open(path) as src:
+        table = read_class_table(src, band)
+        if table is not None:
+            return table
+        try:
+            cmap = src.colormap(band)
+        except ValueError:
+            return None
+        nodata = src.nodata
+        infos = [
+            ClassInfo(int(k), f"class_{k}", "#{:02x}{:02x}{:02x}".format(*rgba[:3]))
+            for k, rgba in sorted(cmap.items())
+            if rgba[3] > 0 and (nodata is None or k != nodata) and any(rgba[:3])
+        ]
+        return ClassTable(infos) if 0 < len(infos) <= 64 else None
+
+
+def names_for(table: ClassTable | None, overrides: Mapping[int, str]) -> Callable[[int], str]:
+    """A function giving the name of a class id (overrides first, then the table)."""
+    names = {c.id: c.name for c in table} if table is not None else {}
+    names.update(overrides)
+    return lambda cid: names.get(int(cid), f"class_{int(cid)}")
+
+
+def class_color(table: ClassTable | None, cid: int, k: int) -> str:
+    """The colour of class ``cid`` (table colour, else the default palette by position)."""
+    if table is not None and cid in table.ids:
+        return table.by_id(cid).color
+    return DEFAULT_COLORS[k % len(DEFAULT_COLORS)]

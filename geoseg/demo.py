@@ -383,7 +383,7 @@ def _predict(
 
 
 def _vectorize(paths: dict[str, Path], *, workers: int | None, progress: bool) -> Any:
-    from geoseg.export import write_vector
+    from geoseg.io.vector import write_vector
     from geoseg.vectorize import vectorize
 
     kwargs: dict[str, Any] = {"progress": progress}

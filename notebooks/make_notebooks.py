@@ -138,7 +138,7 @@ m = viz.web_map(tiles, classmap, polygons, rgb=(3, 2, 1), height=500)
 m
 """),
     code("""
-from geoseg.export import write_vector
+from geoseg.io.vector import write_vector
 
 write_vector(polygons, OUT / "landcover.gpkg", overwrite=True)
 """),

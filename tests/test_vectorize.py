@@ -18,10 +18,10 @@ from geoseg.testing import write_raster
 from geoseg.vectorize import (
     canonicalize,
     coverage_gaps_overlaps,
-    sieve_classes,
     vectorize,
     vectorize_to_file,
 )
+from geoseg.vectorize.label import sieve_classes
 
 DATA = Path(__file__).parents[1] / "data"
 STRATA = DATA / "nc-landsat7-landcover" / "strata.tif"
@@ -142,7 +142,7 @@ def test_seams_hand_checked(tmp_path):
 
 def test_geographic_raster_areas_in_metres():
     from geoseg.analysis import pixel_areas
-    from geoseg.vectorize import open_grid
+    from geoseg.io.bands import open_grid
 
     g = vectorize(RIO[0], workers=1, progress=False, chunk_size=128)
     assert g.crs.to_epsg() == 4326
@@ -237,7 +237,7 @@ def test_probabilities_confidence(tmp_path):
 
 
 def test_formats_and_atomic_writes(tmp_path, single4):
-    from geoseg.export import write_vector
+    from geoseg.io.vector import write_vector
 
     for ext in ("gpkg", "parquet", "fgb", "geojson", "shp"):
         out = write_vector(single4, tmp_path / f"o.{ext}")
@@ -316,14 +316,15 @@ def test_chunked_equals_single_pass_other_real_maps(path, chunk, kw):
 def test_seam_merge_many_regions_far_from_origin():
     # 40 regions of two unit squares across a seam at x = 10000: vertex keys reach
     # ~4e9 (int64 needed), merged one by one and in one vectorized batch alike
-    from geoseg.vectorize import _merge_pixel_batch, canonicalize, merge_pixel_polygons
+    from geoseg.vectorize import canonicalize, merge_pixel_polygons
+    from geoseg.vectorize.seams import merge_pixel_batch
 
     seam_xs, seam_ys = np.array([10000]), np.array([], np.int64)
     left = [shapely.box(9999, 3 * g, 10000, 3 * g + 1) for g in range(40)]
     right = [shapely.box(10000, 3 * g, 10001, 3 * g + 1) for g in range(40)]
     geoms = np.array(left + right, object)
     group = np.concatenate([np.arange(40), np.arange(40)])
-    batch = _merge_pixel_batch(geoms, group, 40, seam_xs, seam_ys)
+    batch = merge_pixel_batch(geoms, group, 40, seam_xs, seam_ys)
     assert batch is not None
     expected = canonicalize(np.array([shapely.box(9999, 3 * g, 10001, 3 * g + 1)
                                       for g in range(40)], object))  # fmt: skip
@@ -340,3 +341,44 @@ def test_output_crs_is_the_identified_epsg_code():
 
     gdf = vectorize(DATA / "nc-landsat7-landcover" / "strata.tif", progress=False)
     assert gdf.crs.to_epsg() == 3358
+
+
+@pytest.mark.parametrize("path", [WATER, RIO[-1]], ids=["sen1floods11", "rio"])
+def test_class_areas_and_polygon_areas_agree_on_a_geographic_map(path):
+    """One area model: on an EPSG:4326 map the per-class areas of the statistics equal the
+    summed polygon areas (pixel edges are straight in the equal-area projection)."""
+    from geoseg.analysis import class_areas
+
+    with rasterio.open(path) as src:
+        assert src.crs.is_geographic
+        nodata = -1 if path == WATER else None
+    stats = class_areas(path, nodata=nodata, progress=False).set_index("class_id")["area_m2"]
+    polys = vectorize(path, nodata=nodata, workers=1, progress=False)
+    by_class = polys.groupby("class_id")["area_m2"].sum()
+    assert sorted(stats.index) == sorted(by_class.index) and len(stats) >= 2
+    for cid in stats.index:
+        assert by_class[cid] == pytest.approx(stats[cid], rel=1e-3)  # measured: < 1e-9
+        assert abs(by_class[cid] / stats[cid] - 1) < 1e-7
+
+
+def test_ids_above_2_31_merge_across_seams(tmp_path):
+    """Seams are merged by integer id, whatever the id: uint32 object ids (instance maps)
+    that GDAL cannot polygonize directly go through the label path, chunked == single."""
+    rng = np.random.default_rng(5)
+    ids = np.zeros((150, 170), np.uint32)
+    for k in range(60):
+        r, c = rng.integers(0, 140), rng.integers(0, 160)
+        h, w = rng.integers(3, 40, 2)
+        ids[r : r + h, c : c + w] = np.uint32(3_000_000_000 + k)
+    path = write_raster(tmp_path / "ids.tif", ids[None], nodata=0)
+    whole = vectorize(path, chunk_size=4096, workers=1, progress=False)
+    chunked = vectorize(path, chunk_size=32, workers=1, progress=False)
+    same(whole, chunked)
+    assert whole["class_id"].min() >= 3_000_000_000
+    # one polygon per 4-connected region of equal id
+    from scipy import ndimage
+
+    n = 0
+    for v in np.unique(ids[ids > 0]):
+        n += ndimage.label(ids == v)[1]
+    assert len(whole) == n > 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from geoseg.export import VECTOR_FORMATS
+from geoseg.io.vector import VECTOR_FORMATS
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE, vectorize_to_file
 
 

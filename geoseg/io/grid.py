@@ -2,7 +2,9 @@
 
 * :class:`PixelWindow`: a rectangle of a raster in integer pixels.
 * :class:`Grid`: a working pixel lattice (CRS, pixel size, origin) that files are placed on.
-* :func:`crs_equivalent` / :func:`same_grid`: **one rule, used everywhere** (training,
+* :class:`RasterGrid` / :func:`pixel_areas`: **one area model** for class statistics and
+  polygon areas (m², never degrees; see :class:`RasterGrid`).
+* :func:`crs_equivalent` / :func:`same_grid_crs`: **one rule, used everywhere** (training,
   prediction, vectorization, statistics): two CRSs whose coordinates agree to within
   :data:`CRS_TOLERANCE_PX` of a pixel over a raster's footprint are the same grid, and a
   file on the same grid is read directly, never resampled. ``EPSG:3358`` and
@@ -16,9 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 from affine import Affine
+from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from rasterio.crs import CRS
+
+from geoseg.errors import DataError
 
 Box = tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in CRS units
 
@@ -159,3 +165,128 @@ def intersect(a: Box, b: Box) -> Box | None:
     if maxx <= minx or maxy <= miny:
         return None
     return (minx, miny, maxx, maxy)
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """A raster grid and how to measure on it in metres.
+
+    Geometries are built in integer pixel coordinates (column, row) and moved to the CRS
+    with ``transform``. Areas and lengths are computed in metres: directly for a projected
+    CRS (times its unit factor), and in a Lambert azimuthal equal-area projection centred
+    on the raster for a geographic CRS (areas exact, lengths to local scale), never in
+    degrees.
+    """
+
+    height: int
+    width: int
+    transform: Affine
+    crs_wkt: str
+    #: EPSG code GDAL identifies for the raster's CRS (None if it finds none).
+    epsg: int | None = None
+
+    @property
+    def crs(self) -> ProjCRS:
+        """The grid's CRS as a pyproj CRS."""
+        return ProjCRS.from_wkt(self.crs_wkt)
+
+    @property
+    def output_crs(self) -> ProjCRS:
+        """The CRS written to vector outputs.
+
+        The EPSG definition when GDAL identifies the raster's CRS as one: GeoTIFF keys
+        often come back as an 'unnamed' WKT that GIS software shows as an unknown CRS.
+        Otherwise the raster's own WKT.
+        """
+        return ProjCRS.from_epsg(self.epsg) if self.epsg is not None else self.crs
+
+    @property
+    def is_geographic(self) -> bool:
+        """True for a lon/lat CRS (areas must be computed in a projected CRS)."""
+        return bool(self.crs.is_geographic)
+
+    @property
+    def unit_factor(self) -> float:
+        """Metres per CRS unit for a projected CRS."""
+        axis = self.crs.axis_info[0] if self.crs.axis_info else None
+        factor = getattr(axis, "unit_conversion_factor", None)
+        return float(factor) if factor else 1.0
+
+    def metric_crs(self) -> ProjCRS:
+        """The CRS used to measure in metres (the CRS itself, or a local equal-area one)."""
+        if not self.is_geographic:
+            return self.crs
+        cx, cy = self.transform @ (self.width / 2.0, self.height / 2.0)
+        ellps = self.crs.ellipsoid
+        a, rf = (ellps.semi_major_metre, ellps.inverse_flattening) if ellps else (6378137.0, 0)
+        shape = f"+a={a} +rf={rf}" if rf else f"+R={a}"
+        lat_ts = max(min(cy, 89.0), -89.0)
+        return ProjCRS.from_proj4(
+            f"+proj=cea +lat_ts={lat_ts} +lon_0={cx} {shape} +units=m +no_defs"
+        )
+
+    def to_crs(self, geoms: np.ndarray) -> np.ndarray:
+        """Pixel-coordinate geometries -> CRS coordinates (exact affine)."""
+        if len(geoms) == 0:
+            return geoms
+        t = self.transform
+
+        def apply(xy: np.ndarray) -> np.ndarray:
+            x, y = xy[:, 0], xy[:, 1]
+            return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+
+        return np.asarray(shapely.transform(geoms, apply))
+
+    def to_metric(self, geoms_crs: np.ndarray) -> np.ndarray:
+        """CRS-coordinate geometries -> metre coordinates for measuring."""
+        if len(geoms_crs) == 0:
+            return geoms_crs
+        if not self.is_geographic:
+            f = self.unit_factor
+            if f == 1.0:
+                return geoms_crs
+            return np.asarray(shapely.transform(geoms_crs, lambda xy: xy * f))
+        tr = Transformer.from_crs(self.crs, self.metric_crs(), always_xy=True)
+
+        def project(xy: np.ndarray) -> np.ndarray:
+            x, y = tr.transform(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        return np.asarray(shapely.transform(geoms_crs, project))
+
+    def metric_area(self, geoms_px: np.ndarray) -> np.ndarray:
+        """Areas in m² of pixel-coordinate geometries."""
+        if len(geoms_px) == 0:
+            return np.zeros(0)
+        if not self.is_geographic:
+            t = self.transform
+            return shapely.area(geoms_px) * abs(t.a * t.e - t.b * t.d) * self.unit_factor**2
+        return shapely.area(self.to_metric(self.to_crs(geoms_px)))
+
+    def pixel_size_m(self) -> float:
+        """Side of a square with the area of one pixel at the raster centre, in metres."""
+        r, c = self.height // 2, self.width // 2
+        pix = shapely.box(c, r, c + 1, r + 1)
+        return float(math.sqrt(self.metric_area(np.array([pix]))[0]))
+
+
+def pixel_areas(grid: RasterGrid) -> np.ndarray:
+    """Ground area in m² of one pixel in each row (constant for a projected CRS).
+
+    For a geographic CRS, a row's pixel is the quadrangle between two meridians and two
+    parallels; its area is measured in :meth:`RasterGrid.metric_crs`, where that
+    quadrangle is a rectangle: exact on the ellipsoid, and the same model as polygon areas.
+    """
+    t = grid.transform
+    if not grid.is_geographic:
+        return np.full(grid.height, abs(t.a * t.e - t.b * t.d) * grid.unit_factor**2)
+    if t.b != 0 or t.d != 0:
+        raise DataError(
+            "a rotated geographic grid is not supported for area statistics; warp it to a "
+            "north-up grid first (gdalwarp)"
+        )
+    tr = Transformer.from_crs(grid.crs, grid.metric_crs(), always_xy=True)
+    lats = np.clip(t.f + np.arange(grid.height + 1) * t.e, -90.0, 90.0)
+    _, ys = tr.transform(np.full(len(lats), t.c), lats)
+    xs, _ = tr.transform(np.array([t.c, t.c + t.a]), np.array([lats[0], lats[0]]))
+    return np.abs(np.diff(np.asarray(ys))) * abs(float(xs[1] - xs[0]))

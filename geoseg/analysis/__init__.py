@@ -1,0 +1,29 @@
+"""Analysis of class maps: areas per class and zone, and change between two dates.
+
+* :mod:`~geoseg.analysis.areas`: :func:`class_areas` (per class, optionally per zone),
+  :func:`write_stats`, :func:`plot_class_areas`.
+* :mod:`~geoseg.analysis.change`: :func:`change` (from-to matrix and change polygons).
+
+Areas are m² from the one area model of :mod:`geoseg.io.grid` (:func:`pixel_areas`).
+"""
+
+from geoseg.analysis.areas import (
+    ALL_ZONES,
+    STATS_COLUMNS,
+    class_areas,
+    plot_class_areas,
+    write_stats,
+)
+from geoseg.analysis.change import ChangeResult, change
+from geoseg.io.grid import pixel_areas
+
+__all__ = [
+    "ALL_ZONES",
+    "STATS_COLUMNS",
+    "ChangeResult",
+    "change",
+    "class_areas",
+    "pixel_areas",
+    "plot_class_areas",
+    "write_stats",
+]

@@ -1,0 +1,284 @@
+"""Area statistics of class maps: class areas per zone, as tables and charts.
+
+Everything is computed chunk by chunk (windowed reads, zones rasterized per chunk), so
+memory is bounded by the chunk size whatever the raster size. Areas are true ground areas
+in m² from the one area model of :mod:`geoseg.io.grid` (the same as polygon areas):
+the pixel area for a projected CRS, and the exact equal-area pixel area of each row for
+a geographic CRS; never degrees.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+from rasterio.features import geometry_mask
+from rasterio.windows import Window
+
+from geoseg.classes import ClassTable, class_color, class_table_for, parse_classes
+from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
+from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.io.grid import RasterGrid, pixel_areas
+from geoseg.io.outputs import atomic_path, check_output_path
+from geoseg.vectorize import DEFAULT_CHUNK_SIZE
+
+#: Value of the ``zone`` column on the rows for the whole raster.
+#: Value of the ``zone`` column on the rows for the whole raster.
+ALL_ZONES = "(all)"
+
+
+STATS_COLUMNS = ["zone", "class_id", "class_name", "pixels", "area_m2", "area_ha", "percent"]
+
+
+def raster_windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
+    """Windows of at most ``chunk_size`` pixels a side covering ``grid``, row-major."""
+    if chunk_size < 16:
+        raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    for r0 in range(0, grid.height, chunk_size):
+        for c0 in range(0, grid.width, chunk_size):
+            yield Window(
+                c0, r0, min(chunk_size, grid.width - c0), min(chunk_size, grid.height - r0)
+            )
+
+
+def _read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
+    """Zones as geometries in the raster CRS plus their labels; clear errors otherwise."""
+    if isinstance(zones, gpd.GeoDataFrame):
+        gdf, where = zones, "zones"
+    else:
+        where = f"zones file {str(zones)!r}"
+        if not Path(zones).exists():
+            raise InputFileError(f"{where} does not exist")
+        try:
+            gdf = gpd.read_file(zones)
+        except Exception as exc:  # pyogrio raises several types for unreadable files
+            raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from None
+    if zone_field is not None and zone_field not in gdf.columns:
+        fields = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
+    gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+    if gdf.crs is None:
+        warn(
+            f"{where} has no CRS; assuming the raster's CRS",
+            ReprojectionWarning,
+        )
+        gdf = gdf.set_crs(grid.crs_wkt)
+    elif not gdf.crs.equals(grid.crs):
+        gdf = gdf.to_crs(grid.crs_wkt)
+    labels = (
+        gdf[zone_field].astype(str).tolist()
+        if zone_field is not None
+        else [str(i) for i in gdf.index]
+    )
+    t = grid.transform
+    corners = [t @ (0, 0), t @ (grid.width, 0), t @ (grid.width, grid.height), t @ (0, grid.height)]
+    extent = shapely.Polygon(corners)
+    hit = shapely.intersects(gdf.geometry.values, extent)
+    if not hit.any():
+        b = gdf.total_bounds
+        raise DataError(
+            f"{where}: no zone intersects the raster (zones bounds {np.round(b, 3).tolist()} "
+            f"vs raster bounds {np.round(extent.bounds, 3).tolist()} in the raster CRS); "
+            "check that both cover the same place"
+        )
+    return gdf.geometry, labels
+
+
+def class_areas(
+    classmap: Any,
+    *,
+    zones: Any = None,
+    zone_field: str | None = None,
+    classes: Any = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    band: int = 1,
+    nodata: float | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Area of each class, over the whole raster and per zone polygon.
+
+    Args:
+        classmap: class-map GeoTIFF (path or open dataset).
+        zones: polygons (path or GeoDataFrame) such as districts or parcels; reprojected
+            to the raster's CRS when needed. A pixel belongs to a zone when its centre does.
+        zone_field: the zones' attribute naming each zone (default: the row index).
+        classes: class ids to report and/or names (as in :func:`geoseg.vectorize.vectorize`).
+        chunk_size: chunk edge in pixels (memory is proportional to its square).
+        band: the band of class ids.
+        nodata: override the raster's nodata value.
+        progress: show a progress bar.
+
+    Returns:
+        A DataFrame with columns ``zone`` (:data:`ALL_ZONES` for the whole raster),
+        ``class_id``, ``class_name``, ``pixels``, ``area_m2``, ``area_ha`` and ``percent``
+        (share of the zone's classified area). ``attrs["colors"]`` maps class ids to colours.
+
+    Raises:
+        DataError: no CRS, non-integer values, a missing zone field, or zones that do not
+            intersect the raster.
+    """
+    from tqdm.auto import tqdm
+
+    path = raster_path(classmap)
+    grid = open_grid(path, band=band)
+    table = class_table_for(path, band=band)
+    keep, overrides = parse_classes(classes)
+    source = BandSource(path, band, nodata)
+    row_area = pixel_areas(grid)
+    zone_geoms, zone_labels = (None, []) if zones is None else _read_zones(zones, zone_field, grid)
+    zone_values = zone_geoms.values if zone_geoms is not None else np.empty(0, object)
+    tree = shapely.STRtree(zone_values) if zone_geoms is not None else None
+    unique_labels = list(dict.fromkeys(zone_labels))  # polygons sharing a label form one zone
+    zone_ids = (
+        [unique_labels.index(z) for z in zone_labels]
+        if len(unique_labels) < 5000
+        else (pd.Index(unique_labels).get_indexer(zone_labels).tolist())
+    )
+    acc: dict[tuple[int, int], list[float]] = defaultdict(lambda: [0, 0.0])  # (zone, class)
+    windows = list(raster_windows(grid, chunk_size))
+    for win in tqdm(windows, desc="class areas", unit="chunk", disable=not progress):
+        vals, valid = source.read(win)
+        if keep is not None:
+            valid &= np.isin(vals, keep)
+        weights = np.broadcast_to(
+            row_area[win.row_off : win.row_off + win.height, None], vals.shape
+        )
+        _accumulate(acc, -1, vals[valid], weights[valid])
+        if tree is None or not valid.any():
+            continue
+        wt = rasterio.windows.transform(win, grid.transform)
+        box = shapely.box(*rasterio.windows.bounds(win, grid.transform))
+        hits = tree.query(box, predicate="intersects")
+        for z in sorted({zone_ids[h] for h in hits}):
+            # all polygons of one zone label together: a pixel counts once per zone
+            geoms = [zone_values[h] for h in hits if zone_ids[h] == z]
+            inside = geometry_mask(geoms, out_shape=vals.shape, transform=wt, invert=True)
+            m = inside & valid
+            if m.any():
+                _accumulate(acc, z, vals[m], weights[m])
+    return _stats_frame(acc, unique_labels, table, overrides, zones is not None)
+
+
+def _accumulate(
+    acc: dict[tuple[int, int], list[float]], zone: int, vals: np.ndarray, w: np.ndarray
+) -> None:
+    if vals.size == 0:
+        return
+    u, inv = np.unique(vals, return_inverse=True)
+    counts = np.bincount(inv, minlength=len(u))
+    areas = np.bincount(inv, weights=w, minlength=len(u))
+    for c, n, a in zip(u.tolist(), counts.tolist(), areas.tolist()):
+        entry = acc[(zone, c)]
+        entry[0] += n
+        entry[1] += a
+
+
+def _stats_frame(
+    acc: dict[tuple[int, int], list[float]],
+    zone_labels: list[str],
+    table: ClassTable | None,
+    overrides: dict[int, str],
+    with_zones: bool,
+) -> pd.DataFrame:
+    names = {c.id: c.name for c in table} if table is not None else {}
+    names.update(overrides)
+    rows = []
+    for (z, c), (n, a) in acc.items():
+        zone = ALL_ZONES if z < 0 else zone_labels[z]
+        rows.append((z, zone, c, names.get(c, f"class_{c}"), int(n), float(a)))
+    df = pd.DataFrame(rows, columns=["_z", "zone", "class_id", "class_name", "pixels", "area_m2"])
+    df = df.sort_values(["_z", "class_id"]).drop(columns="_z").reset_index(drop=True)
+    df["area_ha"] = df["area_m2"] / 1e4
+    total = df.groupby("zone", sort=False)["area_m2"].transform("sum")
+    df["percent"] = 100.0 * df["area_m2"] / total
+    df = df[STATS_COLUMNS].astype({"class_id": "int64", "pixels": "int64"})
+    ids = sorted(df["class_id"].unique().tolist())
+    df.attrs["colors"] = {c: class_color(table, c, k) for k, c in enumerate(ids)}
+    if not with_zones:
+        df = df[df["zone"] == ALL_ZONES].reset_index(drop=True)
+    return df
+
+
+def plot_class_areas(
+    stats: pd.DataFrame,
+    path: str | Path | None = None,
+    *,
+    colors: dict[int, str] | None = None,
+    unit: str = "ha",
+    overwrite: bool = False,
+) -> Any:
+    """Bar chart of class areas (one group of bars per zone), coloured by class colour.
+
+    Args:
+        stats: the output of :func:`class_areas`.
+        path: write the figure here (PNG) when given.
+        colors: class id -> colour (default: ``stats.attrs["colors"]``).
+        unit: ``"ha"``, ``"m2"`` or ``"percent"``.
+        overwrite: replace an existing image.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    columns = {"ha": "area_ha", "m2": "area_m2", "percent": "percent"}
+    if unit not in columns:
+        raise ConfigError(f"unit must be one of {list(columns)}, got {unit!r}")
+    colors = colors or stats.attrs.get("colors", {})
+    col = columns[unit]
+    zones = list(dict.fromkeys(stats["zone"]))
+    classes = stats.drop_duplicates("class_id").sort_values("class_id")
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(zones) + 3), 4.5), dpi=100)
+    width = 0.8 / max(len(classes), 1)
+    for k, (cid, name) in enumerate(zip(classes["class_id"], classes["class_name"])):
+        sub = stats[stats["class_id"] == cid].set_index("zone")[col]
+        vals = [float(sub.get(z, 0.0)) for z in zones]
+        xs = np.arange(len(zones)) + (k - (len(classes) - 1) / 2) * width
+        ax.bar(xs, vals, width=width, label=name, color=colors.get(int(cid), None),
+               edgecolor="black", linewidth=0.3)  # fmt: skip
+    ax.set_xticks(np.arange(len(zones)))
+    ax.set_xticklabels(zones, rotation=30 if len(zones) > 4 else 0, ha="right")
+    ax.set_ylabel({"ha": "area (ha)", "m2": "area (m²)", "percent": "share of zone (%)"}[unit])
+    ax.set_title("Area per class" + (" and zone" if len(zones) > 1 else ""))
+    ax.legend(fontsize="small", ncol=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    if path is not None:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return fig
+
+
+def write_stats(
+    stats: pd.DataFrame,
+    path: str | Path,
+    *,
+    plot: bool = True,
+    overwrite: bool = False,
+) -> tuple[Path, Path | None]:
+    """Write class statistics to CSV and (``plot=True``) a bar chart beside it (``.png``).
+
+    Returns:
+        (csv path, png path or None). Both are written atomically.
+    """
+    csv = Path(path)
+    png = csv.with_suffix(".png") if plot else None
+    check_output_path(csv, overwrite=overwrite)
+    if png is not None:
+        check_output_path(png, overwrite=overwrite)
+    with atomic_path(csv, overwrite=overwrite) as tmp:
+        stats.to_csv(tmp, index=False, float_format="%.6f")
+    if png is not None:
+        plot_class_areas(stats, png, overwrite=overwrite)
+    return csv, png

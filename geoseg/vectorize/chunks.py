@@ -1,0 +1,236 @@
+"""Chunk tasks (run in Dask workers) and how they are scheduled."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+from rasterio.windows import Window
+from shapely import GeometryType
+
+from geoseg.errors import ConfigError
+from geoseg.io.grid import RasterGrid
+from geoseg.vectorize.clean import attributes, clean
+from geoseg.vectorize.label import label_regions, sieve_classes
+from geoseg.vectorize.pieces import ChunkResult, Options, Pieces
+from geoseg.vectorize.polygonize import (
+    border_strips,
+    canonicalize,
+    dissolve_by,
+    narrow_ids,
+    polygons_from_shapes,
+    shapes_ragged,
+)
+
+
+def read_chunk(opts: Options, r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids and valid mask of a chunk (sieved with a halo when asked)."""
+    g = opts.grid
+    if opts.sieve <= 1:
+        return opts.source.read(Window(c0, r0, w, h))  # type: ignore[no-any-return,unused-ignore]
+    halo = opts.sieve + 1
+    R0, C0 = max(r0 - halo, 0), max(c0 - halo, 0)
+    R1, C1 = min(r0 + h + halo, g.height), min(c0 + w + halo, g.width)
+    vals, valid = opts.source.read(Window(C0, R0, C1 - C0, R1 - R0))
+    vals = sieve_classes(vals, valid, opts.sieve, opts.connectivity)
+    core = (slice(r0 - R0, r0 - R0 + h), slice(c0 - C0, c0 - C0 + w))
+    return vals[core], valid[core]
+
+
+def label_chunk(
+    opts: Options,
+    vals: np.ndarray,
+    keep: np.ndarray,
+    box: tuple[int, int, int, int],
+    sides: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], bool]:
+    """Regions through a label image (8-connectivity, probabilities, very large class ids).
+
+    Returns (geometry, class id, pixels, probability sum and count per region, the region
+    index of every pixel along each inner side or -1, whether geometries need collinear
+    vertex removal).
+    """
+    r0, c0, h, w = box
+    lab, cls = label_regions(vals, keep, opts.connectivity)
+    n = len(cls) - 1
+    pixels = np.bincount(lab.ravel(), minlength=n + 1)
+    psum: np.ndarray = np.zeros(n + 1)
+    pcount: np.ndarray = np.zeros(n + 1, np.int64)
+    if opts.prob_path is not None and n:
+        with rasterio.open(opts.prob_path) as ps:
+            prob = ps.read(window=Window(c0, r0, w, h))
+        lut = dict(opts.prob_index)
+        band_of_label = np.array([lut.get(int(c), 0) for c in cls], np.int64)
+        band = band_of_label[lab]
+        v = np.take_along_axis(prob, band[None], 0)[0]
+        ok = (lab > 0) & (v != 255)
+        psum = np.bincount(lab[ok], weights=v[ok].astype(np.float64), minlength=n + 1)
+        pcount = np.bincount(lab[ok], minlength=n + 1)
+    geoms, keys = polygons_from_shapes(lab, lab > 0, (r0, c0))
+    if len(geoms) == n:  # one polygon per label (always true for 4-connectivity)
+        by_label = np.empty(n + 1, object)
+        by_label[keys] = geoms
+    else:
+        by_label = dissolve_by(geoms, keys, n)
+    rows = {"top": lab[0], "bottom": lab[-1], "left": lab[:, 0], "right": lab[:, -1]}
+    strips = {name: rows[name].astype(np.int64) - 1 for name in sides}
+    return (by_label[1:], cls[1:], pixels[1:], psum[1:], pcount[1:], strips,
+            len(geoms) != n)  # fmt: skip
+
+
+def chunk_task(opts: Options, index: tuple[int, int], r0: int, c0: int, h: int, w: int) -> Any:
+    """Polygonize one chunk; split its regions into final ones and border pieces."""
+    g = opts.grid
+    vals, valid = read_chunk(opts, r0, c0, h, w)
+    keep = valid if opts.keep is None else valid & np.isin(vals, opts.keep)
+    sides = [
+        name
+        for name, inner in (
+            ("top", r0 > 0),
+            ("bottom", r0 + h < g.height),
+            ("left", c0 > 0),
+            ("right", c0 + w < g.width),
+        )
+        if inner
+    ]
+    narrow = None
+    if opts.connectivity == 4 and opts.prob_path is None:
+        narrow = narrow_ids(np.where(keep, vals, 0))
+    if narrow is not None:
+        # Fast path: GDAL polygonizes the class ids directly (one polygon per 4-connected
+        # region); pixel counts are the exact areas of integer polygons and the border
+        # strips come from the polygon edges on the chunk outline: no label image.
+        xy, ring_off, poly_off, cls = shapes_ragged(narrow, keep, (r0, c0))
+        geoms = (
+            np.asarray(shapely.from_ragged_array(GeometryType.POLYGON, xy, (ring_off, poly_off)))
+            if len(cls)
+            else np.empty(0, object)
+        )
+        pixels = np.rint(shapely.area(geoms)).astype(np.int64)
+        psum: np.ndarray = np.zeros(len(cls))
+        pcount: np.ndarray = np.zeros(len(cls), np.int64)
+        strips_idx = border_strips(xy, ring_off, poly_off, (r0, c0, h, w), sides)
+        collinear = False
+    else:
+        geoms, cls, pixels, psum, pcount, strips_idx, collinear = label_chunk(
+            opts, vals, keep, (r0, c0, h, w), sides
+        )
+    n = len(geoms)
+    is_border = np.zeros(n + 1, bool)  # last slot collects the -1 (no region) entries
+    for s in strips_idx.values():
+        is_border[s] = True
+    is_border = is_border[:n]
+    border_ids = np.flatnonzero(is_border)
+    final_ids = np.flatnonzero(~is_border)
+    pos = np.full(n + 1, -1, np.int64)
+    pos[border_ids] = np.arange(len(border_ids))
+    strips = {k: pos[s] for k, s in strips_idx.items()}
+    border = Pieces(geoms[border_ids], cls[border_ids], pixels[border_ids],
+                     psum[border_ids], pcount[border_ids])  # fmt: skip
+    final = Pieces(
+        canonicalize(geoms[final_ids], collinear=collinear),
+        cls[final_ids],
+        pixels[final_ids],
+        psum[final_ids],
+        pcount[final_ids],
+    )
+    if opts.collect:
+        return ChunkResult(index, final, border, strips)
+    final, _ = clean(final, opts)
+    return ChunkResult(index, attributes(final, g), border, strips)
+
+
+def chunk_windows(
+    grid: RasterGrid, chunk_size: int
+) -> list[tuple[tuple[int, int], int, int, int, int]]:
+    """``((i, j), row, col, height, width)`` of every chunk, row-major."""
+    out = []
+    for i, r0 in enumerate(range(0, grid.height, chunk_size)):
+        for j, c0 in enumerate(range(0, grid.width, chunk_size)):
+            h = min(chunk_size, grid.height - r0)
+            w = min(chunk_size, grid.width - c0)
+            out.append(((i, j), r0, c0, h, w))
+    return out
+
+
+def run_tasks(
+    opts: Options,
+    windows: list[tuple[tuple[int, int], int, int, int, int]],
+    workers: int,
+    client: Any,
+    progress: bool,
+) -> Iterator[ChunkResult]:
+    """Run the chunk tasks; serially, on a given Dask client, or on a local Dask cluster.
+
+    At most ``2 * workers`` chunks are in flight, so memory stays bounded.
+    """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(windows), desc="vectorize", unit="chunk", disable=not progress)
+    try:
+        if client is None and (workers <= 1 or len(windows) == 1):
+            for w in windows:
+                yield chunk_task(opts, *w)
+                bar.update()
+            return
+        import dask
+        from distributed import Client, LocalCluster, as_completed
+
+        own = client is None
+        cluster = None
+        if own:
+            # Forked workers start in ~1 s; spawned ones re-import GDAL, shapely, geopandas
+            # (~10 s on a busy machine). Nothing holds a GDAL lock in this process while it
+            # forks. A non-default method set in the Dask config wins.
+            key = "distributed.worker.multiprocessing-method"
+            method = dask.config.get(key, "spawn")
+            if method == "spawn" and sys.platform.startswith("linux"):
+                method = "fork"
+            with dask.config.set({key: method}):
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
+            client = Client(cluster)
+        try:
+            opts_f = client.scatter(opts, broadcast=True)
+            todo = list(windows)
+            limit = 2 * max(workers, len(client.scheduler_info().get("workers", {})) or 1)
+            futures = [client.submit(chunk_task, opts_f, *todo.pop(0), pure=False)
+                       for _ in range(min(limit, len(todo)))]  # fmt: skip
+            ac = as_completed(futures)
+            for fut in ac:
+                res = fut.result()
+                fut.release()
+                if todo:
+                    ac.add(client.submit(chunk_task, opts_f, *todo.pop(0), pure=False))
+                bar.update()
+                yield res
+        finally:
+            if own:
+                client.close()
+                if cluster is not None:
+                    cluster.close()
+    finally:
+        bar.close()
+
+
+def default_workers(workers: int | None) -> int:
+    """``workers`` checked, or the CPU cores this process may use."""
+    if workers is not None:
+        if workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {workers}")
+        return workers
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,276 @@
+"""Vectorize jobs and their output: preparing options, iterating GeoDataFrames, sorting."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import shapely
+
+from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
+from geoseg.errors import ConfigError, DataError
+from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.io.grid import RasterGrid
+from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks
+from geoseg.vectorize.clean import attributes, clean
+from geoseg.vectorize.pieces import CONNECTIVITY, ChunkResult, Options, Pieces
+from geoseg.vectorize.seams import merge_border_pieces
+
+#: Attribute columns of every polygon layer, in order (``confidence`` only with probabilities).
+VECTOR_COLUMNS = ("class_id", "class_name", "pixels", "area_m2", "perimeter_m")
+
+
+@dataclass
+class VectorizeJob:
+    """A prepared vectorization: the grid, the chunk options and how to name classes."""
+
+    grid: RasterGrid
+    opts: Options
+    name_of: Callable[[int], str]
+    with_confidence: bool
+    simplify_px: float
+    geometry_type: str
+    #: timings and sizes of the last run (seconds, counts), see ``GeoDataFrame.attrs``
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def prepare_job(
+    labels: Any,
+    *,
+    source: Any = None,
+    grid: RasterGrid | None = None,
+    table: ClassTable | None = None,
+    simplify: float,
+    min_area: float,
+    fill_holes: float,
+    classes: Any,
+    probabilities: Any,
+    sieve: int,
+    connectivity: int,
+    band: int = 1,
+    nodata: float | None = None,
+) -> VectorizeJob:
+    """Check the options and open the raster: everything a vectorize run needs.
+
+    Used by :func:`geoseg.vectorize.vectorize` and by analysis (change polygons), which
+    passes its own ``source``/``grid``/``table`` for a computed raster.
+    """
+    if connectivity not in CONNECTIVITY:
+        raise ConfigError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
+    for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes)):
+        if not (v >= 0 and math.isfinite(v)):
+            raise ConfigError(f"{name} must be a finite number >= 0 (metres), got {v!r}")
+    if sieve < 0:
+        raise ConfigError(f"sieve must be >= 0 pixels, got {sieve!r}")
+    if source is None:
+        path = raster_path(labels)
+        grid = open_grid(path, band=band)
+        source = BandSource(path, band, nodata)
+        table = class_table_for(path, band=band)
+    assert grid is not None
+    keep, overrides = parse_classes(classes)
+    name_of = names_for(table, overrides)
+    prob_path = None
+    prob_index: tuple[tuple[int, int], ...] = ()
+    if probabilities is not None:
+        prob_path = raster_path(probabilities)
+        pgrid = open_grid(prob_path, what="probability raster")
+        if table is None:
+            raise DataError(
+                "probabilities need the class map's class table (GEOSEG_CLASSES tag) to know "
+                "which band belongs to which class; write it with geoseg.classes.write_class_table"
+            )
+        with rasterio.open(prob_path) as ps:
+            if ps.count != len(table):
+                raise DataError(
+                    f"probability raster {prob_path!r} has {ps.count} band(s) but the class "
+                    f"table has {len(table)} classes ({table.names}); one band per class"
+                )
+        if (pgrid.height, pgrid.width) != (
+            grid.height,
+            grid.width,
+        ) or not pgrid.transform.almost_equals(grid.transform):
+            raise DataError(
+                f"probability raster {prob_path!r} is not on the class map's grid "
+                f"({pgrid.width}x{pgrid.height} vs {grid.width}x{grid.height})"
+            )
+        prob_index = tuple((c.id, i) for i, c in enumerate(table))
+    simplify_px = simplify / grid.pixel_size_m() if simplify > 0 else 0.0
+    opts = Options(
+        source=source,
+        grid=grid,
+        keep=tuple(keep) if keep is not None else None,
+        connectivity=connectivity,
+        sieve=int(sieve),
+        fill_holes=float(fill_holes),
+        min_area=float(min_area),
+        collect=simplify > 0 or fill_holes > 0,
+        prob_path=prob_path,
+        prob_index=prob_index,
+    )
+    gtype = "Polygon" if connectivity == 4 else "MultiPolygon"
+    return VectorizeJob(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
+
+
+def names_array(class_id: np.ndarray, job: VectorizeJob) -> np.ndarray:
+    """Class names of ``class_id``, looked up once per distinct class."""
+    if len(class_id) == 0:
+        return np.empty(0, object)
+    uniq, inv = np.unique(class_id, return_inverse=True)
+    return np.array([job.name_of(c) for c in uniq.tolist()], object)[inv.ravel()]
+
+
+def frame(table: dict[str, Any], job: VectorizeJob) -> gpd.GeoDataFrame:
+    """A GeoDataFrame with the standard schema from an attribute dict."""
+    cols: dict[str, Any] = {
+        "class_id": pd.array(table["class_id"], dtype="int64"),
+        "class_name": names_array(np.asarray(table["class_id"]), job),
+        "pixels": pd.array(table["pixels"], dtype="int64"),
+        "area_m2": np.asarray(table["area_m2"], np.float64),
+        "perimeter_m": np.asarray(table["perimeter_m"], np.float64),
+    }
+    if job.with_confidence:
+        cols["confidence"] = np.asarray(table["confidence"], np.float64)
+    geoms = table["geometry"]
+    if job.geometry_type == "MultiPolygon" and len(geoms):
+        geoms = geoms.copy()
+        for i in np.flatnonzero(shapely.get_type_id(geoms) == 3):
+            geoms[i] = shapely.MultiPolygon([geoms[i]])
+    return gpd.GeoDataFrame(
+        cols, geometry=gpd.GeoSeries(geoms, crs=job.grid.output_crs), crs=job.grid.output_crs
+    )
+
+
+def iter_frames(
+    job: VectorizeJob,
+    *,
+    chunk_size: int,
+    workers: int | None,
+    client: Any,
+    progress: bool,
+) -> Iterator[gpd.GeoDataFrame]:
+    """Yield GeoDataFrames of final polygons as chunks complete, merged regions last."""
+    if chunk_size < 16:
+        raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    t_start = time.perf_counter()
+    grid, opts = job.grid, job.opts
+    windows = chunk_windows(grid, chunk_size)
+    n_cols = math.ceil(grid.width / chunk_size)
+    results: dict[tuple[int, int], ChunkResult] = {}
+    collected: list[Pieces] = []
+    t_merge = 0.0
+    n_border = n_merged = largest = 0
+    merged_parts: list[Pieces] = []  # kept only when cleaning needs the whole coverage
+
+    def merge_round() -> Iterator[gpd.GeoDataFrame]:
+        nonlocal t_merge, n_merged, largest
+        batches = merge_border_pieces(results, grid, chunk_size, opts.connectivity, False)
+        while True:
+            t0 = time.perf_counter()
+            merged = next(batches, None)
+            t_merge += time.perf_counter() - t0
+            if merged is None:
+                return
+            n_merged += len(merged.geoms)
+            largest = max(largest, int(shapely.get_num_coordinates(merged.geoms).max()))
+            if opts.collect:
+                merged_parts.append(merged)
+                continue
+            part, _ = clean(merged, opts)
+            if len(part.geoms):
+                yield frame(attributes(part, grid), job)
+
+    since = 0
+    for res in run_tasks(opts, windows, default_workers(workers), client, progress):
+        if opts.collect:
+            collected.append(res.final)
+        elif len(res.final["geometry"]):
+            yield frame(res.final, job)
+        res.final = None
+        res.alive = np.ones(len(res.border.geoms), bool)
+        n_border += len(res.border.geoms)
+        results[res.index] = res
+        since += 1
+        if since >= n_cols and len(results) < len(windows):
+            since = 0  # a chunk row's worth of new chunks: merge what is complete
+            yield from merge_round()
+    yield from merge_round()
+    results.clear()
+    job.stats.update(
+        chunks_seconds=time.perf_counter() - t_start - t_merge,
+        merge_seconds=t_merge,
+        chunks=len(windows),
+        border_pieces=n_border,
+        merged_regions=n_merged,
+        largest_merged_vertices=largest,
+    )
+    if not opts.collect:
+        return
+    merged = Pieces.concat(merged_parts)
+    merged_parts.clear()
+    allp = Pieces.concat([*collected, merged])
+    collected.clear()
+    allp, holes = clean(
+        allp,
+        Options(**{**opts.__dict__, "min_area": 0.0}),  # min area after the islands
+    )
+    if len(holes) and len(allp.geoms):
+        # regions inside a filled hole disappear with it (the coverage stays overlap-free)
+        tree = shapely.STRtree(holes)
+        inside = tree.query(allp.geoms, predicate="covered_by")
+        drop = np.zeros(len(allp.geoms), bool)
+        drop[inside[0]] = True
+        allp = allp.take(np.flatnonzero(~drop))
+    if opts.min_area > 0 and len(allp.geoms):
+        allp = allp.take(np.flatnonzero(grid.metric_area(allp.geoms) >= opts.min_area))
+    if job.simplify_px > 0 and len(allp.geoms):
+        # one coverage simplification: shared edges stay shared (no gaps, no overlaps)
+        # A coverage must be edge-matched: a vertex of one polygon in the middle of its
+        # neighbour's straight edge breaks it, so first put a vertex at every pixel corner.
+        dense = shapely.transform(shapely.segmentize(allp.geoms, 1.0), np.rint)
+        simplified = np.asarray(shapely.coverage_simplify(dense, job.simplify_px))
+        allp = Pieces(
+            np.asarray(shapely.make_valid(simplified, method="structure", keep_collapsed=False))
+            if not shapely.is_valid(simplified).all()
+            else simplified,
+            allp.value,
+            allp.pixels,
+            allp.psum,
+            allp.pcount,
+        )
+    yield frame(attributes(allp, grid), job)
+
+
+def sort_frame(gdf: gpd.GeoDataFrame, grid: RasterGrid) -> gpd.GeoDataFrame:
+    """Deterministic order: class id, then top-left corner, then area."""
+    if len(gdf) == 0:
+        return gdf.reset_index(drop=True)
+    b = gdf.geometry.bounds
+    key = pd.DataFrame(
+        {
+            "c": gdf["class_id"].to_numpy(),
+            "y": -b["maxy"].to_numpy(),
+            "x": b["minx"].to_numpy(),
+            "a": gdf["area_m2"].to_numpy(),
+        }
+    )
+    order = np.lexsort((key["a"], key["x"], key["y"], key["c"]))
+    return gdf.iloc[order].reset_index(drop=True)
+
+
+def collect(job: VectorizeJob, **kw: Any) -> gpd.GeoDataFrame:
+    """Run ``job`` and gather every polygon in one sorted GeoDataFrame."""
+    frames = [f for f in iter_frames(job, **kw) if len(f)]
+    if not frames:
+        return frame(attributes(Pieces.empty(), job.grid), job)
+    gdf = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=job.grid.output_crs)
+    gdf = sort_frame(gdf, job.grid)
+    gdf.attrs["vectorize_stats"] = dict(job.stats)
+    return gdf

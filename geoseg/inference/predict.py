@@ -28,6 +28,7 @@ from geoseg.inference.instances import decode_instances, task_map
 from geoseg.inference.products import DECODERS
 from geoseg.inference.tiling import check_tiling
 from geoseg.io.cog import BlockWriter
+from geoseg.io.handles import gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
 from geoseg.io.outputs import atomic_path, check_output_path
 
@@ -179,24 +180,9 @@ def predict(
         OutputError: output exists (without overwrite) or cannot be written.
         SchedulerError: the scheduler cannot be reached or the distributed run failed.
     """
-    import rasterio
-
-    from geoseg.io.handles import GDAL_CACHE_MB
-
-    # A small GDAL block cache for the whole run (GDAL's default, 5 % of RAM, would grow
-    # with the mosaic). The user's GDAL_CACHEMAX wins.
-    env = (
-        contextlib.nullcontext()
-        if "GDAL_CACHEMAX" in os.environ
-        else rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-    )
-    with env:
-        return _predict(**_forward_args(locals()))
-
-
-def _forward_args(values: dict[str, Any]) -> dict[str, Any]:
-    """The arguments of :func:`predict` forwarded to :func:`_predict`."""
-    return {k: v for k, v in values.items() if k not in ("rasterio", "GDAL_CACHE_MB", "env")}
+    args = dict(locals())
+    with gdal_cache_env():
+        return _predict(**args)
 
 
 def _predict(

@@ -20,6 +20,18 @@ from rasterio.errors import RasterioError
 
 from geoseg.errors import InputFileError
 
+
+def gdal_cache_env() -> contextlib.AbstractContextManager[Any]:
+    """A small GDAL block cache (:data:`GDAL_CACHE_MB`) unless the user set GDAL_CACHEMAX.
+
+    GDAL's default (5 % of RAM) only grows memory with the mosaic: each pixel is read
+    about once.
+    """
+    if "GDAL_CACHEMAX" in os.environ:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+
+
 #: GDAL block cache (MiB) while reading windows. Each pixel is read about once, so a
 #: large cache only grows memory with the mosaic size (GDAL's default is 5 % of RAM).
 GDAL_CACHE_MB = 64

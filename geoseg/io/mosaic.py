@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.files import expand_inputs
 from geoseg.io.grid import PixelWindow, same_grid_crs
-from geoseg.io.handles import GDAL_CACHE_MB, HANDLES, file_key
+from geoseg.io.handles import HANDLES, file_key, gdal_cache_env
 
 
 @dataclass(frozen=True)
@@ -119,9 +118,7 @@ class Mosaic:
         Raises:
             InputFileError: a source cannot be read (corrupt, truncated); names the file.
         """
-        if "GDAL_CACHEMAX" in os.environ:  # the user's setting wins
-            return self._read(window)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        with gdal_cache_env():
             return self._read(window)
 
     def _read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:

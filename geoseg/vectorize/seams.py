@@ -314,6 +314,154 @@ def seam_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
     return p[(p[:, 0] >= 0) & (p[:, 1] >= 0)]
 
 
+class _SeamFront:
+    """The border pieces of the chunks done so far, numbered globally, and their seams."""
+
+    def __init__(
+        self,
+        results: dict[tuple[int, int], ChunkResult],
+        grid: RasterGrid,
+        chunk_size: int,
+        connectivity: int,
+    ) -> None:
+        self.results, self.grid, self.size = results, grid, chunk_size
+        self.connectivity = connectivity
+        self.n_rows = math.ceil(grid.height / chunk_size)
+        self.n_cols = math.ceil(grid.width / chunk_size)
+        self.keys = sorted(results)
+        self.base: dict[tuple[int, int], int] = {}
+        total = 0
+        for k in self.keys:
+            self.base[k] = total
+            total += len(results[k].border.geoms)
+        self.total = total
+        self.pieces = Pieces.concat([results[k].border for k in self.keys])
+        self.alive = (
+            np.concatenate([results[k].alive for k in self.keys])
+            if self.keys
+            else np.zeros(0, bool)
+        )
+
+    def strip(self, k: tuple[int, int], name: str, size: int) -> np.ndarray:
+        """Global piece ids along a side of chunk ``k`` (-1: none, or already merged)."""
+        res = self.results.get(k)
+        if res is None:
+            return np.full(size, -1, np.int64)
+        s = res.strips[name]
+        g = np.where(s >= 0, s + self.base[k], -1)
+        g[g >= 0] = np.where(self.alive[g[g >= 0]], g[g >= 0], -1)
+        return g
+
+    def components(self) -> np.ndarray:
+        """Union-find over pieces of equal value facing each other across every seam."""
+        size = self.size
+        rows_of = [min(size, self.grid.height - i * size) for i in range(self.n_rows)]
+        cols_of = [min(size, self.grid.width - j * size) for j in range(self.n_cols)]
+        pairs = []
+        for j in range(1, self.n_cols):  # vertical seams, whole height
+            a = np.concatenate([self.strip((i, j - 1), "right", rows_of[i])
+                                for i in range(self.n_rows)])  # fmt: skip
+            b = np.concatenate([self.strip((i, j), "left", rows_of[i]) for i in range(self.n_rows)])
+            pairs.append(seam_pairs(a, b, self.connectivity))
+        for i in range(1, self.n_rows):  # horizontal seams, whole width
+            a = np.concatenate([self.strip((i - 1, j), "bottom", cols_of[j])
+                                for j in range(self.n_cols)])  # fmt: skip
+            b = np.concatenate([self.strip((i, j), "top", cols_of[j]) for j in range(self.n_cols)])
+            pairs.append(seam_pairs(a, b, self.connectivity))
+        p = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+        value = self.pieces.value
+        p = p[value[p[:, 0]] == value[p[:, 1]]]  # regions are pixels of one equal value
+        graph = coo_matrix(
+            (np.ones(len(p), np.int8), (p[:, 0], p[:, 1])), shape=(self.total, self.total)
+        )
+        _, comp = connected_components(graph, directed=False)
+        return np.asarray(comp)
+
+    def open_components(self, comp: np.ndarray) -> np.ndarray:
+        """Components with a piece facing a chunk not done yet (they may still grow)."""
+        open_comp = np.zeros(int(comp.max()) + 1 if len(comp) else 0, bool)
+        sides = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
+        corners = {((1, 1), "bottom", -1), ((1, -1), "bottom", 0), ((-1, 1), "top", -1),
+                   ((-1, -1), "top", 0)}  # fmt: skip
+        for (i, j), res in self.results.items():
+            for name, (di, dj) in sides.items():
+                if name in res.strips and (i + di, j + dj) not in self.results:
+                    s = self.strip((i, j), name, len(res.strips[name]))
+                    open_comp[comp[s[s >= 0]]] = True
+            if self.connectivity != 8:
+                continue
+            for (di, dj), name, at in corners:
+                ni, nj = i + di, j + dj
+                inside = 0 <= ni < self.n_rows and 0 <= nj < self.n_cols
+                if inside and (ni, nj) not in self.results and name in res.strips:
+                    g = self.strip((i, j), name, len(res.strips[name]))[at]
+                    if g >= 0:
+                        open_comp[comp[g]] = True
+        return open_comp
+
+    def free(self, used: np.ndarray) -> None:
+        """Forget merged pieces (here and in their chunk results)."""
+        owner = np.searchsorted([self.base[k] for k in self.keys], used, "right") - 1
+        self.pieces.geoms[used] = None
+        for o in np.unique(owner):
+            key = self.keys[int(o)]
+            sel = used[owner == o] - self.base[key]
+            res_k = self.results[key]
+            res_k.alive[sel] = False
+            res_k.border.geoms[sel] = None
+
+
+def _merge_groups(
+    pieces: Pieces,
+    order: np.ndarray,
+    gs: list[tuple[int, int]],
+    batchable: bool,
+    seams: tuple[np.ndarray, np.ndarray],
+) -> Pieces:
+    """Merged regions of the groups ``gs`` (slices of ``order``), canonical, with sums."""
+    seam_xs, seam_ys = seams
+    merged = np.empty(len(gs), object)
+    plain: list[int] = []  # need collinear vertices removed
+    clean: list[int] = []  # merged without collinear vertices
+    singles: list[int] = []
+    batch: list[tuple[int, np.ndarray]] = []
+    for slot, (s, e) in enumerate(gs):
+        idx = order[s:e]
+        if e - s == 1:
+            singles.append(slot)
+        elif batchable:
+            batch.append((slot, idx))
+        else:
+            merged[slot] = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
+            plain.append(slot)
+    if batch:
+        idx = np.concatenate([g for _, g in batch])
+        grp = np.repeat(np.arange(len(batch)), [len(g) for _, g in batch])
+        res = merge_pixel_batch(pieces.geoms[idx], grp, len(batch), seam_xs, seam_ys)
+        for j, (slot, g) in enumerate(batch):
+            if res is not None:  # no collinear vertices (see merge_pixel_batch)
+                merged[slot] = res[j]
+                clean.append(slot)
+            else:
+                merged[slot] = merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
+                plain.append(slot)
+    for todo, collinear in ((plain, True), (clean, False)):
+        if todo:
+            merged[todo] = canonicalize(merged[todo], collinear=collinear)
+    starts = np.asarray([s for s, _ in gs])
+    if singles:
+        merged[singles] = canonicalize(pieces.geoms[order[starts[singles]]])
+    seg = order[starts[0] : gs[-1][1]]
+    rel = starts - starts[0]
+    return Pieces(
+        merged,
+        pieces.value[order[starts]],
+        np.add.reduceat(pieces.pixels[seg], rel),
+        np.add.reduceat(pieces.psum[seg], rel),
+        np.add.reduceat(pieces.pcount[seg], rel),
+    )
+
+
 def merge_border_pieces(
     results: dict[tuple[int, int], ChunkResult],
     grid: RasterGrid,
@@ -327,125 +475,28 @@ def merge_border_pieces(
     of their pieces faces a chunk not done yet) are merged and yielded, in batches; their
     pieces are freed batch by batch, so memory holds the open frontier and one batch, not
     every border piece or merged region of the map. When all chunks are done, everything
-    is merged.
+    is merged. Pieces are joined when they hold the same integer value (a class id, an
+    instance id) and face each other across a seam.
     """
-    n_rows = math.ceil(grid.height / chunk_size)
-    n_cols = math.ceil(grid.width / chunk_size)
-    seam_xs = np.arange(1, n_cols, dtype=np.int64) * chunk_size
-    seam_ys = np.arange(1, n_rows, dtype=np.int64) * chunk_size
-    keys = sorted(results)
-    base: dict[tuple[int, int], int] = {}
-    total = 0
-    for k in keys:
-        base[k] = total
-        total += len(results[k].border.geoms)
-    if total == 0:
+    front = _SeamFront(results, grid, chunk_size, connectivity)
+    if front.total == 0:
         return
-    pieces = Pieces.concat([results[k].border for k in keys])
-    alive = np.concatenate([results[k].alive for k in keys])
-
-    def rows_of(i: int) -> int:
-        return min(chunk_size, grid.height - i * chunk_size)
-
-    def cols_of(j: int) -> int:
-        return min(chunk_size, grid.width - j * chunk_size)
-
-    def strip(k: tuple[int, int], name: str, size: int) -> np.ndarray:
-        res = results.get(k)
-        if res is None:
-            return np.full(size, -1, np.int64)
-        s = res.strips[name]
-        g = np.where(s >= 0, s + base[k], -1)
-        g[g >= 0] = np.where(alive[g[g >= 0]], g[g >= 0], -1)
-        return g
-
-    pairs = []
-    for j in range(1, n_cols):  # vertical seams, whole height
-        a = np.concatenate([strip((i, j - 1), "right", rows_of(i)) for i in range(n_rows)])
-        b = np.concatenate([strip((i, j), "left", rows_of(i)) for i in range(n_rows)])
-        pairs.append(seam_pairs(a, b, connectivity))
-    for i in range(1, n_rows):  # horizontal seams, whole width
-        a = np.concatenate([strip((i - 1, j), "bottom", cols_of(j)) for j in range(n_cols)])
-        b = np.concatenate([strip((i, j), "top", cols_of(j)) for j in range(n_cols)])
-        pairs.append(seam_pairs(a, b, connectivity))
-    p = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    p = p[pieces.value[p[:, 0]] == pieces.value[p[:, 1]]]
-    graph = coo_matrix((np.ones(len(p), np.int8), (p[:, 0], p[:, 1])), shape=(total, total))
-    n_comp, comp = connected_components(graph, directed=False)
-    # pieces that face a chunk not done yet keep their whole region open
-    open_comp = np.zeros(n_comp, bool)
-    sides = {"top": (-1, 0), "bottom": (1, 0), "left": (0, -1), "right": (0, 1)}
-    corners = {((1, 1), "bottom", -1), ((1, -1), "bottom", 0), ((-1, 1), "top", -1),
-               ((-1, -1), "top", 0)}  # fmt: skip
-    for (i, j), res in results.items():
-        for name, (di, dj) in sides.items():
-            if name in res.strips and (i + di, j + dj) not in results:
-                s = strip((i, j), name, len(res.strips[name]))
-                open_comp[comp[s[s >= 0]]] = True
-        if connectivity == 8:
-            for (di, dj), name, at in corners:
-                ni, nj = i + di, j + dj
-                if 0 <= ni < n_rows and 0 <= nj < n_cols and (ni, nj) not in results:
-                    if name in res.strips:
-                        g = strip((i, j), name, len(res.strips[name]))[at]
-                        if g >= 0:
-                            open_comp[comp[g]] = True
-    closed = np.flatnonzero(alive & ~open_comp[comp])
+    seams = (
+        np.arange(1, front.n_cols, dtype=np.int64) * chunk_size,
+        np.arange(1, front.n_rows, dtype=np.int64) * chunk_size,
+    )
+    comp = front.components()
+    closed = np.flatnonzero(front.alive & ~front.open_components(comp)[comp])
     if len(closed) == 0:
         return
     order = closed[np.argsort(comp[closed], kind="stable")]
     cs = comp[order]
     bounds = np.flatnonzero(np.diff(np.concatenate([[-1], cs, [cs.max() + 1]])))
     groups = list(itertools.pairwise(bounds.tolist()))
-    # owner chunk and local index of every piece, to free merged pieces as we go
-    owner = np.repeat(np.arange(len(keys)), [len(results[k].border.geoms) for k in keys])
-    local = np.arange(total) - np.asarray([base[k] for k in keys])[owner]
+    pieces = front.pieces
     # 4-connected regions are merged many at a time (one vectorized pass per batch)
     batchable = connectivity == 4 and bool((shapely.get_type_id(pieces.geoms[closed]) == 3).all())
     n_vert = shapely.get_num_coordinates(pieces.geoms)
-
-    def merge_groups(gs: list[tuple[int, int]]) -> Pieces:
-        merged = np.empty(len(gs), object)
-        plain: list[int] = []  # need collinear vertices removed
-        clean: list[int] = []  # merged without collinear vertices
-        singles: list[int] = []
-        batch: list[tuple[int, np.ndarray]] = []
-        for slot, (s, e) in enumerate(gs):
-            idx = order[s:e]
-            if e - s == 1:
-                singles.append(slot)
-            elif batchable:
-                batch.append((slot, idx))
-            else:
-                merged[slot] = merge_pixel_polygons(pieces.geoms[idx], seam_xs, seam_ys)
-                plain.append(slot)
-        if batch:
-            idx = np.concatenate([g for _, g in batch])
-            grp = np.repeat(np.arange(len(batch)), [len(g) for _, g in batch])
-            res = merge_pixel_batch(pieces.geoms[idx], grp, len(batch), seam_xs, seam_ys)
-            for j, (slot, g) in enumerate(batch):
-                if res is not None:  # no collinear vertices (see merge_pixel_batch)
-                    merged[slot] = res[j]
-                    clean.append(slot)
-                else:
-                    merged[slot] = merge_pixel_polygons(pieces.geoms[g], seam_xs, seam_ys)
-                    plain.append(slot)
-        for todo, collinear in ((plain, True), (clean, False)):
-            if todo:
-                merged[todo] = canonicalize(merged[todo], collinear=collinear)
-        starts = np.asarray([s for s, _ in gs])
-        if singles:
-            merged[singles] = canonicalize(pieces.geoms[order[starts[singles]]])
-        seg = order[starts[0] : gs[-1][1]]
-        rel = starts - starts[0]
-        return Pieces(
-            merged,
-            pieces.value[order[starts]],
-            np.add.reduceat(pieces.pixels[seg], rel),
-            np.add.reduceat(pieces.psum[seg], rel),
-            np.add.reduceat(pieces.pcount[seg], rel),
-        )
-
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(groups), desc="merge seams", unit="region", disable=not progress)
@@ -459,14 +510,8 @@ def merge_border_pieces(
                 g0, g1 = groups[j]
                 nv += int(n_vert[order[g0:g1]].sum())
                 j += 1
-            out = merge_groups(groups[i:j])
-            used = order[groups[i][0] : groups[j - 1][1]]
-            pieces.geoms[used] = None
-            for o in np.unique(owner[used]):
-                sel = local[used[owner[used] == o]]
-                res_k = results[keys[o]]
-                res_k.alive[sel] = False
-                res_k.border.geoms[sel] = None
+            out = _merge_groups(pieces, order, groups[i:j], batchable, seams)
+            front.free(order[groups[i][0] : groups[j - 1][1]])
             bar.update(j - i)
             i = j
             yield out

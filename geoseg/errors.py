@@ -49,6 +49,10 @@ class NoDataWarning(GeosegWarning):
     """Much or all of an input is no-data."""
 
 
+class DataWarning(GeosegWarning):
+    """Input data is usable but suspicious (overlapping objects, values out of range)."""
+
+
 def warn(message: str, category: type[Warning] = GeosegWarning) -> None:
     """Issue ``message`` attributed to the first caller outside the geoseg package.
 

@@ -37,9 +37,11 @@ def _experiment_for(
                 f"checkpoint {str(checkpoint)!r} stores no data config; pass config= "
                 "(geoseg evaluate --config CONFIG.yaml)"
             )
-        # Only the data section matters here; training/model keys of another geoseg
-        # version must not stop an evaluation.
-        raw: Any = {"data": meta.config["data"]}
+        # Only the data (and the task's object encoding) matter here; training/model keys
+        # of another geoseg version must not stop an evaluation.
+        raw: Any = {"task": meta.task, "data": meta.config["data"]}
+        if "instances" in meta.config:
+            raw["instances"] = meta.config["instances"]
     else:
         raw = config
     exp = ExperimentConfig.load(raw)
@@ -129,7 +131,8 @@ def evaluate(
     _check_compatible(dm, meta, ckpt)
     classes: ClassTable = meta.classes
     adapter = get_adapter(meta.adapter)
-    evaluator = task_class(meta.task).evaluator(classes, meta.outputs).to(device)
+    evaluator = task_class(meta.task).evaluator(classes, meta.outputs, meta.task_options)
+    evaluator = evaluator.to(device)
     loader = getattr(dm, method)()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):

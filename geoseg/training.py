@@ -106,7 +106,16 @@ def make_datamodule(config: ExperimentConfig) -> Any:
 
     if config.data is None:
         raise ConfigError("data: the config has no data section; add one or pass a datamodule")
-    return GeoDataModule(config.data, seed=config.training.seed, base_dir=config.base_dir)
+    from geoseg.instances import EncodeParams
+
+    encode = EncodeParams(**config.instances.encode_options())
+    return GeoDataModule(
+        config.data,
+        seed=config.training.seed,
+        base_dir=config.base_dir,
+        task=config.task,
+        encode=encode,
+    )
 
 
 def _class_counts(dm: Any, num_classes: int) -> torch.Tensor:
@@ -159,6 +168,9 @@ def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]
         task=config.task,
         adapter=adapter.name,
         outputs=task_info(config.task).outputs(dm.classes),
+        task_options=(
+            config.instances.task_options() if config.task in ("instance", "panoptic") else {}
+        ),
         tile_size=int(dm.tile_size),
         resolution=_as_float(getattr(dm, "resolution", None)),
         crs=_as_crs(getattr(dm, "crs", None)),
@@ -240,8 +252,17 @@ def _make_task(exp: ExperimentConfig, task_cls: type[BaseTask], dm: Any) -> Base
         kwargs=exp.model.kwargs,
     )
     weights = _resolve_class_weights(exp.training, dm, classes)
+    extra: dict[str, Any] = {}
+    if exp.task in ("instance", "panoptic"):
+        extra["instances"] = exp.instances
     return task_cls(  # type: ignore[call-arg]
-        model, classes, exp.training, class_weights=weights, adapter=adapter, outputs=outputs
+        model,
+        classes,
+        exp.training,
+        class_weights=weights,
+        adapter=adapter,
+        outputs=outputs,
+        **extra,
     )
 
 

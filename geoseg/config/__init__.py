@@ -27,6 +27,7 @@ from geoseg.config.data import (
     SplitConfig,
 )
 from geoseg.config.experiment import DEFAULT_TASK, EXPERIMENT_SECTIONS, ExperimentConfig
+from geoseg.config.instances import InstanceConfig
 from geoseg.config.model import ModelConfig
 from geoseg.config.training import TrainingConfig
 
@@ -37,6 +38,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "ImageryConfig",
+    "InstanceConfig",
     "LabelConfig",
     "ModelConfig",
     "NormalizationConfig",

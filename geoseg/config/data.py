@@ -104,6 +104,10 @@ class LabelConfig:
         all_touched: vector labels: burn every pixel a polygon touches, not only pixels
             whose centre it covers (rasterio ``all_touched``).
         layer: vector labels: the layer of a multi-layer file (GeoPackage).
+        instances: instance and panoptic tasks with raster labels: the instance-id
+            raster(s) (an integer per object, 0 = none) on the grid of ``path``, whose
+            class raster gives each object's class. With vector labels every feature is
+            one object and this stays None.
     """
 
     path: list[str] | str
@@ -114,6 +118,7 @@ class LabelConfig:
     background: int | None = None
     all_touched: bool = False
     layer: str | None = None
+    instances: list[str] | str | None = None
 
 
 @dataclass

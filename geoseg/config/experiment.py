@@ -15,12 +15,13 @@ from geoseg.config.base import (
     unknown_key_error,
 )
 from geoseg.config.data import DataConfig
+from geoseg.config.instances import InstanceConfig
 from geoseg.config.model import ModelConfig
 from geoseg.config.training import TrainingConfig
 from geoseg.errors import ConfigError
 
 #: Top-level keys of an experiment config (see :class:`ExperimentConfig`).
-EXPERIMENT_SECTIONS = ("task", "data", "model", "training", "output_dir")
+EXPERIMENT_SECTIONS = ("task", "data", "model", "training", "instances", "output_dir")
 
 #: The task of a config without a ``task:`` key.
 DEFAULT_TASK = "semantic"
@@ -36,6 +37,8 @@ class ExperimentConfig:
             :func:`geoseg.training.train` directly).
         model: the model section.
         training: the training section.
+        instances: encoding, decoding and loss of objects (``instance`` and ``panoptic``
+            tasks; see :class:`~geoseg.config.InstanceConfig`).
         output_dir: default run folder (``geoseg train -o`` overrides it).
         base_dir: the folder of the YAML file the config was read from (None for a
             mapping). Relative data paths that match nothing in the working directory
@@ -47,6 +50,7 @@ class ExperimentConfig:
     data: DataConfig | None = None
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    instances: InstanceConfig = dataclasses.field(default_factory=InstanceConfig)
     output_dir: str | None = None
     base_dir: str | None = dataclasses.field(default=None, compare=False)
 
@@ -71,6 +75,7 @@ class ExperimentConfig:
             data=None if data_cfg is None else from_mapping(DataConfig, data_cfg, "data"),
             model=from_mapping(ModelConfig, data.get("model"), "model"),
             training=from_mapping(TrainingConfig, data.get("training"), "training"),
+            instances=from_mapping(InstanceConfig, data.get("instances"), "instances"),
             output_dir=None if out_dir is None else str(out_dir),
         )
 
@@ -109,8 +114,11 @@ class ExperimentConfig:
             "data": to_mapping(self.data),
             "model": to_mapping(self.model),
             "training": to_mapping(self.training),
+            "instances": to_mapping(self.instances),
             "output_dir": self.output_dir,
         }
         if out["data"] is None:
             del out["data"]
+        if self.task == "semantic" and self.instances == InstanceConfig():
+            del out["instances"]  # not used by semantic models
         return out

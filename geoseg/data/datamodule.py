@@ -16,7 +16,15 @@ from torch.utils.data import DataLoader, Sampler
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.config.data import DataConfig
 from geoseg.data.datasets import EvalTile, ImageryDataset, query_box
-from geoseg.data.labels import LabelReader, RasterLabelDataset, VectorLabelDataset, open_labels
+from geoseg.data.labels import (
+    LabelReader,
+    RasterInstances,
+    RasterLabelDataset,
+    VectorInstances,
+    VectorLabelDataset,
+    open_instances,
+    open_labels,
+)
 from geoseg.data.normalization import band_statistics, iter_chunks
 from geoseg.data.samplers import TRAIN_SAMPLERS, grid_tiles
 from geoseg.data.splits import (
@@ -30,6 +38,7 @@ from geoseg.data.splits import (
 from geoseg.data.tiles import SegmentationDataset, collate
 from geoseg.data.transforms import Augment
 from geoseg.errors import ConfigError, DataError
+from geoseg.instances.encoding import EncodeParams
 from geoseg.io.files import search_folders
 from geoseg.io.grid import Box, Grid, intersect
 
@@ -96,6 +105,9 @@ class GeoDataModule(lightning.LightningDataModule):
         base_dir: the folder of the config file (relative paths that match nothing in
             the working directory are looked up there; a relative ``root`` is relative
             to it). See :func:`geoseg.io.files.search_folders`.
+        task: ``semantic``, or ``instance`` / ``panoptic``: samples then also hold the
+            tile's objects and their footprint / boundary / contact targets.
+        encode: how objects become targets (instance and panoptic tasks).
 
     Attributes available after :meth:`prepare_scene` (called by :meth:`setup`):
     ``classes``, ``band_names``, ``mean``, ``std``, ``image_nodata``, ``band_nodata``,
@@ -103,7 +115,13 @@ class GeoDataModule(lightning.LightningDataModule):
     """
 
     def __init__(
-        self, config: DataConfig, *, seed: int = 0, base_dir: str | Path | None = None
+        self,
+        config: DataConfig,
+        *,
+        seed: int = 0,
+        base_dir: str | Path | None = None,
+        task: str = "semantic",
+        encode: EncodeParams | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(config, DataConfig):
@@ -123,6 +141,9 @@ class GeoDataModule(lightning.LightningDataModule):
         self.config = config
         self.seed = seed
         self.search = search_folders(config.root, base_dir)
+        self.task = task
+        self.encode = encode
+        self.instances: VectorInstances | RasterInstances | None = None
         self.classes: ClassTable = config.class_table()
         self.tile_size = config.tile_size
         self._prepared = False
@@ -169,6 +190,10 @@ class GeoDataModule(lightning.LightningDataModule):
         self.label_reader = LabelReader(
             self.classes, cfg.labels.ignore_values, source=_label_source(self.labels)
         )
+        if self.task in ("instance", "panoptic"):
+            self.instances = open_instances(
+                cfg.labels, self.labels, grid, self.classes, bases=self.search
+            )
         whole = SegmentationDataset(self.imagery, self.labels, self.label_reader, [scene])
         self._whole = whole
 
@@ -330,6 +355,8 @@ class GeoDataModule(lightning.LightningDataModule):
             mean=mean,
             std=std,
             transform=transform,
+            instances=self.instances,
+            encode=self.encode,
         )
         self.datasets[split] = ds
         return ds

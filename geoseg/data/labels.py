@@ -15,7 +15,7 @@ from rasterio.features import rasterize
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.config.data import LabelConfig
 from geoseg.data.datasets import GridDataset, attach_all, inside_mask
-from geoseg.errors import ConfigError, DataError, InputFileError
+from geoseg.errors import ConfigError, DataError, DataWarning, InputFileError, warn
 from geoseg.io.files import RASTER_SUFFIXES, VECTOR_SUFFIXES, resolve_paths
 from geoseg.io.grid import Box, Grid, intersect
 from geoseg.io.source import RasterSource
@@ -310,3 +310,140 @@ def open_labels(
             f"{[p.name for p in paths]} are rasters; remove them"
         )
     return RasterLabelDataset(config, paths, grid)
+
+
+class VectorInstances:
+    """Object ids from polygon labels: each feature of a thing class is one object.
+
+    Ids are the feature's position in the files (1, 2, ...), burnt in file order, so
+    where polygons overlap the later feature wins (one warning at construction says how
+    many pairs overlap). Features of classes that are not things get no id.
+
+    Args:
+        labels: the vector label dataset (geometries and class ids).
+        things: ids of the thing classes.
+    """
+
+    def __init__(self, labels: VectorLabelDataset, things: Sequence[int]) -> None:
+        self.labels = labels
+        self.is_thing = np.isin(labels.values, np.asarray(list(things), dtype=np.float64))
+        self.ids = np.arange(1, len(labels.values) + 1, dtype=np.int64)
+        pairs = overlapping_pairs(labels.geometries, self.is_thing, labels.tree)
+        if len(pairs):
+            warn(
+                f"data.labels: {len(pairs)} pair(s) of object polygons overlap (e.g. features "
+                f"{tuple(int(v) for v in pairs[0])}, 0-based); where they do, the later "
+                "feature in the file wins the pixels",
+                DataWarning,
+            )
+
+    def read_instances(self, box: Box, *, grid: Grid | None = None) -> np.ndarray:
+        """Object ids of ``box`` on the working grid (0 = no object)."""
+        g = grid or self.labels.grid
+        rows, cols = g.shape(box)
+        out = np.zeros((rows, cols), np.int64)
+        if rows and cols:
+            hits = self.labels.tree.query(shapely.box(*box))
+            hits = np.sort(hits[self.is_thing[hits]])
+            if len(hits):
+                out = rasterize(
+                    zip(self.labels.geometries[hits], self.ids[hits].tolist()),
+                    out_shape=(rows, cols),
+                    fill=0,
+                    transform=g.transform(box),
+                    all_touched=self.labels.config.all_touched,
+                    dtype="int64",
+                )
+        return out
+
+
+class RasterInstances(GridDataset):
+    """Object ids from an instance-id raster (0 = no object), read onto the working grid.
+
+    Ids are never interpolated: a raster off the grid is reprojected with nearest
+    neighbour (and a ReprojectionWarning).
+    """
+
+    def __init__(self, paths: Sequence[Path], grid: Grid) -> None:
+        where = "data.labels.instances"
+        self.sources = [RasterSource.open(p, where=where) for p in paths]
+        for s in self.sources:
+            if s.count != 1 or s.dtype.startswith("float"):
+                raise DataError(
+                    f"{where}: {str(s.path)!r} must be one band of integer object ids "
+                    f"(it has {s.count} band(s) of {s.dtype})"
+                )
+        attach_all(self.sources, grid, where)
+        self._init_index([s.bounds for s in self.sources], grid)
+
+    def read_instances(self, box: Box, *, grid: Grid | None = None) -> np.ndarray:
+        """Object ids of ``box`` (0 = no object or no data)."""
+        g = grid or self.grid
+        rows, cols = g.shape(box)
+        out = np.zeros((rows, cols), np.int64)
+        done = np.zeros((rows, cols), bool)
+        for s in self.sources:
+            if intersect(s.bounds, box) is None:
+                continue
+            v, ok = s.read(g, box, resampling=Resampling.nearest, coarse=g != self.grid)
+            take = ok[0] & ~done
+            out[take] = v[0][take].astype(np.int64)
+            done |= take
+        out[out < 0] = 0
+        return out
+
+
+def open_instances(
+    config: LabelConfig,
+    labels: RasterLabelDataset | VectorLabelDataset,
+    grid: Grid,
+    classes: ClassTable,
+    *,
+    bases: Sequence[str | Path] = (),
+) -> VectorInstances | RasterInstances:
+    """Where an instance or panoptic task gets its objects from (vector or raster labels).
+
+    Raises:
+        ConfigError: no thing class, or raster labels without ``data.labels.instances``.
+    """
+    if not classes.things:
+        raise ConfigError(
+            "data.classes: instance and panoptic tasks need thing classes (the countable "
+            "objects, e.g. buildings); mark them with `thing: true`"
+        )
+    if isinstance(labels, VectorLabelDataset):
+        if config.instances is not None:
+            raise ConfigError(
+                "data.labels.instances: vector labels are objects already (one per "
+                "feature); remove instances, or give raster class labels in path"
+            )
+        return VectorInstances(labels, classes.things)
+    if config.instances is None:
+        raise ConfigError(
+            "data.labels.instances: raster class labels need an instance-id raster beside "
+            "them for an instance or panoptic task (or give polygons in data.labels.path)"
+        )
+    paths = resolve_paths(
+        config.instances, where="data.labels.instances", suffixes=RASTER_SUFFIXES, bases=bases
+    )
+    return RasterInstances(paths, grid)
+
+
+def overlapping_pairs(geoms: np.ndarray, use: np.ndarray, tree: shapely.STRtree) -> np.ndarray:
+    """(i, j) index pairs, i < j, of ``use``d geometries whose interiors overlap.
+
+    Touching polygons (a shared wall) do not overlap: their intersection has no area.
+    """
+    idx = np.flatnonzero(use)
+    if len(idx) == 0:
+        return np.zeros((0, 2), np.int64)
+    left, right = tree.query(geoms[idx], predicate="intersects")
+    a, b = idx[left], right
+    keep = (a < b) & use[b]
+    a, b = a[keep], b[keep]
+    if len(a) == 0:
+        return np.zeros((0, 2), np.int64)
+    inter = shapely.area(shapely.intersection(geoms[a], geoms[b]))
+    scale = np.minimum(shapely.area(geoms[a]), shapely.area(geoms[b]))
+    sel = inter > 1e-6 * np.maximum(scale, 1e-12)
+    return np.column_stack([a[sel], b[sel]])

@@ -10,8 +10,16 @@ import torch
 
 from geoseg.classes import IGNORE_INDEX
 from geoseg.data.datasets import EvalTile, GridDataset, ImageryDataset, inside_mask, query_box
-from geoseg.data.labels import LabelReader, RasterLabelDataset, VectorLabelDataset
+from geoseg.data.labels import (
+    LabelReader,
+    RasterInstances,
+    RasterLabelDataset,
+    VectorInstances,
+    VectorLabelDataset,
+)
+from geoseg.instances.encoding import EncodeParams, encode
 from geoseg.io.grid import Box, Grid
+from geoseg.vectorize.label import label_regions
 
 
 class SegmentationDataset(GridDataset):
@@ -32,6 +40,11 @@ class SegmentationDataset(GridDataset):
         mean: per-band mean used for normalization.
         std: per-band standard deviation.
         transform: optional callable applied to each sample (augmentation).
+        instances: instance and panoptic tasks: where object ids come from
+            (:func:`geoseg.data.labels.open_instances`); samples then also hold
+            ``instances`` (int64 ids 1..n of the tile's objects, 0 = none) and
+            ``instance_maps`` (uint8 footprint / boundary / contact targets).
+        encode: how ``instance_maps`` are made (:class:`geoseg.instances.EncodeParams`).
     """
 
     def __init__(
@@ -45,8 +58,12 @@ class SegmentationDataset(GridDataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        instances: VectorInstances | RasterInstances | None = None,
+        encode: EncodeParams | None = None,
     ) -> None:
         self.imagery = imagery
+        self.instances = instances
+        self.encode = encode or EncodeParams()
         self.labels = labels
         self.label_reader = label_reader
         self.regions = list(regions)
@@ -88,9 +105,33 @@ class SegmentationDataset(GridDataset):
             "mask": torch.from_numpy(mask),
             "bounds": torch.tensor(box, dtype=torch.float64),
         }
+        if self.instances is not None:
+            ids = tile_objects(self.instances.read_instances(box), mask, self.thing_index)
+            sample["instances"] = torch.from_numpy(ids)
         if self.transform is not None:
             sample = self.transform(sample)
+        if self.instances is not None:
+            ids = sample["instances"].numpy()
+            sample["instance_maps"] = torch.from_numpy(encode(ids, self.encode))
         return sample
+
+    @property
+    def thing_index(self) -> np.ndarray:
+        """Class indices (mask values) of the thing classes."""
+        classes = self.label_reader.classes
+        return np.asarray([k for k, c in enumerate(classes) if c.thing], dtype=np.int64)
+
+
+def tile_objects(ids: np.ndarray, mask: np.ndarray, thing_index: np.ndarray) -> np.ndarray:
+    """The objects of one tile, numbered 1..n in row-major order (0 = none).
+
+    Only pixels whose class (``mask``) is a thing class keep an object; every
+    4-connected part of an id is its own object (an id reused for disconnected parts,
+    or an object cut by the tile's edge into pieces, gives one object per part).
+    """
+    keep = (ids > 0) & np.isin(mask, thing_index)
+    labels, _ = label_regions(ids, keep, 4)
+    return labels.astype(np.int64)
 
 
 def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

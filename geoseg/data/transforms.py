@@ -45,16 +45,22 @@ class Augment:
         is_tensor = isinstance(image_in, torch.Tensor)
         image = image_in.numpy() if is_tensor else np.asarray(image_in)
         mask = mask_in.numpy() if is_tensor else np.asarray(mask_in)
+        # other per-pixel targets (object ids, instance maps) move with the mask
+        extra = {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+                 for k, v in sample.items() if k in SPATIAL_KEYS}  # fmt: skip
         cfg = self.config
         if cfg.flips:
             if self._rand() < 0.5:
                 image, mask = image[..., ::-1], mask[..., ::-1]
+                extra = {k: v[..., ::-1] for k, v in extra.items()}
             if self._rand() < 0.5:
                 image, mask = image[..., ::-1, :], mask[..., ::-1, :]
+                extra = {k: v[..., ::-1, :] for k, v in extra.items()}
         if cfg.rotate90 and image.shape[-1] == image.shape[-2]:
             k = int(torch.randint(0, 4, (1,), generator=self.generator).item())
             if k:
                 image, mask = np.rot90(image, k, (-2, -1)), np.rot90(mask, k, (-2, -1))
+                extra = {name: np.rot90(v, k, (-2, -1)) for name, v in extra.items()}
         image = np.ascontiguousarray(image)
         mask = np.ascontiguousarray(mask)
         if cfg.photometric:
@@ -68,4 +74,12 @@ class Augment:
         out = dict(sample)
         out["image"] = torch.from_numpy(image) if is_tensor else image
         out["mask"] = torch.from_numpy(mask) if is_tensor else mask
+        for name, v in extra.items():
+            v = np.ascontiguousarray(v)
+            out[name] = torch.from_numpy(v) if is_tensor else v
         return out
+
+
+#: Sample keys of per-pixel targets (last two axes H, W) that augmentation moves with
+#: the mask.
+SPATIAL_KEYS = ("instances", "instance_maps")

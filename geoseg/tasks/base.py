@@ -79,7 +79,12 @@ class BaseTask(pl.LightningModule):
         self._pending: dict[str, Any] = {}
 
     @classmethod
-    def evaluator(cls, classes: ClassTable, outputs: Sequence[OutputSpec]) -> Evaluator:
+    def evaluator(
+        cls,
+        classes: ClassTable,
+        outputs: Sequence[OutputSpec],
+        task_options: Mapping[str, Any] | None = None,
+    ) -> Evaluator:
         """A fresh :class:`Evaluator` of this task (used by ``geoseg evaluate``)."""
         raise NotImplementedError
 

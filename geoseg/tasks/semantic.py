@@ -85,7 +85,12 @@ class SemanticSegmentationTask(BaseTask):
         self.test_metrics = build_metrics(k).clone(prefix="test_")
 
     @classmethod
-    def evaluator(cls, classes: ClassTable, outputs: Sequence[OutputSpec]) -> SemanticEvaluator:
+    def evaluator(
+        cls,
+        classes: ClassTable,
+        outputs: Sequence[OutputSpec],
+        task_options: Mapping[str, Any] | None = None,
+    ) -> SemanticEvaluator:
         """Accuracy / IoU / F1 / confusion matrix over the ``classes`` output."""
         return SemanticEvaluator(classes)
 

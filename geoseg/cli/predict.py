@@ -28,6 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="GeoTIFF(s), a folder or a VRT")
     p.add_argument("-o", "--output", required=True, help="class map GeoTIFF to write")
     p.add_argument("--probabilities", help="also write per-class probabilities (uint8 COG)")
+    p.add_argument(
+        "--instances",
+        help="instance/panoptic models: the instance-id COG (uint32 id, 0 = none; band 2 class)",
+    )
+    p.add_argument("--objects", help="instance/panoptic models: a CSV table of the objects")
     p.add_argument("--tile-size", type=int, help="window in pixels (default: checkpoint, >= 512)")
     p.add_argument("--overlap", type=int, help="window overlap in pixels (default: tile/8)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
@@ -71,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         args.inputs,
         args.output,
         probabilities=args.probabilities,
+        instances=args.instances,
+        objects=args.objects,
         tile_size=args.tile_size,
         overlap=args.overlap,
         batch_size=args.batch_size,

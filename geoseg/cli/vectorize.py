@@ -78,6 +78,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="PATH",
         help="probability GeoTIFF: adds the mean confidence per polygon",
     )
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        default=None,
+        help="the raster is an instance map: one polygon per object id (detected from a "
+        "geoseg instance COG's tags)",
+    )
+    p.add_argument("--objects", help="instance maps: objects CSV of geoseg predict (scores)")
     p.add_argument("--band", type=int, default=1, help="band of class ids (default 1)")
     p.add_argument("--nodata", type=float, default=None, help="override the nodata value")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -103,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         band=args.band,
         nodata=args.nodata,
         progress=not args.quiet,
+        instances=args.instances,
+        objects=args.objects,
     )
     print(f"wrote {n} polygons to {args.output}")
     return 0

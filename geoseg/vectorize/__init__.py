@@ -91,6 +91,8 @@ def vectorize(
     connectivity: int = 4,
     band: int = 1,
     nodata: float | None = None,
+    instances: bool | None = None,
+    objects: Any = None,
     client: Any = None,
     progress: bool = True,
 ) -> gpd.GeoDataFrame:
@@ -118,12 +120,19 @@ def vectorize(
         connectivity: 4 or 8, which pixels form one region (see module docs).
         band: the band of class ids.
         nodata: override the raster's nodata value.
+        instances: the raster is an instance map (object ids in band 1, 0 = none; a geoseg
+            instance COG also holds each object's class in band 2): one polygon per
+            object, with an ``instance_id`` column. None (default) detects a geoseg
+            instance COG from its GEOSEG_INSTANCES tag.
+        objects: instance maps: the objects table of ``geoseg predict --objects`` (CSV
+            path or DataFrame): adds each object's ``score``.
         client: a ``distributed.Client`` to run on (default: a local cluster).
         progress: show progress bars.
 
     Returns:
         A GeoDataFrame in the raster's CRS with columns ``class_id``, ``class_name``,
-        ``pixels``, ``area_m2``, ``perimeter_m`` (and ``confidence``), sorted by class.
+        ``pixels``, ``area_m2``, ``perimeter_m`` (and ``confidence``), sorted by class;
+        for an instance map ``instance_id`` first (and ``score``), sorted by id.
 
     Raises:
         DataError: the raster has no CRS or non-integer class values.
@@ -140,6 +149,8 @@ def vectorize(
         connectivity=connectivity,
         band=band,
         nodata=nodata,
+        instances=instances,
+        objects=objects,
     )
     return collect(job, chunk_size=chunk_size, workers=workers, client=client, progress=progress)
 
@@ -160,6 +171,8 @@ def vectorize_to_file(
     connectivity: int = 4,
     band: int = 1,
     nodata: float | None = None,
+    instances: bool | None = None,
+    objects: Any = None,
     client: Any = None,
     progress: bool = True,
 ) -> int:
@@ -184,6 +197,8 @@ def vectorize_to_file(
         connectivity=connectivity,
         band=band,
         nodata=nodata,
+        instances=instances,
+        objects=objects,
     )
     empty = frame(attributes(Pieces.empty(), job.grid), job)
     frames = iter_frames(

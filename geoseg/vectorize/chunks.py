@@ -140,10 +140,25 @@ def chunk_task(opts: Options, index: tuple[int, int], r0: int, c0: int, h: int, 
         psum[final_ids],
         pcount[final_ids],
     )
+    pairs = object_classes(opts, vals, keep, (r0, c0, h, w))
     if opts.collect:
-        return ChunkResult(index, final, border, strips)
+        return ChunkResult(index, final, border, strips, id_classes=pairs)
     final, _ = clean(final, opts)
-    return ChunkResult(index, attributes(final, g), border, strips)
+    return ChunkResult(index, attributes(final, g), border, strips, id_classes=pairs)
+
+
+def object_classes(
+    opts: Options, ids: np.ndarray, keep: np.ndarray, box: tuple[int, int, int, int]
+) -> np.ndarray | None:
+    """Instance maps: the (object id, class id) pairs of a chunk (None for class maps)."""
+    if opts.class_source is None:
+        return None
+    r0, c0, h, w = box
+    cls, ok = opts.class_source.read(Window(c0, r0, w, h))
+    sel = keep & ok
+    if not sel.any():
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.stack([ids[sel], cls[sel]], axis=1), axis=0)
 
 
 def chunk_windows(

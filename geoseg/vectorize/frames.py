@@ -39,6 +39,12 @@ class VectorizeJob:
     geometry_type: str
     #: timings and sizes of the last run (seconds, counts), see ``GeoDataFrame.attrs``
     stats: dict[str, float] = field(default_factory=dict)
+    #: instance maps: one polygon per object id, with its class
+    instances: bool = False
+    #: instance maps: class id of every object id seen so far
+    object_class: dict[int, int] = field(default_factory=dict)
+    #: instance maps: score of every object id (from an objects table), if given
+    object_score: dict[int, float] | None = None
 
 
 def prepare_job(
@@ -56,12 +62,20 @@ def prepare_job(
     connectivity: int,
     band: int = 1,
     nodata: float | None = None,
+    instances: bool | None = None,
+    objects: Any = None,
 ) -> VectorizeJob:
     """Check the options and open the raster: everything a vectorize run needs.
 
     Used by :func:`geoseg.vectorize.vectorize` and by analysis (change polygons), which
     passes its own ``source``/``grid``/``table`` for a computed raster.
     """
+    is_inst = False
+    if source is None:
+        path = raster_path(labels)
+        is_inst = _is_instance_map(path) if instances is None else bool(instances)
+        if is_inst:
+            _check_instance_options(classes, probabilities, sieve)
     if connectivity not in CONNECTIVITY:
         raise ConfigError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
     for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes)):
@@ -69,12 +83,15 @@ def prepare_job(
             raise ConfigError(f"{name} must be a finite number >= 0 (metres), got {v!r}")
     if sieve < 0:
         raise ConfigError(f"sieve must be >= 0 pixels, got {sieve!r}")
+    class_source = None
     if source is None:
-        path = raster_path(labels)
         grid = open_grid(path, band=band)
-        source = BandSource(path, band, nodata)
+        source = BandSource(path, band, 0 if is_inst and nodata is None else nodata)
         table = class_table_for(path, band=band)
-    assert grid is not None
+        if is_inst and _band_count(path) >= 2:
+            class_source = BandSource(path, 2, 0)
+    if grid is None:
+        raise ConfigError("prepare_job: a computed source needs its grid")
     keep, overrides = parse_classes(classes)
     name_of = names_for(table, overrides)
     prob_path = None
@@ -114,9 +131,50 @@ def prepare_job(
         collect=simplify > 0 or fill_holes > 0,
         prob_path=prob_path,
         prob_index=prob_index,
+        class_source=class_source,
     )
     gtype = "Polygon" if connectivity == 4 else "MultiPolygon"
-    return VectorizeJob(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
+    job = VectorizeJob(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
+    job.instances = is_inst
+    if objects is not None:
+        job.object_score = read_object_scores(objects)
+    return job
+
+
+def _is_instance_map(path: str) -> bool:
+    """True for a raster geoseg wrote as an instance map (its GEOSEG_INSTANCES tag)."""
+    from geoseg.inference.products import INSTANCES_TAG
+
+    with rasterio.open(path) as src:
+        return src.tags().get(INSTANCES_TAG) == "1"
+
+
+def _band_count(path: str) -> int:
+    with rasterio.open(path) as src:
+        return int(src.count)
+
+
+def _check_instance_options(classes: Any, probabilities: Any, sieve: int) -> None:
+    for name, value in (("classes", classes), ("probabilities", probabilities)):
+        if value is not None:
+            raise ConfigError(
+                f"{name}: not used with an instance map (one polygon per object id); filter "
+                "the result by its class_id column instead"
+            )
+    if sieve:
+        raise ConfigError("sieve: an instance map is not sieved (it would merge objects)")
+
+
+def read_object_scores(objects: Any) -> dict[int, float]:
+    """``instance_id -> score`` from an objects table (a CSV path or a DataFrame)."""
+    table = objects if isinstance(objects, pd.DataFrame) else pd.read_csv(objects)
+    missing = {"instance_id", "score"} - set(table.columns)
+    if missing:
+        raise DataError(
+            f"objects table {objects if not isinstance(objects, pd.DataFrame) else ''!s} has "
+            f"no column(s) {sorted(missing)}; write it with geoseg predict --objects"
+        )
+    return dict(zip(table["instance_id"].astype(int).tolist(), table["score"].astype(float)))
 
 
 def names_array(class_id: np.ndarray, job: VectorizeJob) -> np.ndarray:
@@ -129,13 +187,23 @@ def names_array(class_id: np.ndarray, job: VectorizeJob) -> np.ndarray:
 
 def frame(table: dict[str, Any], job: VectorizeJob) -> gpd.GeoDataFrame:
     """A GeoDataFrame with the standard schema from an attribute dict."""
-    cols: dict[str, Any] = {
-        "class_id": pd.array(table["class_id"], dtype="int64"),
-        "class_name": names_array(np.asarray(table["class_id"]), job),
-        "pixels": pd.array(table["pixels"], dtype="int64"),
-        "area_m2": np.asarray(table["area_m2"], np.float64),
-        "perimeter_m": np.asarray(table["perimeter_m"], np.float64),
-    }
+    value = np.asarray(table["class_id"], np.int64)
+    cols: dict[str, Any] = {}
+    if job.instances:  # the polygons' value is the object id; the class is looked up
+        cols["instance_id"] = pd.array(value, dtype="int64")
+        value = np.array([job.object_class.get(int(v), -1) for v in value], np.int64)
+    cols.update(
+        {
+            "class_id": pd.array(value, dtype="int64"),
+            "class_name": names_array(value, job),
+            "pixels": pd.array(table["pixels"], dtype="int64"),
+            "area_m2": np.asarray(table["area_m2"], np.float64),
+            "perimeter_m": np.asarray(table["perimeter_m"], np.float64),
+        }
+    )
+    if job.object_score is not None:
+        ids = cols["instance_id"].to_numpy() if job.instances else value
+        cols["score"] = np.array([job.object_score.get(int(v), np.nan) for v in ids])
     if job.with_confidence:
         cols["confidence"] = np.asarray(table["confidence"], np.float64)
     geoms = table["geometry"]
@@ -189,6 +257,10 @@ def iter_frames(
 
     since = 0
     for res in run_tasks(opts, windows, default_workers(workers), client, progress):
+        if res.id_classes is not None:
+            job.object_class.update(
+                zip(res.id_classes[:, 0].tolist(), res.id_classes[:, 1].tolist())
+            )
         if opts.collect:
             collected.append(res.final)
         elif len(res.final["geometry"]):
@@ -211,12 +283,17 @@ def iter_frames(
         merged_regions=n_merged,
         largest_merged_vertices=largest,
     )
-    if not opts.collect:
-        return
-    merged = Pieces.concat(merged_parts)
-    merged_parts.clear()
-    allp = Pieces.concat([*collected, merged])
-    collected.clear()
+    if opts.collect:
+        merged = Pieces.concat(merged_parts)
+        merged_parts.clear()
+        allp = Pieces.concat([*collected, merged])
+        collected.clear()
+        yield frame(attributes(clean_coverage(allp, job), grid), job)
+
+
+def clean_coverage(allp: Pieces, job: VectorizeJob) -> Pieces:
+    """Hole filling, minimum area and coverage simplification over all polygons at once."""
+    grid, opts = job.grid, job.opts
     allp, holes = clean(
         allp,
         Options(**{**opts.__dict__, "min_area": 0.0}),  # min area after the islands
@@ -245,13 +322,15 @@ def iter_frames(
             allp.psum,
             allp.pcount,
         )
-    yield frame(attributes(allp, grid), job)
+    return allp
 
 
 def sort_frame(gdf: gpd.GeoDataFrame, grid: RasterGrid) -> gpd.GeoDataFrame:
-    """Deterministic order: class id, then top-left corner, then area."""
+    """Deterministic order: object id (instance maps); else class id, top-left corner, area."""
     if len(gdf) == 0:
         return gdf.reset_index(drop=True)
+    if "instance_id" in gdf.columns:
+        return gdf.sort_values("instance_id", kind="stable").reset_index(drop=True)
     b = gdf.geometry.bounds
     key = pd.DataFrame(
         {

@@ -33,6 +33,8 @@ class Options:
     collect: bool  # True: keep everything in pixel space for a global clean-up
     prob_path: str | None = None
     prob_index: tuple[tuple[int, int], ...] = ()  # class id -> band index
+    #: instance maps: reads each object's class id (band 2 of a geoseg instance COG)
+    class_source: Any = None
 
 
 @dataclass
@@ -80,6 +82,8 @@ class ChunkResult:
     border: Pieces
     strips: dict[str, np.ndarray] = field(default_factory=dict)  # border-piece index or -1
     alive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # not merged yet
+    #: instance maps: (object id, class id) pairs of the objects in the chunk
+    id_classes: np.ndarray | None = None
 
     # Pickled (worker -> main process) with the geometries as one WKB array each: shapely
     # pickles geometry by geometry (a Python call per polygon, ~3x slower both ways).

@@ -234,7 +234,7 @@ def test_instance_map_vectorizes_to_one_polygon_per_object(instance_ckpt, tmp_pa
     from geoseg.vectorize import vectorize
 
     rgb = DATA / "unlabeled-rgb" / "RGB.byte.tif"
-    cls, inst, objects = predict(instance_ckpt, rgb, tmp_path / "c.tif",
+    _, inst, objects = predict(instance_ckpt, rgb, tmp_path / "c.tif",
                                  instances=tmp_path / "i.tif", objects=tmp_path / "o.csv",
                                  tile_size=256, progress=False)  # fmt: skip
     whole = vectorize(inst, objects=objects, workers=1, progress=False)

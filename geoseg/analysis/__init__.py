@@ -3,6 +3,8 @@
 * :mod:`~geoseg.analysis.areas`: :func:`class_areas` (per class, optionally per zone),
   :func:`write_stats`, :func:`plot_class_areas`.
 * :mod:`~geoseg.analysis.change`: :func:`change` (from-to matrix and change polygons).
+* :mod:`~geoseg.analysis.objects`: :func:`object_stats` (objects per class and zone:
+  count, footprint area, mean and median size) of an instance map.
 
 Areas are m² from the one area model of :mod:`geoseg.io.grid` (:func:`pixel_areas`).
 """
@@ -15,14 +17,17 @@ from geoseg.analysis.areas import (
     write_stats,
 )
 from geoseg.analysis.change import ChangeResult, change
+from geoseg.analysis.objects import OBJECT_COLUMNS, object_stats
 from geoseg.io.grid import pixel_areas
 
 __all__ = [
     "ALL_ZONES",
+    "OBJECT_COLUMNS",
     "STATS_COLUMNS",
     "ChangeResult",
     "change",
     "class_areas",
+    "object_stats",
     "pixel_areas",
     "plot_class_areas",
     "write_stats",

@@ -48,8 +48,11 @@ def raster_windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
             )
 
 
-def _read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
-    """Zones as geometries in the raster CRS plus their labels; clear errors otherwise."""
+def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
+    """Zones as geometries in the raster CRS plus their labels; clear errors otherwise.
+
+    Zones sharing a label form one zone.
+    """
     if isinstance(zones, gpd.GeoDataFrame):
         gdf, where = zones, "zones"
     else:
@@ -132,7 +135,7 @@ def class_areas(
     keep, overrides = parse_classes(classes)
     source = BandSource(path, band, nodata)
     row_area = pixel_areas(grid)
-    zone_geoms, zone_labels = (None, []) if zones is None else _read_zones(zones, zone_field, grid)
+    zone_geoms, zone_labels = (None, []) if zones is None else read_zones(zones, zone_field, grid)
     zone_values = zone_geoms.values if zone_geoms is not None else np.empty(0, object)
     tree = shapely.STRtree(zone_values) if zone_geoms is not None else None
     unique_labels = list(dict.fromkeys(zone_labels))  # polygons sharing a label form one zone

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from geoseg.analysis import class_areas, write_stats
+from geoseg.analysis import class_areas, object_stats, write_stats
+from geoseg.io.bands import is_instance_map
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
 
@@ -17,7 +18,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Area of each class of a class map, overall and per zone (districts, parcels), "
             "computed chunk by chunk in true ground units. Writes a CSV and a bar chart "
-            "(same name, .png)."
+            "(same name, .png). For an instance map (geoseg predict --instances): objects "
+            "per class and zone, their count, footprint area and mean and median size."
         ),
     )
     p.add_argument("classmap", help="class-map GeoTIFF")
@@ -39,6 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from geoseg.io.outputs import check_output_path
 
     check_output_path(args.output, overwrite=args.overwrite)
+    if is_instance_map(args.classmap):
+        objects = object_stats(
+            args.classmap, zones=args.zones, zone_field=args.zone_field,
+            chunk_size=args.chunk_size, progress=not args.quiet,
+        )  # fmt: skip
+        from geoseg.io.outputs import atomic_path
+
+        with atomic_path(args.output, overwrite=args.overwrite) as tmp:
+            objects.to_csv(tmp, index=False, float_format="%.6f")
+        print(objects.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+        print(f"wrote {args.output}")
+        return 0
     stats = class_areas(
         args.classmap,
         zones=args.zones,

@@ -86,6 +86,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "geoseg instance COG's tags)",
     )
     p.add_argument("--objects", help="instance maps: objects CSV of geoseg predict (scores)")
+    p.add_argument(
+        "--regularize",
+        type=float,
+        default=0.0,
+        metavar="M",
+        help="right-angled building outlines, tolerance in metres (no overlaps)",
+    )
     p.add_argument("--band", type=int, default=1, help="band of class ids (default 1)")
     p.add_argument("--nodata", type=float, default=None, help="override the nodata value")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -113,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         instances=args.instances,
         objects=args.objects,
+        regularize=args.regularize,
     )
     print(f"wrote {n} polygons to {args.output}")
     return 0

@@ -27,6 +27,7 @@ import numpy as np
 
 from geoseg.classes import CLASSES_TAG, ClassTable
 from geoseg.instances.decoding import DecodeParams
+from geoseg.io.bands import INSTANCES_TAG
 from geoseg.io.cog import RasterProduct
 
 #: Probability raster convention: value v encodes p = v / PROB_SCALE; PROB_NODATA = no-data.
@@ -96,8 +97,6 @@ class SemanticDecoder:
 
 #: Band names of the intermediate maps raster of instance decoding (then class names).
 MAP_BANDS = ("footprint", "boundary", "contact")
-#: GeoTIFF tag marking an instance-id raster (vectorize recognizes it).
-INSTANCES_TAG = "GEOSEG_INSTANCES"
 
 
 @dataclass(frozen=True)

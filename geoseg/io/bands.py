@@ -38,6 +38,19 @@ def ensure_integers(values: np.ndarray, valid: np.ndarray, where: str) -> np.nda
     return values.astype(np.int64, copy=False)
 
 
+#: GeoTIFF tag marking an instance map geoseg wrote (band 1 ids, band 2 their classes).
+INSTANCES_TAG = "GEOSEG_INSTANCES"
+
+
+def is_instance_map(path: str | Path) -> bool:
+    """True for a raster tagged as an instance map (False also when it cannot be read)."""
+    try:
+        with rasterio.open(path) as src:
+            return bool(src.tags().get(INSTANCES_TAG) == "1")
+    except rasterio.errors.RasterioIOError:
+        return False  # the caller's own open reports the unreadable file clearly
+
+
 class _Handle:
     """A pooled dataset (and the file under a warped view); ``close`` closes both."""
 

@@ -93,6 +93,7 @@ def vectorize(
     nodata: float | None = None,
     instances: bool | None = None,
     objects: Any = None,
+    regularize: float = 0.0,
     client: Any = None,
     progress: bool = True,
 ) -> gpd.GeoDataFrame:
@@ -126,6 +127,9 @@ def vectorize(
             instance COG from its GEOSEG_INSTANCES tag.
         objects: instance maps: the objects table of ``geoseg predict --objects`` (CSV
             path or DataFrame): adds each object's ``score``.
+        regularize: building regularization tolerance in metres (0: none): outlines become
+            right-angled polygons along each building's main directions, and neighbours
+            never overlap (:mod:`geoseg.vectorize.regularize`).
         client: a ``distributed.Client`` to run on (default: a local cluster).
         progress: show progress bars.
 
@@ -151,6 +155,7 @@ def vectorize(
         nodata=nodata,
         instances=instances,
         objects=objects,
+        regularize=regularize,
     )
     return collect(job, chunk_size=chunk_size, workers=workers, client=client, progress=progress)
 
@@ -173,6 +178,7 @@ def vectorize_to_file(
     nodata: float | None = None,
     instances: bool | None = None,
     objects: Any = None,
+    regularize: float = 0.0,
     client: Any = None,
     progress: bool = True,
 ) -> int:
@@ -199,6 +205,7 @@ def vectorize_to_file(
         nodata=nodata,
         instances=instances,
         objects=objects,
+        regularize=regularize,
     )
     empty = frame(attributes(Pieces.empty(), job.grid), job)
     frames = iter_frames(

@@ -16,7 +16,7 @@ import shapely
 
 from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
 from geoseg.errors import ConfigError, DataError
-from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.io.bands import BandSource, is_instance_map, open_grid, raster_path
 from geoseg.io.grid import RasterGrid
 from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks
 from geoseg.vectorize.clean import attributes, clean
@@ -45,6 +45,8 @@ class VectorizeJob:
     object_class: dict[int, int] = field(default_factory=dict)
     #: instance maps: score of every object id (from an objects table), if given
     object_score: dict[int, float] | None = None
+    #: building regularization tolerance in pixels (0: none)
+    regularize_px: float = 0.0
 
 
 def prepare_job(
@@ -64,6 +66,7 @@ def prepare_job(
     nodata: float | None = None,
     instances: bool | None = None,
     objects: Any = None,
+    regularize: float = 0.0,
 ) -> VectorizeJob:
     """Check the options and open the raster: everything a vectorize run needs.
 
@@ -73,12 +76,13 @@ def prepare_job(
     is_inst = False
     if source is None:
         path = raster_path(labels)
-        is_inst = _is_instance_map(path) if instances is None else bool(instances)
+        is_inst = is_instance_map(path) if instances is None else bool(instances)
         if is_inst:
             _check_instance_options(classes, probabilities, sieve)
     if connectivity not in CONNECTIVITY:
         raise ConfigError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
-    for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes)):
+    for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes),
+                    ("regularize", regularize)):  # fmt: skip
         if not (v >= 0 and math.isfinite(v)):
             raise ConfigError(f"{name} must be a finite number >= 0 (metres), got {v!r}")
     if sieve < 0:
@@ -128,7 +132,7 @@ def prepare_job(
         sieve=int(sieve),
         fill_holes=float(fill_holes),
         min_area=float(min_area),
-        collect=simplify > 0 or fill_holes > 0,
+        collect=simplify > 0 or fill_holes > 0 or regularize > 0,
         prob_path=prob_path,
         prob_index=prob_index,
         class_source=class_source,
@@ -136,17 +140,13 @@ def prepare_job(
     gtype = "Polygon" if connectivity == 4 else "MultiPolygon"
     job = VectorizeJob(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
     job.instances = is_inst
+    if regularize > 0:
+        if simplify > 0:
+            raise ConfigError("regularize and simplify: choose one (regularize simplifies)")
+        job.regularize_px = regularize / grid.pixel_size_m()
     if objects is not None:
         job.object_score = read_object_scores(objects)
     return job
-
-
-def _is_instance_map(path: str) -> bool:
-    """True for a raster geoseg wrote as an instance map (its GEOSEG_INSTANCES tag)."""
-    from geoseg.inference.products import INSTANCES_TAG
-
-    with rasterio.open(path) as src:
-        return src.tags().get(INSTANCES_TAG) == "1"
 
 
 def _band_count(path: str) -> int:
@@ -322,6 +322,11 @@ def clean_coverage(allp: Pieces, job: VectorizeJob) -> Pieces:
             allp.psum,
             allp.pcount,
         )
+    if job.regularize_px > 0 and len(allp.geoms):
+        from geoseg.vectorize.regularize import regularize
+
+        geoms, _ = regularize(allp.geoms, job.regularize_px)
+        allp = Pieces(geoms, allp.value, allp.pixels, allp.psum, allp.pcount)
     return allp
 
 

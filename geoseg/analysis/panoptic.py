@@ -1,0 +1,257 @@
+"""Panoptic maps: fusing a land-cover map with an object map, and COCO panoptic export.
+
+A geoseg panoptic result is a pair of rasters on one grid: the class map (every pixel a
+class) and the instance map (band 1: object id, 0 = none; band 2: the object's class).
+
+* :func:`fuse_panoptic`: a semantic (land-cover) map plus an instance map of things from
+  another model -> a consistent panoptic pair: an object's pixels take its class, every
+  other pixel keeps its land-cover class. Both maps must be on the same grid (the one
+  CRS rule of :mod:`geoseg.io.grid`); a different grid is an error, not a resampling.
+* :func:`export_coco_panoptic`: a panoptic pair -> the COCO panoptic format for ML tools:
+  one PNG per tile (segment id = R + 256 G + 256² B, 0 = void) and one JSON with
+  ``images``, ``annotations`` (``segments_info`` with category, bbox and area) and
+  ``categories`` (``isthing``, colour). Tiles keep their georeferencing in the JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_table
+from geoseg.errors import ConfigError, DataError
+from geoseg.io.bands import INSTANCES_TAG, raster_path
+from geoseg.io.grid import same_grid_crs
+from geoseg.io.outputs import atomic_path, check_output_path
+
+
+def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
+    """Check the two rasters are one grid; the class table covering both."""
+    cpath, ipath = raster_path(classes), raster_path(instances)
+    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+        if c.crs is None or i.crs is None:
+            raise DataError(f"{cpath!r} and {ipath!r} both need a CRS for a panoptic map")
+        same = (
+            c.shape == i.shape
+            and c.transform.almost_equals(i.transform)
+            and same_grid_crs(i.crs, c.crs, tuple(i.bounds), min(c.res))
+        )
+        if not same:
+            raise DataError(
+                f"{ipath!r} ({i.width} x {i.height} px, {i.crs}) is not on the grid of "
+                f"{cpath!r} ({c.width} x {c.height} px, {c.crs}); a panoptic map needs both "
+                "on one grid: predict or warp them onto the same grid first"
+            )
+        if i.dtypes[0].startswith("float"):
+            raise DataError(f"{ipath!r} must hold integer object ids, not {i.dtypes[0]}")
+    table = class_table_for(cpath)
+    if table is None:
+        raise DataError(f"{cpath!r} has no class table (GEOSEG_CLASSES tag or colour table)")
+    return cpath, ipath, table
+
+
+def _merged_table(land: ClassTable, things: ClassTable | None, thing_ids: list[int]) -> ClassTable:
+    """The land-cover classes plus the thing classes of the instance map (marked things)."""
+    out: dict[int, ClassInfo] = {
+        c.id: ClassInfo(c.id, c.name, c.color, c.id in thing_ids) for c in land
+    }
+    for c in things or []:
+        if c.id in out and out[c.id].name != c.name and c.thing:
+            raise DataError(
+                f"class id {c.id} is {out[c.id].name!r} in the land-cover map but "
+                f"{c.name!r} in the instance map; give the things ids of their own"
+            )
+        if c.thing or c.id in thing_ids:
+            out[c.id] = ClassInfo(c.id, c.name, c.color, True)
+    return ClassTable(out.values())
+
+
+def fuse_panoptic(
+    semantic: Any,
+    instances: Any,
+    output: str | Path,
+    instances_output: str | Path,
+    *,
+    thing_class: int | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 2048,
+) -> tuple[Path, Path]:
+    """Fuse a land-cover map with an instance map of things into a panoptic pair.
+
+    Args:
+        semantic: the land-cover class map (its class table names the stuff classes).
+        instances: an instance map on the same grid (band 1 ids; band 2 the objects'
+            classes, as ``geoseg predict --instances`` writes it).
+        output: the fused class map (COG-like GeoTIFF with the merged class table).
+        instances_output: the instance map of the pair (ids unchanged, band 2 classes).
+        thing_class: the class id of every object when the instance map has no class
+            band (e.g. a building-only map from another tool).
+        overwrite: replace existing outputs.
+        chunk_size: rows and columns per chunk.
+
+    Returns:
+        ``(class map, instance map)``.
+
+    Raises:
+        DataError: the maps are on different grids, or class ids clash.
+        ConfigError: no class for the objects.
+    """
+    cpath, ipath, land = _open_pair(semantic, instances)
+    out, iout = (
+        check_output_path(output, overwrite=overwrite),
+        check_output_path(instances_output, overwrite=overwrite),
+    )
+    with rasterio.open(ipath) as src:
+        has_cls = src.count >= 2
+        things = read_class_table(src)
+    if not has_cls and thing_class is None:
+        raise ConfigError(
+            f"thing_class: {ipath!r} has no class band; give the objects' class id (--thing-class)"
+        )
+    thing_ids = [thing_class] if thing_class is not None else (things.things if things else [])
+    table = _merged_table(land, things, thing_ids)
+    nodata = table.nodata_value()
+    with rasterio.open(cpath) as c:
+        profile = c.profile | {"driver": "GTiff", "dtype": table.dtype(), "nodata": nodata,
+                               "tiled": True, "blockxsize": 512, "blockysize": 512,
+                               "compress": "deflate", "count": 1}  # fmt: skip
+    with atomic_path(out, overwrite=overwrite) as tc, atomic_path(iout, overwrite=overwrite) as ti:
+        with (
+            rasterio.open(cpath) as c,
+            rasterio.open(ipath) as i,
+            rasterio.open(tc, "w", **profile) as dc,
+            rasterio.open(
+                ti, "w", **(profile | {"dtype": "uint32", "count": 2, "nodata": 0})
+            ) as di,
+        ):
+            from geoseg.classes import write_class_table
+
+            write_class_table(dc, table)
+            di.update_tags(**{INSTANCES_TAG: "1", "GEOSEG_CLASSES": table.to_json()})
+            di.set_band_description(1, "instance_id")
+            di.set_band_description(2, "class_id")
+            for r in range(0, c.height, chunk_size):
+                for col in range(0, c.width, chunk_size):
+                    w = Window(
+                        col, r, min(chunk_size, c.width - col), min(chunk_size, c.height - r)
+                    )
+                    land_v = c.read(1, window=w, masked=True)
+                    ids = i.read(1, window=w).astype(np.uint32)
+                    cls = (i.read(2, window=w).astype(np.int64) if has_cls
+                           else np.full(ids.shape, thing_class, np.int64))  # fmt: skip
+                    fused = np.where(np.ma.getmaskarray(land_v), nodata, land_v.filled(nodata))
+                    obj = ids > 0
+                    fused = fused.astype(np.int64)
+                    fused[obj] = cls[obj]
+                    dc.write(fused.astype(table.dtype())[None], window=w)
+                    di.write(np.stack([ids, np.where(obj, cls, 0).astype(np.uint32)]), window=w)
+    return out, iout
+
+
+def export_coco_panoptic(
+    classes: Any,
+    instances: Any,
+    output_dir: str | Path,
+    *,
+    tile_size: int = 1024,
+    overwrite: bool = False,
+) -> Path:
+    """Write a panoptic pair in the COCO panoptic format (PNG per tile + one JSON).
+
+    Segments: each object (thing class, id > 0) of a tile is one segment; each stuff class
+    present in a tile is one segment; pixels of a thing class outside every object and
+    no-data pixels are void (0). Segment ids are numbered per image from 1.
+
+    Args:
+        classes: the class map of the pair.
+        instances: the instance map of the pair (band 2 holds the object classes; without
+            it an object takes the class map's class at its pixels' majority).
+        output_dir: a new folder (``panoptic.json`` and ``panoptic/*.png`` inside).
+        tile_size: image side in pixels (COCO images are small; a map is cut into tiles).
+        overwrite: replace an existing folder's COCO files (never other files).
+
+    Returns:
+        The JSON path.
+    """
+    from PIL import Image
+
+    if not 16 <= tile_size <= 8192:
+        raise ConfigError(f"tile_size must be 16..8192 pixels, got {tile_size}")
+    cpath, ipath, table = _open_pair(classes, instances)
+    folder = Path(output_dir)
+    json_path = folder / "panoptic.json"
+    if folder.is_dir():
+        check_output_path(json_path, overwrite=overwrite)
+    else:
+        check_output_path(folder, overwrite=False)  # its parent must exist and be writable
+    (folder / "panoptic").mkdir(parents=True, exist_ok=True)
+    thing_ids = set(table.things)
+    categories = [{"id": c.id, "name": c.name, "isthing": int(c.id in thing_ids),
+                   "color": list(c.rgb)} for c in table]  # fmt: skip
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+        nodata = c.nodata
+        for r in range(0, c.height, tile_size):
+            for col in range(0, c.width, tile_size):
+                w = Window(col, r, min(tile_size, c.width - col), min(tile_size, c.height - r))
+                cls = c.read(1, window=w).astype(np.int64)
+                ids = i.read(1, window=w).astype(np.int64)
+                ocls = i.read(2, window=w).astype(np.int64) if i.count >= 2 else cls
+                seg, infos = _tile_segments(cls, ids, ocls, thing_ids, nodata, table.ids)
+                name = f"tile_r{r}_c{col}.png"
+                rgb = np.stack([seg % 256, (seg // 256) % 256, seg // 65536], -1).astype(np.uint8)
+                with atomic_path(folder / "panoptic" / name, overwrite=True) as tmp:
+                    Image.fromarray(rgb).save(tmp, format="PNG")
+                image_id = len(images) + 1
+                t = rasterio.windows.transform(w, c.transform)
+                geo = {"crs": c.crs.to_string(), "transform": list(t)[:6]}
+                images.append(
+                    {"id": image_id, "file_name": name.replace(".png", ".tif"),
+                     "width": int(w.width), "height": int(w.height), "geo": geo}
+                )  # fmt: skip
+                annotations.append({"image_id": image_id, "file_name": name,
+                                    "segments_info": infos})  # fmt: skip
+    data = {"info": {"description": f"geoseg panoptic export of {cpath}"},
+            "images": images, "annotations": annotations, "categories": categories}  # fmt: skip
+    with atomic_path(json_path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+    return json_path
+
+
+def _tile_segments(
+    cls: np.ndarray,
+    ids: np.ndarray,
+    ocls: np.ndarray,
+    things: set[int],
+    nodata: float | None,
+    valid_ids: list[int],
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Segment-id image and ``segments_info`` of one tile."""
+    seg = np.zeros(cls.shape, np.int64)
+    infos: list[dict[str, Any]] = []
+    known = np.isin(cls, valid_ids) & (cls != nodata if nodata is not None else True)
+
+    def add(mask: np.ndarray, category: int) -> None:
+        sid = len(infos) + 1
+        seg[mask] = sid
+        rows, cols = np.nonzero(mask)
+        y0, x0 = int(rows.min()), int(cols.min())
+        infos.append({"id": sid, "category_id": int(category), "iscrowd": 0,
+                      "bbox": [x0, y0, int(cols.max()) - x0 + 1, int(rows.max()) - y0 + 1],
+                      "area": int(mask.sum())})  # fmt: skip
+
+    for oid in np.unique(ids[ids > 0]).tolist():
+        m = ids == oid
+        votes = np.bincount(ocls[m]) if (ocls[m] >= 0).all() else np.zeros(1)
+        add(m, int(np.argmax(votes)))
+    for k in sorted(set(np.unique(cls[known & (ids == 0)]).tolist()) - things):
+        add(known & (ids == 0) & (cls == k), k)
+    if seg.max() >= 256**3:
+        raise DataError("more than 16.7 M segments in one tile; use a smaller tile_size")
+    return seg, infos

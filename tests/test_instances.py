@@ -392,7 +392,8 @@ def test_panoptic_fusion_and_coco_export(tmp_path):
     assert len(things) >= 84  # objects cut by tile edges count once per tile
     first = data["annotations"][0]
     png = np.asarray(Image.open(tmp_path / "coco" / "panoptic" / first["file_name"]))
-    seg = png[..., 0].astype(int) + 256 * png[..., 1] + 65536 * png[..., 2]
+    png = png.astype(np.int64)
+    seg = png[..., 0] + 256 * png[..., 1] + 65536 * png[..., 2]
     for s in first["segments_info"]:
         assert (seg == s["id"]).sum() == s["area"]
     # maps on different grids are refused, not resampled

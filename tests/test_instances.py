@@ -484,3 +484,89 @@ def test_mosaic_cut_through_buildings_gives_the_whole_scene_objects(tmp_path):
     pb = vectorize(mosaic[1], chunk_size=32, workers=1, progress=False)
     assert len(pa) == int(ia[0].max())
     assert shapely.equals_exact(pa.geometry.values, pb.geometry.values, 0).all()
+
+
+# -- bad input ------------------------------------------------------------------------------
+def _dm(tmp_path: Path, labels: dict, classes: list, task: str = "instance"):
+    from geoseg.config import DataConfig, from_mapping
+    from geoseg.data import GeoDataModule
+
+    cfg = from_mapping(
+        DataConfig,
+        {"imagery": {"paths": str(DATA / "alexandria-hag-buildings" / "hag.tif")},
+         "labels": labels, "classes": classes, "tile_size": 32,
+         "split": {"method": "blocks", "block_size": 64}},
+        "data",
+    )  # fmt: skip
+    return GeoDataModule(cfg, task=task)
+
+
+def test_overlapping_object_polygons_warn_and_the_later_one_wins(tmp_path):
+    from geoseg.errors import DataWarning
+
+    gdf = gpd.read_file(DATA / "alexandria-hag-buildings" / "buildings.geojson")
+    big = gdf.iloc[[10]].copy()
+    # a polygon over object 10 and its neighbours (buffered in metres, in UTM)
+    big["geometry"] = big.geometry.to_crs(26918).buffer(20).to_crs(gdf.crs)
+    path = tmp_path / "overlap.geojson"
+    import pandas as pd
+
+    gpd.GeoDataFrame(pd.concat([gdf, big]), crs=gdf.crs).to_file(path)
+    classes = [{"id": 0, "name": "bg"}, {"id": 1, "name": "building", "thing": True}]
+    dm = _dm(tmp_path, {"path": str(path), "burn_value": 1, "background": 0}, classes)
+    with pytest.warns(DataWarning, match=r"pair\(s\) of object polygons overlap.*later feature"):
+        dm.prepare_scene()
+    box = dm.grid.snap(big.to_crs(dm.grid.crs).total_bounds.tolist())
+    ids = dm.instances.read_instances(box)
+    assert (ids == len(gdf) + 1).mean() > 0.5  # the later (buffered) feature won its pixels
+
+
+def test_objects_of_a_class_that_is_not_a_thing_get_no_id(tmp_path):
+    gdf = gpd.read_file(DATA / "alexandria-hag-buildings" / "buildings.geojson")
+    gdf["kind"] = ["shed" if i % 2 else "house" for i in range(len(gdf))]
+    path = tmp_path / "kinds.geojson"
+    gdf.to_file(path)
+    classes = [{"id": 0, "name": "bg"}, {"id": 1, "name": "house", "thing": True},
+               {"id": 2, "name": "shed"}]  # fmt: skip
+    dm = _dm(tmp_path, {"path": str(path), "class_field": "kind", "background": 0}, classes)
+    dm.setup("fit")
+    sample = dm.dataset("train")[next(iter(dm.train_dataloader().sampler))]
+    mask, ids = sample["mask"].numpy(), sample["instances"].numpy()
+    assert (ids[mask == 2] == 0).all()  # shed pixels: stuff, no object
+    assert ((ids > 0) == (mask == 1)).all()
+
+
+def test_an_id_reused_for_disconnected_parts_counts_each_part(tmp_path):
+    from geoseg.data.tiles import tile_objects
+
+    ids = np.zeros((8, 8), np.int64)
+    ids[1:3, 1:3] = 7
+    ids[5:7, 5:7] = 7  # the same id far away
+    ids[1:3, 3:5] = 9  # touching another object
+    mask = (ids > 0).astype(np.int64)
+    out = tile_objects(ids, mask, np.array([1]))
+    assert len(np.unique(out[out > 0])) == 3
+    assert out[1, 1] != out[5, 5] and out[1, 1] != out[1, 3]
+
+
+def test_instance_tasks_need_thing_classes_and_objects(tmp_path):
+    plain = [{"id": 0, "name": "bg"}, {"id": 1, "name": "building"}]
+    labels = {"path": str(DATA / "alexandria-hag-buildings" / "buildings.geojson"),
+              "burn_value": 1, "background": 0}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"need thing classes.*thing: true"):
+        _dm(tmp_path, labels, plain).prepare_scene()
+    things = [{"id": 0, "name": "bg"}, {"id": 1, "name": "building", "thing": True}]
+    hag = str(DATA / "alexandria-hag-buildings" / "hag.tif")
+    raster = {"path": hag}  # a raster of classes without an instance raster
+    with pytest.raises(ConfigError, match=r"data\.labels\.instances"):
+        _dm(tmp_path, raster, things).prepare_scene()
+
+
+def test_semantic_only_options_on_an_instance_map_are_refused(tmp_path):
+    from geoseg.vectorize import vectorize
+
+    path, _ = _instance_map(tmp_path)
+    with pytest.raises(ConfigError, match="sieve: an instance map is not sieved"):
+        vectorize(path, sieve=4, progress=False)
+    with pytest.raises(ConfigError, match="classes: not used with an instance map"):
+        vectorize(path, classes=[1], progress=False)

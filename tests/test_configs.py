@@ -29,7 +29,13 @@ TINY = [
 
 def test_configs_exist():
     names = {p.name for p in CONFIGS}
-    assert {"nc_landcover.yaml", "sen1floods11_water.yaml", "spacenet_rio_buildings.yaml"} <= names
+    assert {
+        "nc_landcover.yaml",
+        "sen1floods11_water.yaml",
+        "spacenet_rio_buildings.yaml",
+        "spacenet_rio_buildings_instances.yaml",
+        "alexandria_buildings_instances.yaml",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -69,6 +75,11 @@ def test_config_trains_tiny_via_cli(path, tmp_path, monkeypatch):
     )
     assert "test" in meta.metrics and "val" in meta.metrics
     assert set(meta.metrics["test"]["iou"]) == set(meta.classes.names)
+    assert meta.task == raw.get("task", "semantic")
+    if meta.task == "instance":  # objects decoded and scored; decoding stored for predict
+        assert {"f1", "precision", "recall", "pq"} <= set(meta.metrics["test"]["instance"])
+        assert meta.task_options["decode"]["grow_px"] == raw["instances"]["grow_px"]
+        assert meta.classes.things == [c["id"] for c in classes if c.get("thing")]
     summary = json.loads((out / "metrics.json").read_text())
     assert len(summary["history"]) == 1
     assert model.training is False

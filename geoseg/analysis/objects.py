@@ -20,7 +20,7 @@ from rasterio.features import geometry_mask
 
 from geoseg.analysis.areas import ALL_ZONES, raster_windows, read_zones
 from geoseg.classes import class_color, class_table_for
-from geoseg.errors import DataError
+from geoseg.errors import NoDataWarning, warn
 from geoseg.io.bands import BandSource, open_grid, raster_path
 from geoseg.io.grid import pixel_areas
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
@@ -62,6 +62,8 @@ def object_stats(
 
     Raises:
         DataError: not an integer raster, no CRS, or zones off the map.
+
+    A map without any object gives an empty table and a NoDataWarning.
     """
     from tqdm.auto import tqdm
 
@@ -97,7 +99,10 @@ def object_stats(
         if tree is not None and geoms is not None:
             _zone_pixels(in_zone, tree, geoms.values, zone_of, grid, win, ids, ok)
     if not area:
-        raise DataError(f"instance map {path!r} holds no object (all ids are 0 or no-data)")
+        warn(f"instance map {path!r} holds no object (every id is 0 or no-data)", NoDataWarning)
+        return pd.DataFrame({c: [] for c in OBJECT_COLUMNS}).astype(
+            {"class_id": "int64", "objects": "int64"}
+        )
     return _object_frame(area, klass, in_zone, zone_names, table, zones is not None)
 
 

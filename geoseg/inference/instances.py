@@ -305,10 +305,17 @@ def task_map(client: Any, scheduler: Any, workers: int | None) -> TaskMap:
         def run_distributed(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> Iterator[Any]:
             from distributed import as_completed
 
-            futures = [client.submit(fn, *args, pure=False) for args in items]
-            for fut in as_completed(futures, loop=client.loop):
-                yield fut.result()
+            todo = list(items)
+            limit = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+            futures = [client.submit(fn, *todo.pop(0), pure=False)
+                       for _ in range(min(limit, len(todo)))]  # fmt: skip
+            ac = as_completed(futures, loop=client.loop)
+            for fut in ac:
+                result = fut.result()
                 fut.release()
+                if todo:
+                    ac.add(client.submit(fn, *todo.pop(0), pure=False))
+                yield result
 
         return run_distributed
     if scheduler == "synchronous":
@@ -320,10 +327,18 @@ def task_map(client: Any, scheduler: Any, workers: int | None) -> TaskMap:
         pool_cls = (
             futures.ProcessPoolExecutor if scheduler == "processes" else futures.ThreadPoolExecutor
         )
-        with pool_cls(max_workers=workers) as pool:
-            jobs = [pool.submit(fn, *args) for args in items]
-            for job in futures.as_completed(jobs):
-                yield job.result()
+        n = workers or os.cpu_count() or 1
+        todo = list(items)
+        with pool_cls(max_workers=n) as pool:
+            # at most two tasks per worker in flight: results are consumed as they come,
+            # so memory holds a few chunks, not the mosaic
+            running = {pool.submit(fn, *todo.pop(0)) for _ in range(min(2 * n, len(todo)))}
+            while running:
+                done, running = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+                for job in done:
+                    if todo:
+                        running.add(pool.submit(fn, *todo.pop(0)))
+                    yield job.result()
 
     return run_local
 

@@ -251,7 +251,7 @@ def _predict(
         mosaic=mosaic,
         spec=spec,
         decoder=DECODERS[meta.task](
-            meta, probabilities="probabilities" in targets, chunk=block_size
+            meta, probabilities="probabilities" in targets, chunk=min(block_size, 512)
         ),
         blend=tuple(o.name for o in meta.outputs if o.per_pixel and o.merge == "blend"),
         tile=tile,

@@ -98,16 +98,18 @@ def grow(labels: np.ndarray, foreground: np.ndarray, steps: int) -> np.ndarray:
     labelled 4-neighbours. The result at a pixel depends only on pixels within ``steps``
     of it, and not on any processing order.
     """
-    out = np.array(labels, dtype=np.int64, copy=True)
+    top = int(np.max(labels, initial=0))
+    dtype = np.int32 if top < np.iinfo(np.int32).max else np.int64  # half the memory
+    out: np.ndarray = np.array(labels, dtype=dtype, copy=True)
     if steps <= 0 or not out.any():
         return out
-    big = np.iinfo(np.int64).max
+    big = np.iinfo(dtype).max
     for _ in range(steps):
         todo = foreground & (out == 0)
         if not todo.any():
             break
-        cand = np.where(out > 0, out, big)
-        best = np.full(out.shape, big, np.int64)
+        cand = np.where(out > 0, out, big).astype(dtype, copy=False)
+        best = np.full(out.shape, big, dtype)
         np.minimum(best[1:], cand[:-1], out=best[1:])
         np.minimum(best[:-1], cand[1:], out=best[:-1])
         np.minimum(best[:, 1:], cand[:, :-1], out=best[:, 1:])

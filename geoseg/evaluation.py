@@ -117,7 +117,7 @@ def evaluate(
     ckpt = Path(checkpoint)
     out_path = Path(output) if output is not None else None
     if out_path is not None:
-        check_output_path(out_path, overwrite=overwrite)
+        check_output_path(out_path, overwrite=overwrite, inputs=(checkpoint,))
     model, meta = load_model(ckpt, device=device)
     if datamodule is None:
         exp = _experiment_for(meta, ckpt, config)

@@ -197,6 +197,7 @@ def train(
     overrides: Iterable[str] = (),
     output_dir: str | Path | None = None,
     datamodule: Any = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a model for the config's task as described by an experiment config.
 
@@ -209,6 +210,9 @@ def train(
             ``config.data`` (it must offer the attributes of
             :class:`geoseg.data.GeoDataModule`: classes, band_names, mean, std,
             tile_size, ...).
+        overwrite: train into a run folder that already holds a model (its
+            ``model.safetensors``, ``metrics.json`` and ``config.yaml`` are replaced when
+            the new run succeeds); without it such a folder is refused.
 
     Returns:
         A :class:`TrainResult` (checkpoint path, val/test reports, history).
@@ -219,6 +223,7 @@ def train(
     """
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
+    _check_run_folder(out, overwrite)
     tcfg: TrainingConfig = exp.training
     # fail fast, before any data is read
     task_cls = task_class(exp.task)
@@ -235,6 +240,20 @@ def train(
         return _fit(exp, task_cls, out, datamodule)
     finally:
         torch.set_num_threads(threads)
+
+
+def _check_run_folder(out: Path, overwrite: bool) -> None:
+    """A run folder must be new, or hold a previous run that ``overwrite`` may replace."""
+    from geoseg.errors import OutputError
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output_dir {str(out)!r} is a file, not a folder")
+    previous = out / "model.safetensors"
+    if previous.exists() and not overwrite:
+        raise OutputError(
+            f"output_dir {str(out)!r} already holds a trained model ({previous.name}); "
+            "choose a new folder, or pass overwrite=True / --overwrite to replace that run"
+        )
 
 
 def _make_task(exp: ExperimentConfig, task_cls: type[BaseTask], dm: Any) -> BaseTask:

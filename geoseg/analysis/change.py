@@ -162,8 +162,8 @@ def change(
     out = Path(output) if output is not None else None
     csv = out.with_suffix(".csv") if out is not None else None
     if out is not None and csv is not None:
-        check_vector_path(out, overwrite=overwrite)
-        check_output_path(csv, overwrite=overwrite)
+        check_vector_path(out, overwrite=overwrite, inputs=(bpath, apath))
+        check_output_path(csv, overwrite=overwrite, inputs=(bpath, apath))
     grid = open_grid(bpath, band=band, what="before raster")
     warp = _align(bpath, apath, grid, band)
     src_b = BandSource(bpath, band, nodata)

@@ -103,8 +103,8 @@ def fuse_panoptic(
     """
     cpath, ipath, land = _open_pair(semantic, instances)
     out, iout = (
-        check_output_path(output, overwrite=overwrite),
-        check_output_path(instances_output, overwrite=overwrite),
+        check_output_path(output, overwrite=overwrite, inputs=(cpath, ipath)),
+        check_output_path(instances_output, overwrite=overwrite, inputs=(cpath, ipath)),
     )
     with rasterio.open(ipath) as src:
         has_cls = src.count >= 2

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from geoseg import __version__
 from geoseg.errors import GeosegError
@@ -46,14 +49,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    previous = _terminate_as_interrupt()
     try:
         return int(args._run(args) or 0)
     except GeosegError as exc:
         print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"geoseg {args.command}: interrupted", file=sys.stderr)
+        print(f"geoseg {args.command}: interrupted; partial outputs removed", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """Treat SIGTERM like Ctrl-C, so that every output cleans up as on an interrupt.
+
+    Returns the previous handler (None when not in the main thread, where signals cannot
+    be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``geoseg stats``."""
     from geoseg.io.outputs import check_output_path
 
-    check_output_path(args.output, overwrite=args.overwrite)
+    check_output_path(args.output, overwrite=args.overwrite, inputs=(args.classmap, args.zones))
     if is_instance_map(args.classmap):
         objects = object_stats(
             args.classmap, zones=args.zones, zone_field=args.zone_field,

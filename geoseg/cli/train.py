@@ -46,6 +46,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. training.max_epochs=3 (repeatable)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into a run folder that already holds a model (replaced on success)",
+    )
     return p
 
 
@@ -53,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
     """Train and print the best checkpoint's scores."""
     from geoseg.training import train
 
-    result = train(args.config, overrides=args.overrides, output_dir=args.output_dir)
+    result = train(
+        args.config,
+        overrides=args.overrides,
+        output_dir=args.output_dir,
+        overwrite=args.overwrite,
+    )
     print(f"checkpoint: {result.checkpoint}")
     print(f"best epoch: {result.best_epoch}")
     for split in ("val", "test"):
@@ -67,4 +77,9 @@ def run(args: argparse.Namespace) -> int:
             )
             for name, v in rep["iou"].items():
                 print(f"  IoU {name:<16} {'-' if v is None else f'{v:.4f}'}")
+            inst = rep.get("instance")
+            if inst:
+                print("  objects: " + ", ".join(
+                    f"{k} {'-' if inst.get(k) is None else f'{inst[k]:.4f}'}"
+                    for k in ("f1", "precision", "recall", "pq")))  # fmt: skip
     return 0

@@ -100,7 +100,7 @@ def resolve_device(device: str) -> str:
     raise ConfigError(f"device: unknown device {device!r}; valid values are cpu, cuda, auto")
 
 
-def _checkpoint_digest(path: str) -> str:
+def _file_digest(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
@@ -138,12 +138,17 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
     folder = cache_dir or default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     key = (
-        f"{_checkpoint_digest(str(checkpoint))}-t{tile_size}-torch{torch.__version__}"
+        f"{_file_digest(str(checkpoint))}-t{tile_size}-torch{torch.__version__}"
         f"-v{ONNX_EXPORT_VERSION}"
     )
     out = folder / f"{key}.onnx"
+    digest = out.with_suffix(".sha256")
     if out.is_file():
-        return out
+        if digest.is_file() and digest.read_text().strip() == _file_digest(str(out)):
+            return out
+        # a cached file that is truncated, corrupt or from an interrupted export: rebuild
+        warn(f"cached ONNX model {str(out)!r} is damaged or incomplete; exporting it again")
+        out.unlink(missing_ok=True)
     model, meta = load_model(checkpoint)
     wrapped = get_adapter(meta.adapter).export_module(model, meta.outputs).eval()
     names = [o.name for o in meta.outputs if o.per_pixel]
@@ -160,6 +165,8 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
             torch.onnx.export(wrapped, (x,), str(tmp), dynamo=False, **kwargs)
         except TypeError:  # older torch without the dynamo switch
             torch.onnx.export(wrapped, (x,), str(tmp), **kwargs)
+    with atomic_path(digest, overwrite=True) as tmp:
+        tmp.write_text(_file_digest(str(out)))
     return out
 
 

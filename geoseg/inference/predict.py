@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -30,7 +29,12 @@ from geoseg.inference.tiling import check_tiling
 from geoseg.io.cog import BlockWriter
 from geoseg.io.handles import gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
-from geoseg.io.outputs import atomic_path, check_output_path
+from geoseg.io.outputs import (
+    atomic_path,
+    check_output_path,
+    remove_stale_temporaries,
+    work_folder,
+)
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
 #: ``distributed.Client``) runs on a ``dask.distributed`` cluster.
@@ -225,7 +229,7 @@ def _predict(
     _check_options(meta, tile, ov, factor, batch_size)
     targets = _targets(
         meta, {"classes": output, "probabilities": probabilities, "instances": instances,
-               "objects": objects}, overwrite,
+               "objects": objects}, overwrite, [checkpoint, *_as_list(inputs)],
     )  # fmt: skip
     weight = weight_window(blend, tile, ov)
     transforms = tuple(tta_transforms(tta))
@@ -311,7 +315,13 @@ def _runner_spec(
     )
 
 
-def _targets(meta: Any, paths: dict[str, str | Path | None], overwrite: bool) -> dict[str, Path]:
+def _as_list(inputs: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [inputs] if isinstance(inputs, str | Path) else list(inputs)
+
+
+def _targets(
+    meta: Any, paths: dict[str, str | Path | None], overwrite: bool, inputs: list[str | Path]
+) -> dict[str, Path]:
     """The checked output paths by product name (in the order of ``paths``)."""
     if meta.task not in ("instance", "panoptic"):
         asked = [k for k in ("instances", "objects") if paths.get(k) is not None]
@@ -320,7 +330,9 @@ def _targets(meta: Any, paths: dict[str, str | Path | None], overwrite: bool) ->
                 f"{asked[0]}: the checkpoint is a {meta.task} model; instance ids need an "
                 "instance or panoptic model (train one with task: instance)"
             )
-    targets = {k: check_output_path(p, overwrite=overwrite) for k, p in paths.items() if p}
+    targets = {
+        k: check_output_path(p, overwrite=overwrite, inputs=inputs) for k, p in paths.items() if p
+    }
     resolved = [p.resolve() for p in targets.values()]
     if len(set(resolved)) < len(resolved):
         raise ConfigError(f"outputs must be different files, got {[str(p) for p in resolved]}")
@@ -402,7 +414,8 @@ def _run_plan(
             name: stack.enter_context(atomic_path(path, overwrite=overwrite))
             for name, path in targets.items()
         }
-        work = tempfile.mkdtemp(prefix=".geoseg-predict-", dir=first.parent)
+        remove_stale_temporaries(first.parent)
+        work = str(work_folder(first.parent, "predict"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
         writer = BlockWriter(
             work,
@@ -514,7 +527,16 @@ def _run_local(
     kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
     if scheduler != "synchronous":
         kwargs["num_workers"] = workers
-    get(dsk, keys, **kwargs)
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        get(dsk, keys, **kwargs)
+    except BrokenProcessPool as exc:
+        raise SchedulerError(
+            "a worker process of the 'processes' scheduler died (killed, or out of memory); "
+            "no output was written. Run again, with a smaller batch_size or block_size if "
+            "memory is short, or with scheduler='threads'"
+        ) from exc
 
 
 def _run_distributed(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ class Source:
         warp: True when the file must be reprojected/resampled onto the grid.
         row_off, col_off: placement of an unwarped file on the grid (pixels).
         bbox: (row0, col0, row1, col1) of the file's footprint on the grid (pixels).
+        stamp: (modification time in ns, size) when the run started: a file changed or
+            replaced during the run is refused rather than read half old, half new.
     """
 
     path: str
@@ -56,6 +59,7 @@ class Source:
     row_off: int
     col_off: int
     bbox: tuple[int, int, int, int]
+    stamp: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,11 @@ class Mosaic:
     def _open(self, src: Source) -> contextlib.AbstractContextManager[Any]:
         """A handle on ``src`` for one read (from the process's :data:`HANDLES` pool)."""
         key: tuple[Any, ...] = file_key(src.path, src.src_crs)
+        if src.stamp != (0, 0) and tuple(key[1:3]) != src.stamp:
+            raise InputFileError(
+                f"input {src.path!r} changed on disk during the run (modified or replaced); "
+                "the map would mix the old and the new file: run again once it is stable"
+            )
         if src.warp:
             key += (self.crs, tuple(self.transform), self.height, self.width, self.resampling)
         return HANDLES.use(key, lambda: self._open_new(src))
@@ -365,6 +374,7 @@ class _Input:
     transform: Affine
     width: int
     height: int
+    stamp: tuple[int, int] = (0, 0)
 
 
 def _scan_inputs(
@@ -399,7 +409,9 @@ def _scan_inputs(
                 src_crs = user_crs
             # Touch the last row of every band: truncated files fail here, not mid-run.
             ds.read(window=Window(0, ds.height - 1, ds.width, 1))
-            infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height))
+            st = os.stat(p)
+            infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
+                                (st.st_mtime_ns, st.st_size)))  # fmt: skip
         except RasterioError as exc:
             raise InputFileError(
                 f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
@@ -461,6 +473,7 @@ def _place(
     else:
         assumed = info.crs.to_wkt() if info.crs_missing else None
     return Source(
+        stamp=info.stamp,
         path=str(info.path),
         src_crs=assumed,
         warp=not aligned,

@@ -1,12 +1,22 @@
-"""Output paths: checks before work starts and atomic replacement when it ends."""
+"""Output paths: checks before work starts and atomic replacement when it ends.
+
+The rules every writer of geoseg follows (a user's data is never lost):
+
+* an output is written under a temporary name beside it and renamed only when complete;
+  on any failure or interruption the temporary file is removed;
+* ``overwrite`` replaces an existing *file*, never a folder;
+* an output is never one of the run's inputs (also through links), nor inside a folder
+  given as input (a later run would read it back as input).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from geoseg.errors import OutputError
@@ -17,37 +27,88 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def check_output_path(path: str | Path, *, overwrite: bool = False) -> Path:
+def check_output_path(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Path:
     """Validate an output path before any work starts.
 
+    Args:
+        path: the output file.
+        overwrite: an existing *file* may be replaced.
+        inputs: the run's input files and folders: the output may be none of them and
+            not inside an input folder.
+
     Raises:
-        OutputError: the parent folder is missing or not writable, or the file exists and
-            ``overwrite`` is False.
+        OutputError: the parent folder is missing or not writable, the path is a folder,
+            the file exists and ``overwrite`` is False, or the output is an input.
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise OutputError(
+            f"output {str(p)!r} is a folder; geoseg writes files and never replaces a folder "
+            "(--overwrite neither): give a file name, e.g. "
+            f"{str(p / ('result' + (p.suffix or '.tif')))!r}"
+        )
     if not parent.is_dir():
         raise OutputError(
             f"output folder {str(parent)!r} for {str(p)!r} does not exist; create it first"
         )
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {str(parent)!r} is not writable")
+    for item in inputs:
+        if item is not None and not isinstance(item, (str, os.PathLike)):
+            continue  # an open dataset or an in-memory frame: not a path
+        if item is not None:
+            _check_not_input(p, Path(item))
     if p.exists() and not overwrite:
         raise OutputError(f"output {str(p)!r} already exists; pass overwrite=True / --overwrite")
     return p
 
 
+def _check_not_input(output: Path, item: Path) -> None:
+    """OutputError when ``output`` is the input ``item`` or lies in the input folder."""
+    if not item.exists():
+        return
+    if item.is_dir():
+        try:
+            output.resolve().relative_to(item.resolve())
+        except ValueError:
+            return
+        raise OutputError(
+            f"output {str(output)!r} is inside the input folder {str(item)!r}; a later run "
+            "would read it back as input: write it elsewhere"
+        )
+    same = output.exists() and os.path.samefile(output, item)
+    if same or output.resolve() == item.resolve():
+        raise OutputError(
+            f"output {str(output)!r} is the input {str(item)!r}; geoseg never writes over "
+            "its inputs: choose another output name"
+        )
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
-    On any exception the temporary file (or folder) is removed, so a failed run never
-    leaves a half-written output behind.
+    On any exception (interruptions included) the temporary file is removed, so a failed
+    run never leaves a half-written output behind. The output is checked as by
+    :func:`check_output_path` (never a folder, never an input).
     """
-    final = check_output_path(path, overwrite=overwrite)
+    final = check_output_path(path, overwrite=overwrite, inputs=inputs)
+    remove_stale_temporaries(final.parent)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=f".tmp{final.suffix}", dir=final.parent or "."
-    )
+        prefix=f".{final.stem}.{os.getpid()}-", suffix=f".tmp{final.suffix}",
+        dir=final.parent or ".",
+    )  # fmt: skip
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # writers (GDAL, OGR) want to create the file themselves
@@ -56,8 +117,8 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         if tmp.is_file():
             # Some writers create private (0600) files; give the output normal permissions.
             os.chmod(tmp, 0o666 & ~_UMASK)
-        if final.is_dir() and not tmp.is_dir():
-            shutil.rmtree(final)
+        if final.is_dir():  # appeared while we worked: never replaced
+            raise OutputError(f"output {str(final)!r} became a folder during the run")
         os.replace(tmp, final)
     except BaseException:
         if tmp.is_dir():
@@ -67,3 +128,60 @@ def atomic_path(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         for extra in tmp.parent.glob(tmp.name + ".*"):  # sidecars (.aux.xml, .ovr)
             extra.unlink(missing_ok=True)
         raise
+
+
+#: Temporary files and work folders geoseg makes beside its outputs, with the id of the
+#: process that made them (``.<name>.<pid>-<random>.tmp<suffix>``, ``.geoseg-<what>-<pid>-*``).
+_TEMPORARY = re.compile(r"^\.(?:.+\.(?P<pid>\d+)-[^.]+\.tmp.*|geoseg-[a-z]+-(?P<wpid>\d+)-.+)$")
+
+
+def work_folder(parent: str | Path, what: str) -> Path:
+    """A new hidden work folder beside the outputs.
+
+    Its user removes it on success or failure; when its process was killed,
+    :func:`remove_stale_temporaries` finds it by its name.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".geoseg-{what}-{os.getpid()}-", dir=parent))
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove geoseg's temporary files and work folders left in ``folder`` by dead processes.
+
+    A run killed with SIGKILL (or a crash of the machine) cannot clean up after itself;
+    the next run in the same folder does. Only names geoseg makes are considered, and only
+    those of processes that no longer exist on this machine.
+
+    Returns:
+        What was removed.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _TEMPORARY.match(entry.name)
+        if m is None:
+            continue
+        pid = int(m.group("pid") or m.group("wpid"))
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue  # another process may be removing it too
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

@@ -72,10 +72,12 @@ def vector_format(path: str | Path) -> VectorFormat:
         ) from None
 
 
-def check_vector_path(path: str | Path, *, overwrite: bool = False) -> VectorFormat:
-    """Validate an output path (known extension, folder exists, not clobbering)."""
+def check_vector_path(
+    path: str | Path, *, overwrite: bool = False, inputs: Iterable[Any] = ()
+) -> VectorFormat:
+    """Validate an output path (known extension, folder exists, not clobbering, not an input)."""
     fmt = vector_format(path)
-    check_output_path(path, overwrite=overwrite)
+    check_output_path(path, overwrite=overwrite, inputs=inputs)
     return fmt
 
 

@@ -191,7 +191,7 @@ def vectorize_to_file(
     """
     from geoseg.io.vector import check_vector_path, stream_vector
 
-    check_vector_path(path, overwrite=overwrite)
+    check_vector_path(path, overwrite=overwrite, inputs=(labels, probabilities, objects))
     job = prepare_job(
         labels,
         simplify=simplify,

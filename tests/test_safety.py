@@ -1,0 +1,213 @@
+"""A user's data is never lost: outputs never replace folders or inputs, runs never replace
+a trained model by surprise, inputs changing under a run stop it, interrupted and killed
+runs leave nothing behind (or the next run removes it), damaged caches are rebuilt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _inference_helpers import RGB, tiny_checkpoint
+
+from geoseg.cli import main
+from geoseg.errors import InputFileError, OutputError
+
+ROOT = Path(__file__).parents[1]
+STRATA = ROOT / "data" / "nc-landsat7-landcover" / "strata.tif"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "m.safetensors")
+
+
+def _tree(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("command", ["predict", "stats", "vectorize"])
+def test_overwrite_never_replaces_a_folder(ckpt, tmp_path, capsys, command):
+    # a folder named like the output each command writes
+    precious = (
+        tmp_path / {"predict": "out.tif", "stats": "out.csv", "vectorize": "out.gpkg"}[command]
+    )
+    precious.mkdir()
+    (precious / "keep.txt").write_text("user data")
+    args = {
+        "predict": ["predict", str(ckpt), str(RGB), "-o", str(precious), "--quiet"],
+        "stats": ["stats", str(STRATA), "-o", str(precious), "--quiet"],
+        "vectorize": ["vectorize", str(STRATA), "-o", str(precious), "--quiet"],
+    }[command]
+    assert main([*args, "--overwrite"]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert (precious / "keep.txt").read_text() == "user data"
+
+
+def test_output_dot_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    assert main(["stats", str(STRATA), "-o", ".", "--overwrite", "--quiet"]) == 1
+    assert "is a folder" in capsys.readouterr().err and (tmp_path / "keep.txt").exists()
+
+
+def test_an_output_is_never_one_of_the_inputs(ckpt, tmp_path, capsys):
+    cmap = tmp_path / "map.tif"
+    shutil.copy(STRATA, cmap)
+    before = cmap.read_bytes()
+    # stats over its own class map
+    assert main(["stats", str(cmap), "-o", str(cmap), "--overwrite", "--quiet"]) == 1
+    assert "is the input" in capsys.readouterr().err
+    # predict over its own imagery, also through a symbolic link
+    image = tmp_path / "image.tif"
+    shutil.copy(RGB, image)
+    link = tmp_path / "link.tif"
+    link.symlink_to(image)
+    assert main(["predict", str(ckpt), str(image), "-o", str(link), "--overwrite",
+                 "--quiet"]) == 1  # fmt: skip
+    assert "is the input" in capsys.readouterr().err
+    # vectorize and change
+    assert main(["vectorize", str(cmap), "-o", str(cmap), "--overwrite", "--quiet"]) == 1
+    assert main(["change", str(cmap), str(STRATA), "-o", str(cmap), "--overwrite",
+                 "--quiet"]) == 1  # fmt: skip
+    assert cmap.read_bytes() == before and image.read_bytes() == RGB.read_bytes()
+
+
+def test_no_output_inside_an_input_folder(ckpt, tmp_path, capsys):
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    shutil.copy(RGB, tiles / "a.tif")
+    assert main(["predict", str(ckpt), str(tiles), "-o", str(tiles / "out.tif"),
+                 "--quiet"]) == 1  # fmt: skip
+    assert "inside the input folder" in capsys.readouterr().err
+    assert _tree(tiles) == {"a.tif"}
+
+
+def test_training_into_a_run_folder_with_a_model_needs_overwrite(tmp_path):
+    from _fake_dm import FakeDataModule
+
+    from geoseg.training import train
+
+    cfg = {"model": {"arch": "unet", "encoder": "tu-resnet10t",
+                     "kwargs": {"encoder_depth": 3, "decoder_channels": [8, 8, 8]}},
+           "training": {"max_epochs": 1, "progress_bar": False, "num_threads": 1}}  # fmt: skip
+    first = train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule())
+    before = first.checkpoint.read_bytes()
+    with pytest.raises(OutputError, match="already holds a trained model"):
+        train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule())
+    assert first.checkpoint.read_bytes() == before
+    again = train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule(), overwrite=True)
+    assert again.checkpoint == first.checkpoint
+
+
+def test_an_input_replaced_during_the_run_stops_it(tmp_path):
+    from geoseg.io.grid import PixelWindow
+    from geoseg.io.mosaic import open_mosaic
+
+    tiles = []
+    with rasterio.open(RGB) as src:
+        prof, data = src.profile, src.read()
+    for i in range(2):
+        p = tmp_path / f"t{i}.tif"
+        w = rasterio.windows.Window(i * 300, 0, 300, 300)
+        t = rasterio.windows.transform(w, prof["transform"])
+        with rasterio.open(p, "w", **(prof | {"width": 300, "height": 300, "transform": t})) as d:
+            d.write(data[:, :300, i * 300 : i * 300 + 300])
+        tiles.append(p)
+    mosaic = open_mosaic(tiles, model_bands=["R", "G", "B"])
+    mosaic.read(PixelWindow(0, 0, 64, 64))
+    # an atomic mv of a new version over a tile, as a sync tool would do
+    new = tmp_path / "new.tif"
+    shutil.copy(tiles[0], new)
+    with rasterio.open(new, "r+") as d:
+        d.write(np.zeros((3, 300, 300), np.uint8))
+    os.replace(new, tiles[0])
+    with pytest.raises(InputFileError, match="changed on disk during the run"):
+        mosaic.read(PixelWindow(0, 0, 64, 64))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_run_leaves_temporaries_that_the_next_run_removes(ckpt, tmp_path):
+    from geoseg.inference import predict
+
+    pid = _dead_pid()
+    stale_dir = tmp_path / f".geoseg-predict-{pid}-abcd"
+    stale_dir.mkdir()
+    (stale_dir / "block_0_0.npz").write_bytes(b"x" * 1000)
+    stale_file = tmp_path / f".out.{pid}-xyz.tmp.tif"
+    stale_file.write_bytes(b"partial")
+    mine = tmp_path / f".geoseg-predict-{os.getpid()}-live"  # a live process's: kept
+    mine.mkdir()
+    user = tmp_path / ".hidden-user-file"
+    user.write_text("not ours")
+    predict(ckpt, RGB, tmp_path / "out.tif", progress=False)
+    assert not stale_dir.exists() and not stale_file.exists()
+    assert mine.exists() and user.exists()
+    assert _tree(tmp_path) == {"out.tif", mine.name, user.name}
+
+
+def test_sigterm_cleans_up_like_ctrl_c(ckpt, tmp_path):
+    """SIGTERM during a prediction: exit 130, no output, no temporary file or folder."""
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import sys; from geoseg.cli import main; "
+        f"sys.exit(main(['predict', {str(ckpt)!r}, {str(RGB)!r}, '-o', {str(out / 'm.tif')!r},"
+        " '--tta', 'd4', '--tile-size', '64', '--batch-size', '1', '--quiet',"
+        " '--workers', '1', '--backend', 'torch']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(out.glob(".geoseg-predict-*")):
+        time.sleep(0.05)
+    assert any(out.glob(".geoseg-predict-*")), "the run did not start"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    assert _tree(out) == set()
+
+
+def test_a_damaged_onnx_cache_is_rebuilt(ckpt, tmp_path, monkeypatch):
+    from geoseg.inference import predict
+
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    ref = predict(ckpt, RGB, tmp_path / "a.tif", backend="onnx", progress=False)
+    (onnx,) = (tmp_path / "cache").glob("*.onnx")
+    onnx.write_bytes(onnx.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match="damaged or incomplete"):
+        again = predict(ckpt, RGB, tmp_path / "b.tif", backend="onnx", progress=False)
+    with rasterio.open(ref) as a, rasterio.open(again) as b:
+        assert np.array_equal(a.read(), b.read())
+
+
+def test_a_dead_worker_process_is_a_clear_error(ckpt, tmp_path, monkeypatch):
+    from concurrent.futures.process import BrokenProcessPool
+
+    import dask.multiprocessing
+
+    from geoseg.errors import SchedulerError
+    from geoseg.inference import predict
+
+    def broken(*args, **kwargs):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+
+    monkeypatch.setattr(dask.multiprocessing, "get", broken)
+    with pytest.raises(SchedulerError, match=r"worker process .* died"):
+        predict(ckpt, RGB, tmp_path / "o.tif", scheduler="processes", progress=False)
+    assert _tree(tmp_path) == set()

@@ -98,6 +98,13 @@ class ClassTable(Sequence[ClassInfo]):
             raise ConfigError(f"classes: duplicate class ids {dup}; each id must be unique")
         if min(ids) < 0:
             raise ConfigError(f"classes: class ids must be >= 0, got {min(ids)}")
+        names = [c.name for c in self._classes]
+        dup_names = sorted({n for n in names if names.count(n) > 1})
+        if dup_names:
+            raise ConfigError(
+                f"classes: duplicate class names {dup_names}; each class needs its own name "
+                "(reports and outputs are keyed by name)"
+            )
         self._index = {c.id: i for i, c in enumerate(self._classes)}
 
     # -- construction -------------------------------------------------------------------

@@ -23,8 +23,15 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from geoseg.classes import ClassTable, class_color, class_table_for, parse_classes
-from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
-from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.errors import (
+    ConfigError,
+    DataError,
+    DataWarning,
+    InputFileError,
+    ReprojectionWarning,
+    warn,
+)
+from geoseg.io.bands import BandSource, class_band, open_grid, raster_path
 from geoseg.io.grid import RasterGrid, pixel_areas
 from geoseg.io.outputs import atomic_path, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
@@ -101,7 +108,7 @@ def class_areas(
     zone_field: str | None = None,
     classes: Any = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    band: int = 1,
+    band: int | None = None,
     nodata: float | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -114,7 +121,8 @@ def class_areas(
         zone_field: the zones' attribute naming each zone (default: the row index).
         classes: class ids to report and/or names (as in :func:`geoseg.vectorize.vectorize`).
         chunk_size: chunk edge in pixels (memory is proportional to its square).
-        band: the band of class ids.
+        band: the band of class ids (default: the only band; a multi-band raster without
+            a class table is refused as imagery unless a band is given).
         nodata: override the raster's nodata value.
         progress: show a progress bar.
 
@@ -130,6 +138,7 @@ def class_areas(
     from tqdm.auto import tqdm
 
     path = raster_path(classmap)
+    band = class_band(path, band)
     grid = open_grid(path, band=band)
     table = class_table_for(path, band=band)
     keep, overrides = parse_classes(classes)
@@ -166,7 +175,20 @@ def class_areas(
             m = inside & valid
             if m.any():
                 _accumulate(acc, z, vals[m], weights[m])
+    n_values = len({c for _, c in acc})
+    if n_values > MAX_CLASS_VALUES:
+        warn(
+            f"{path!r} holds {n_values} distinct values: that is not a class map of a few "
+            "classes (continuous values, ids of objects?); the table lists every value",
+            DataWarning,
+        )
     return _stats_frame(acc, unique_labels, table, overrides, zones is not None)
+
+
+#: A chart shows at most this many classes.
+MAX_CHART_CLASSES = 60
+#: More distinct values than this in a "class map" is suspicious (warned).
+MAX_CLASS_VALUES = 1000
 
 
 def _accumulate(
@@ -276,6 +298,14 @@ def write_stats(
         (csv path, png path or None). Both are written atomically.
     """
     csv = Path(path)
+    n_classes = stats["class_id"].nunique() if len(stats) else 0
+    if plot and n_classes > MAX_CHART_CLASSES:
+        warn(
+            f"{n_classes} classes are too many for a bar chart (at most {MAX_CHART_CLASSES}); "
+            "only the CSV is written. Is the raster a class map?",
+            DataWarning,
+        )
+        plot = False
     png = csv.with_suffix(".png") if plot else None
     check_output_path(csv, overwrite=overwrite)
     if png is not None:

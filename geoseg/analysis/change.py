@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from geoseg.analysis.areas import raster_windows
 from geoseg.classes import class_table_for
 from geoseg.errors import DataError, ReprojectionWarning, warn
-from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.io.bands import BandSource, class_band, open_grid, raster_path
 from geoseg.io.grid import RasterGrid, pixel_areas, same_grid_crs
 from geoseg.io.outputs import atomic_path, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE, collect, prepare_job
@@ -125,7 +125,7 @@ def change(
     connectivity: int = 4,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     workers: int | None = None,
-    band: int = 1,
+    band: int | None = None,
     nodata: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -145,7 +145,8 @@ def change(
         connectivity: 4 or 8 (see :func:`geoseg.vectorize.vectorize`).
         chunk_size: chunk edge in pixels.
         workers: parallel workers for the polygons (default: all cores).
-        band: the band of class ids in both rasters.
+        band: the band of class ids in both rasters (default: the only band; a
+            multi-band raster without a class table is refused as imagery).
         nodata: override both rasters' nodata value.
         overwrite: replace existing outputs.
         progress: show progress bars.
@@ -164,6 +165,10 @@ def change(
     if out is not None and csv is not None:
         check_vector_path(out, overwrite=overwrite, inputs=(bpath, apath))
         check_output_path(csv, overwrite=overwrite, inputs=(bpath, apath))
+    band_a = class_band(apath, band, what="after raster")
+    band = class_band(bpath, band, what="before raster")
+    if band != band_a:  # pragma: no cover - both resolve to 1 when band is None
+        raise DataError("before and after use different bands")
     grid = open_grid(bpath, band=band, what="before raster")
     warp = _align(bpath, apath, grid, band)
     src_b = BandSource(bpath, band, nodata)

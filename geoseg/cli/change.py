@@ -28,7 +28,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--connectivity", type=int, choices=(4, 8), default=4)
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="PX")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--band", type=int, default=1)
+    p.add_argument(
+        "--band", type=int, default=None, help="band of class ids (default: the only band)"
+    )
     p.add_argument("--nodata", type=float, default=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -28,7 +28,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--zone-field", default=None, help="zone attribute naming each zone")
     p.add_argument("--classes", default=None, help="classes to report and/or names: '1,5=forest'")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="PX")
-    p.add_argument("--band", type=int, default=1, help="band of class ids (default 1)")
+    p.add_argument(
+        "--band", type=int, default=None, help="band of class ids (default: the only band)"
+    )
     p.add_argument("--nodata", type=float, default=None, help="override the nodata value")
     p.add_argument("--no-plot", action="store_true", help="do not write the bar chart")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -28,15 +28,58 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise InputFileError(f"config file {str(p)!r} does not exist")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {str(p)!r} is {p.stat().st_size} bytes; a config is text of at "
+            f"most {MAX_CONFIG_BYTES} bytes"
+        )
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (a binary file?): {exc}"
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"config file {str(p)!r} is nested too deeply") from exc
     if data is None:
-        return {}
+        raise ConfigError(
+            f"config file {str(p)!r} is empty; it needs at least a data: section (see the "
+            "configs/ folder for examples)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must hold a mapping at the top level")
+    check_size(data, where=f"config file {str(p)!r}")
     return data
+
+
+#: Largest config file read (bytes).
+MAX_CONFIG_BYTES = 1_000_000
+#: Largest config once YAML aliases are expanded (values counted; a "billion laughs"
+#: alias bomb is a few lines that expand to billions).
+MAX_CONFIG_NODES = 200_000
+
+
+def check_size(data: Any, *, where: str, limit: int = MAX_CONFIG_NODES) -> None:
+    """ConfigError when ``data`` expands to more than ``limit`` values (aliases counted)."""
+    count = 0
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(
+                f"{where} expands to more than {limit} values (YAML aliases referencing "
+                "each other?); a config is small: write the values out"
+            )
+        if isinstance(node, Mapping):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
@@ -61,6 +104,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        check_size(value, where=f"override {key!r}")
         node = out
         for part in parts[:-1]:
             nxt = node.get(part)

@@ -22,6 +22,7 @@ from geoseg.inference.backends import (
     tta_transforms,
 )
 from geoseg.inference.blending import BlendFn, weight_window
+from geoseg.inference.checks import check_grid, check_not_empty, check_value_range
 from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.instances import decode_instances, task_map
 from geoseg.inference.products import DECODERS
@@ -227,6 +228,8 @@ def _predict(
     tile = int(tile_size or default_tile_size(meta.tile_size, factor))
     ov = default_overlap(tile) if overlap is None else int(overlap)
     _check_options(meta, tile, ov, factor, batch_size)
+    _check_numbers(block_size=block_size, workers=workers,
+                   threads_per_worker=threads_per_worker, resolution=resolution)  # fmt: skip
     targets = _targets(
         meta, {"classes": output, "probabilities": probabilities, "instances": instances,
                "objects": objects}, overwrite, [checkpoint, *_as_list(inputs)],
@@ -242,6 +245,8 @@ def _predict(
         resolution=resolution,
         resampling=resampling,
     )
+    check_grid(mosaic)
+    check_value_range(mosaic, np.asarray(meta.mean), np.asarray(meta.std), list(meta.bands))
     dev = resolve_device(device)
     client = _connect(scheduler, connect_timeout)
     n_workers, threads, threads_by_worker = _worker_layout(
@@ -346,8 +351,41 @@ def _check_options(meta: Any, tile: int, overlap: int, factor: int, batch_size: 
             f"tile_size {tile} px must be a multiple of {factor} for this "
             f"{meta.arch}/{meta.encoder} model; try {tile - tile % factor + factor}"
         )
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if not 1 <= batch_size <= 4096:
+        raise ConfigError(f"batch_size must be 1 to 4096 windows, got {batch_size}")
+    if tile > MAX_TILE:
+        raise ConfigError(
+            f"tile_size {tile} px is larger than any sensible model window (at most "
+            f"{MAX_TILE} px: one window is {tile}^2 px x {len(meta.bands)} bands in memory)"
+        )
+
+
+#: Largest model window (pixels).
+MAX_TILE = 8192
+
+
+def _check_numbers(
+    *,
+    block_size: int,
+    workers: int | None,
+    threads_per_worker: int | None,
+    resolution: float | tuple[float, float] | None,
+) -> None:
+    """Options that size work: clear errors before anything is read."""
+    if not 16 <= block_size <= 65536:
+        raise ConfigError(f"block_size must be 16 to 65536 pixels, got {block_size}")
+    if workers is not None and not 1 <= workers <= 4096:
+        raise ConfigError(f"workers must be 1 to 4096, got {workers}")
+    if threads_per_worker is not None and not 1 <= threads_per_worker <= 4096:
+        raise ConfigError(f"threads_per_worker must be 1 to 4096, got {threads_per_worker}")
+    if resolution is not None:
+        values = [resolution] if isinstance(resolution, int | float) else list(resolution)
+        import math
+
+        if not values or not all(math.isfinite(v) and v > 0 for v in values):
+            raise ConfigError(
+                f"resolution must be a pixel size > 0 in the output CRS units, got {resolution}"
+            )
 
 
 def _worker_layout(
@@ -482,9 +520,12 @@ def _execute(
     t0 = time.perf_counter()
     npx = 0
 
+    valid_blocks = 0
+
     def done(result: tuple[Any, str | None]) -> None:
-        nonlocal npx
+        nonlocal npx, valid_blocks
         block, path = result
+        valid_blocks += path is not None
         writer.write(block, path)
         npx += block.height * block.width
         bar.update(1)
@@ -499,6 +540,7 @@ def _execute(
             _run_local(dsk, keys, scheduler, workers, done)
     finally:
         bar.close()
+    check_not_empty(valid_blocks)
 
 
 def _run_local(

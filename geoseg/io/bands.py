@@ -148,3 +148,23 @@ def raster_path(labels: Any) -> str:
     if isinstance(name, str):
         return name
     raise ConfigError(f"expected a raster path or an open rasterio dataset, got {type(labels)}")
+
+
+def class_band(path: str, band: int | None, *, what: str = "class map") -> int:
+    """The band of class ids to read: ``band``, or 1 for a one-band (or tagged) class map.
+
+    Raises:
+        DataError: ``band`` is None and the raster has several bands and no class table:
+            it looks like imagery (a reflectance stack), not a class map.
+    """
+    if band is not None:
+        return band
+    with rasterio.open(path) as src:
+        count, tags, dtype = src.count, src.tags(), src.dtypes[0]
+    if count > 1 and "GEOSEG_CLASSES" not in tags and INSTANCES_TAG not in tags:
+        raise DataError(
+            f"{what} {path!r} has {count} bands of {dtype} and no class table: it looks like "
+            "imagery, not a class map (one band of class ids); pass band=N / --band N to use "
+            "one of its bands as class ids"
+        )
+    return 1

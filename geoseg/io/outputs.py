@@ -74,9 +74,9 @@ def _check_not_input(output: Path, item: Path) -> None:
     if not item.exists():
         return
     if item.is_dir():
-        try:
-            output.resolve().relative_to(item.resolve())
-        except ValueError:
+        # a folder input means its files (not its subfolders): an output written into it
+        # would be read back as an input tile by the next run
+        if output.resolve().parent != item.resolve():
             return
         raise OutputError(
             f"output {str(output)!r} is inside the input folder {str(item)!r}; a later run "

@@ -1,0 +1,90 @@
+"""Checks of a prediction's input before and after the run: size, coverage, value range.
+
+A result that is probably wrong gets a warning, not silence (and an impossible one an
+error before any work): an output grid far too large (usually a wrong resolution or CRS),
+input files so far apart that the map is mostly empty, values far outside the model's
+training statistics, or an input without any valid pixel.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from geoseg.errors import DataError, DataWarning, NoDataWarning, warn
+from geoseg.io.grid import PixelWindow
+from geoseg.io.mosaic import Mosaic
+
+#: Largest output grid accepted (pixels); ``GEOSEG_MAX_PIXELS`` raises it.
+MAX_OUTPUT_PIXELS = 20_000_000_000
+#: Warn when the input files cover less than this share of the output grid's bounding box.
+MIN_COVERAGE = 0.05
+#: Warn when the typical input value lies this many training standard deviations away.
+MAX_Z = 8.0
+
+
+def check_grid(mosaic: Mosaic) -> None:
+    """DataError for an output grid beyond :data:`MAX_OUTPUT_PIXELS`; warn when sparse."""
+    limit = int(os.environ.get("GEOSEG_MAX_PIXELS", MAX_OUTPUT_PIXELS))
+    n = mosaic.height * mosaic.width
+    if n > limit:
+        raise DataError(
+            f"the output grid would be {mosaic.width} x {mosaic.height} px "
+            f"({n / 1e9:.1f} Gpx, more than {limit / 1e9:.0f} Gpx): check the inputs' "
+            "resolution and CRS and the resolution/dst_crs options (set GEOSEG_MAX_PIXELS "
+            "to allow a grid this large)"
+        )
+    covered = sum((s.bbox[2] - s.bbox[0]) * (s.bbox[3] - s.bbox[1]) for s in mosaic.sources)
+    if n > 10_000_000 and covered < MIN_COVERAGE * n:
+        warn(
+            f"the {len(mosaic.sources)} input file(s) cover {100 * covered / n:.2f} % of the "
+            f"output grid ({mosaic.width} x {mosaic.height} px): files far apart make a "
+            "mostly empty map; predict them separately or check their CRS",
+            DataWarning,
+        )
+
+
+def check_value_range(
+    mosaic: Mosaic, mean: np.ndarray, std: np.ndarray, band_names: list[str], size: int = 256
+) -> None:
+    """Warn when the input's typical values are far from the training statistics.
+
+    Reads up to five windows (the centre and the quarter points) and compares each band's
+    median value with the training mean, in training standard deviations.
+    """
+    h, w = mosaic.height, mosaic.width
+    spots = {(h // 2, w // 2), (h // 4, w // 4), (h // 4, 3 * w // 4), (3 * h // 4, w // 4),
+             (3 * h // 4, 3 * w // 4)}  # fmt: skip
+    values: list[np.ndarray] = []
+    for r, c in sorted(spots):
+        win = PixelWindow(max(r - size // 2, 0), max(c - size // 2, 0), size, size)
+        data, valid = mosaic.read(win)
+        if valid.any():
+            values.append(data[:, valid])
+    if not values:
+        return
+    med = np.median(np.concatenate(values, axis=1), axis=1)
+    z = np.abs(med - mean) / np.maximum(std, 1e-12)
+    far = [i for i in range(len(z)) if z[i] > MAX_Z]
+    if far:
+        shown = ", ".join(
+            f"{band_names[i]}: median {med[i]:.4g} vs training {mean[i]:.4g} +- {std[i]:.4g}"
+            for i in far[:4]
+        )
+        warn(
+            f"input values are far outside the model's training range ({shown}); the map "
+            "is probably wrong: check the bands' order, units and scaling (reflectance "
+            "0-1 vs 0-10000, DN vs reflectance)",
+            DataWarning,
+        )
+
+
+def check_not_empty(valid_blocks: int) -> None:
+    """Warn when no block of the mosaic held a valid pixel (the map is all no-data)."""
+    if valid_blocks == 0:
+        warn(
+            "the input holds no valid pixel (all no-data, masked or outside every file): "
+            "the map is empty; check the inputs' nodata value and masks",
+            NoDataWarning,
+        )

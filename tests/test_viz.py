@@ -194,3 +194,17 @@ def test_leaflet_is_vendored_with_licence():
     assert "BSD 2-Clause" in (static / "LICENSE-leaflet.txt").read_text()
     assert "url(images/" not in css
     assert len(js) > 100_000
+
+
+def test_web_map_escapes_class_names_from_users_files(nc, tmp_path):
+    """A class name is text, never markup (a name with HTML must not run in the page)."""
+    evil = '<img src=x onerror="alert(1)">'
+    classes = ClassTable.from_config(
+        [{"id": c.id, "name": evil if c.id == 1 else c.name, "color": c.color}
+         for c in NC_CLASSES]
+    )  # fmt: skip
+    m = web_map(None, None, nc["polygons"], classes=classes, legend_title="<b>x</b><script>")
+    html = save_web_map(m, tmp_path / "map.html").read_text()
+    assert evil not in html and "<script>" not in html.split("</b>", 1)[0][-200:]
+    assert "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html  # shown as text
+    assert "&lt;script&gt;" in html

@@ -55,6 +55,34 @@ def raster_windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
             )
 
 
+def _clean_zone_geometries(gdf: gpd.GeoDataFrame, where: str) -> gpd.GeoDataFrame:
+    """Drop empty/null geometries and repair invalid ones, saying how many of each."""
+    missing = gdf.geometry.isna() | gdf.geometry.is_empty
+    if missing.all():
+        raise DataError(f"{where}: every zone geometry is empty or null")
+    if missing.any():
+        warn(f"{where}: {int(missing.sum())} zone(s) without geometry are left out", DataWarning)
+        gdf = gdf[~missing]
+    areal = gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"])
+    if not areal.all():
+        warn(
+            f"{where}: {int((~areal).sum())} zone(s) are not polygons "
+            f"({sorted(set(gdf.geometry.geom_type[~areal]))}) and are left out",
+            DataWarning,
+        )
+        gdf = gdf[areal]
+    invalid = ~gdf.geometry.is_valid
+    if invalid.any():
+        warn(
+            f"{where}: {int(invalid.sum())} invalid zone polygon(s) (self-intersecting?) "
+            "are repaired (shapely make_valid)",
+            DataWarning,
+        )
+        gdf = gdf.copy()
+        gdf.loc[invalid, gdf.geometry.name] = shapely.make_valid(gdf.geometry[invalid].values)
+    return gdf
+
+
 def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
     """Zones as geometries in the raster CRS plus their labels; clear errors otherwise.
 
@@ -69,11 +97,13 @@ def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gp
         try:
             gdf = gpd.read_file(zones)
         except Exception as exc:  # pyogrio raises several types for unreadable files
-            raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from None
+            raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from exc
+    if len(gdf) == 0:
+        raise DataError(f"{where} holds no zone (no feature): give a file with zone polygons")
     if zone_field is not None and zone_field not in gdf.columns:
         fields = [c for c in gdf.columns if c != gdf.geometry.name]
         raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
-    gdf = gdf[~(gdf.geometry.is_empty | gdf.geometry.isna())]
+    gdf = _clean_zone_geometries(gdf, where)
     if gdf.crs is None:
         warn(
             f"{where} has no CRS; assuming the raster's CRS",
@@ -87,6 +117,13 @@ def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gp
         if zone_field is not None
         else [str(i) for i in gdf.index]
     )
+    repeated = sorted({z for z in labels if labels.count(z) > 1}) if len(labels) < 5000 else []
+    if repeated:
+        warn(
+            f"{where}: zone name(s) {repeated[:5]} appear on several polygons; the polygons "
+            "of one name are counted as one zone (a pixel once)",
+            DataWarning,
+        )
     t = grid.transform
     corners = [t @ (0, 0), t @ (grid.width, 0), t @ (grid.width, grid.height), t @ (0, grid.height)]
     extent = shapely.Polygon(corners)

@@ -15,6 +15,7 @@ import io
 import re
 from collections.abc import Sequence
 from functools import cache
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,10 +122,13 @@ def to_web_mercator(
 
 
 def _legend_html(classes: ClassTable, title: str) -> str:
+    # class names and the title come from users' files: escaped, never markup
     rows = "".join(
-        f'<div class="geoseg-legend-item"><span style="background:{c.color}"></span>{c.name}</div>'
+        f'<div class="geoseg-legend-item"><span style="background:{escape(c.color)}"></span>'
+        f"{escape(c.name)}</div>"
         for c in classes
     )
+    title = escape(title)
     return f"""
 <style>
 .geoseg-legend {{position: fixed; bottom: 24px; right: 12px; z-index: 1000;
@@ -155,7 +159,7 @@ def _polygons_for_map(gdf: gpd.GeoDataFrame, classes: ClassTable) -> gpd.GeoData
     out = gpd.GeoDataFrame(
         {
             "class_id": ids,
-            "class_name": [names.get(int(i), str(i)) for i in ids],
+            "class_name": [escape(names.get(int(i), str(i))) for i in ids],
             "area_m2": np.round(area, 1),
             "area_ha": np.round(area / 1e4, 3),
         },

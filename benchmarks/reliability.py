@@ -1,0 +1,372 @@
+"""Reliability suite: bad input, data-loss traps and interruptions, through the real CLI.
+
+Every case runs ``geoseg ...`` in a fresh subprocess (a timeout catches hangs) inside a
+scratch folder holding "user data" (inputs and other files); after each case the user
+data is compared, byte for byte, with a snapshot. Counted: cases, clear errors (exit 1,
+an ``error:`` line, no traceback), expected warnings, tracebacks, hangs and files lost or
+changed. The fast cases also run in the test suite (tests/test_safety.py,
+tests/test_bad_input.py); this script is the slow, end-to-end sweep.
+
+    .venv/bin/python benchmarks/reliability.py --json benchmarks/results/reliability.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "nc_landcover.safetensors"
+STRATA = ROOT / "data" / "nc-landsat7-landcover" / "strata.tif"
+RGB = ROOT / "data" / "unlabeled-rgb" / "RGB.byte.tif"
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file() and "out" not in p.relative_to(folder).parts[0]
+    }
+
+
+def _setup(work: Path) -> None:
+    import rasterio
+
+    from geoseg.demo import make_nc_mosaic
+    from geoseg.testing import write_raster
+
+    user = work / "user"
+    (user / "out").mkdir(parents=True)
+    make_nc_mosaic(user / "tiles", data_dir=ROOT / "data" / "nc-landsat7-landcover")
+    shutil.copy(STRATA, user / "map.tif")
+    shutil.copy(MODEL, user / "model.safetensors")
+    (user / "folder.tif").mkdir()
+    (user / "folder.tif" / "notes.txt").write_text("precious")
+    (user / "notes.txt").write_text("precious")
+    write_raster(
+        user / "refl.tif",
+        np.random.default_rng(0).integers(0, 3000, (6, 64, 64)).astype("int16"),
+        crs="EPSG:32119",
+    )
+    write_raster(user / "empty.tif", np.zeros((6, 64, 64), np.float32), nodata=0, crs="EPSG:32119")
+    with rasterio.open(user / "tiles" / "nc_landsat2000_r0c0.tif") as src:
+        prof, data = src.profile, src.read()
+    with rasterio.open(user / "x40.tif", "w", **prof) as dst:
+        dst.write(np.where(data == prof["nodata"], data, data * 40))
+    (user / "bomb.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{chr(98 + k)}: &{chr(98 + k)} [" + ", ".join([f"*{chr(97 + k)}"] * 10) + "]\n"
+            for k in range(8)
+        )
+        + "output_dir: *i\n"
+    )
+    (user / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")
+    (user / "badlr.yaml").write_text("training: {lr: -1}\n")
+    (user / "empty.yaml").write_text("")
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(MODEL))
+    from safetensors import safe_open
+
+    with safe_open(str(MODEL), framework="pt") as f:
+        header = json.loads(f.metadata()["geoseg"])
+    for name, edit in {
+        "tile1e9": {"tile_size": 10**9},
+        "std0": {"std": [0.0] * 6},
+        "depth30": {"model_kwargs": {"encoder_depth": 30}},
+    }.items():
+        save_file(
+            state,
+            str(user / f"{name}.safetensors"),
+            metadata={"geoseg": json.dumps({**header, **edit})},
+        )
+    save_file(
+        state, str(user / "nested.safetensors"), metadata={"geoseg": "[" * 100_000 + "]" * 100_000}
+    )
+
+
+#: one quick training run (used twice: the second must refuse to replace the first)
+TRAIN_QUICK = (
+    "train {root}/configs/nc_landcover.yaml -o run_a --set training.max_epochs=1"
+    " --set data.train_samples=16 --set training.progress_bar=false"
+)
+
+#: (name, command line after ``geoseg``, expectation: error / warn / ok, text expected)
+CASES: list[tuple[str, str, str, str]] = [
+    (
+        "overwrite a folder (predict)",
+        "predict model.safetensors tiles -o folder.tif --overwrite",
+        "error",
+        "is a folder",
+    ),
+    (
+        "overwrite a folder (stats)",
+        "stats map.tif -o folder.tif --overwrite",
+        "error",
+        "is a folder",
+    ),
+    (
+        "overwrite a folder (vectorize)",
+        "vectorize map.tif -o folder.tif --overwrite",
+        "error",
+        "unknown vector output extension",
+    ),
+    ("output . (stats)", "stats map.tif -o . --overwrite", "error", "is a folder"),
+    ("output = input (stats)", "stats map.tif -o map.tif --overwrite", "error", "is the input"),
+    (
+        "output = input (predict)",
+        "predict model.safetensors refl.tif -o refl.tif --overwrite",
+        "error",
+        "is the input",
+    ),
+    (
+        "output = input (vectorize)",
+        "vectorize map.tif -o map.tif --overwrite",
+        "error",
+        "unknown vector output extension",
+    ),
+    (
+        "output inside the input folder",
+        "predict model.safetensors tiles -o tiles/x.tif",
+        "error",
+        "inside the input folder",
+    ),
+    (
+        "train over a trained run",
+        TRAIN_QUICK,
+        "ok",
+        "",
+    ),
+    (
+        "train over a trained run, again",
+        TRAIN_QUICK,
+        "error",
+        "already holds a trained model",
+    ),
+    (
+        "checkpoint tile_size 1e9",
+        "predict tile1e9.safetensors tiles -o out/a.tif",
+        "error",
+        "tile_size 1000000000",
+    ),
+    ("checkpoint std 0", "predict std0.safetensors tiles -o out/b.tif", "error", "std > 0"),
+    (
+        "checkpoint encoder depth 30",
+        "predict depth30.safetensors tiles -o out/c.tif",
+        "error",
+        "divisible by",
+    ),
+    (
+        "checkpoint nested JSON",
+        "predict nested.safetensors tiles -o out/d.tif",
+        "error",
+        "corrupt header",
+    ),
+    (
+        "all no-data input",
+        "predict model.safetensors empty.tif -o out/e.tif --quiet",
+        "warn",
+        "no valid pixel",
+    ),
+    (
+        "values x40",
+        "predict model.safetensors x40.tif -o out/f.tif --quiet",
+        "warn",
+        "far outside the model's training range",
+    ),
+    (
+        "resolution 0",
+        "predict model.safetensors tiles -o out/g.tif --resolution 0",
+        "error",
+        "resolution must be",
+    ),
+    (
+        "resolution -30",
+        "predict model.safetensors tiles -o out/h.tif --resolution -30",
+        "error",
+        "resolution must be",
+    ),
+    (
+        "block size 0",
+        "predict model.safetensors tiles -o out/i.tif --block-size 0",
+        "error",
+        "block_size",
+    ),
+    (
+        "block size 1",
+        "predict model.safetensors tiles -o out/j.tif --block-size 1",
+        "error",
+        "block_size",
+    ),
+    (
+        "workers -1",
+        "predict model.safetensors tiles -o out/k.tif --workers -1",
+        "error",
+        "workers must be",
+    ),
+    (
+        "tile size 1e6",
+        "predict model.safetensors tiles -o out/l.tif --tile-size 1000000",
+        "error",
+        "sensible model window",
+    ),
+    (
+        "reflectance as class map (stats)",
+        "stats refl.tif -o out/m.csv",
+        "error",
+        "looks like imagery",
+    ),
+    (
+        "reflectance as class map (change)",
+        "change map.tif refl.tif -o out/n.gpkg",
+        "error",
+        "looks like imagery",
+    ),
+    ("YAML alias bomb", "train bomb.yaml -o run_b", "error", "expands to more than"),
+    ("binary config", "train binary.yaml -o run_c", "error", "not UTF-8"),
+    ("negative learning rate", "train badlr.yaml -o run_d", "error", "training.lr"),
+    ("empty config", "train empty.yaml -o run_e", "error", "is empty"),
+]
+
+
+def run_case(work: Path, cmd: str, timeout: float) -> dict:
+    user = work / "user"
+    args = cmd.format(root=ROOT).split()
+    code = f"import sys; from geoseg.cli import main; sys.exit(main({args!r}))"
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=user, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return {"hang": True, "seconds": timeout}
+    return {
+        "hang": False,
+        "code": proc.returncode,
+        "stderr": proc.stderr[-3000:],
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def interruption_case(work: Path) -> dict:
+    """SIGTERM in the middle of a prediction: exit 130, nothing left behind."""
+    user = work / "user"
+    out = user / "out" / "sigterm"
+    out.mkdir()
+    args = [
+        "predict",
+        "model.safetensors",
+        "tiles",
+        "-o",
+        str(out / "m.tif"),
+        "--tta",
+        "d4",
+        "--tile-size",
+        "64",
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+        "--quiet",
+    ]
+    code = f"import sys; from geoseg.cli import main; sys.exit(main({args!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=user, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(out.glob(".geoseg-predict-*")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    left = [p.name for p in out.iterdir()]
+    return {"code": proc.returncode, "left_behind": left, "ok": proc.returncode == 130 and not left}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--timeout", type=float, default=300)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="geoseg-reliability-"))
+    _setup(work)
+    os.environ.setdefault("GEOSEG_CACHE_DIR", str(work / "cache"))
+    counts = {
+        "cases": 0,
+        "clear_errors": 0,
+        "expected_warnings": 0,
+        "ok": 0,
+        "tracebacks": 0,
+        "hangs": 0,
+        "files_lost_or_changed": 0,
+        "unexpected": 0,
+    }
+    rows = []
+    for name, cmd, expect, text in CASES:
+        before = _snapshot(work / "user")
+        r = run_case(work, cmd, args.timeout)
+        after = _snapshot(work / "user")
+        lost = sorted(k for k in before if k not in after or after[k] != before[k])
+        counts["cases"] += 1
+        counts["files_lost_or_changed"] += len(lost)
+        if r["hang"]:
+            counts["hangs"] += 1
+            verdict = "HANG"
+        else:
+            tb = "Traceback" in r["stderr"]
+            counts["tracebacks"] += tb
+            if expect == "error":
+                ok = r["code"] == 1 and "error:" in r["stderr"] and text in r["stderr"] and not tb
+                counts["clear_errors"] += ok
+            elif expect == "warn":
+                ok = r["code"] == 0 and text in r["stderr"]
+                counts["expected_warnings"] += ok
+            else:
+                ok = r["code"] == 0
+                counts["ok"] += ok
+            counts["unexpected"] += not ok
+            verdict = "PASS" if ok else "FAIL"
+        rows.append(
+            {
+                "case": name,
+                "command": cmd,
+                "expect": expect,
+                "verdict": verdict,
+                "lost": lost,
+                **{k: v for k, v in r.items() if k != "stderr"},
+                "stderr_tail": r.get("stderr", "")[-300:],
+            }
+        )
+        print(
+            f"{verdict:5s} {name:40s} {r.get('seconds', 0):6.1f} s {lost if lost else ''}",
+            flush=True,
+        )
+    sig = interruption_case(work)
+    counts["cases"] += 1
+    counts["unexpected"] += not sig["ok"]
+    print(
+        f"{'PASS' if sig['ok'] else 'FAIL':5s} SIGTERM during predict: exit {sig['code']}, "
+        f"left behind {sig['left_behind']}"
+    )
+    print("\n" + json.dumps(counts))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"counts": counts, "cases": rows, "sigterm": sig}, indent=2)
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

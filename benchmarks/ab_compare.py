@@ -54,10 +54,13 @@ elif what == "stats":
     from geoseg.analysis import class_areas
     class_areas(work / "map.tif", progress=False)
 elif what == "train":
+    import shutil, uuid
     from geoseg.training import train
-    train(sys.argv[3], output_dir=work / f"run_{sys.argv[4]}", overrides=[
+    run = work / f"run_{sys.argv[4]}_{uuid.uuid4().hex[:8]}"  # a new folder every time
+    train(sys.argv[3], output_dir=run, overrides=[
         "training.max_epochs=2", "data.train_samples=160", "training.progress_bar=false",
         "training.num_threads=1", "training.early_stopping_patience=null"])
+    shutil.rmtree(run, ignore_errors=True)
 print(json.dumps({"seconds": time.perf_counter() - t0}))
 """
 

@@ -6,6 +6,8 @@ For each config (Rio, Alexandria), on the same held-out test blocks:
   ``geoseg evaluate`` (objects decoded per tile as prediction decodes them);
 * a semantic model trained on the same data (the same config with ``task: semantic``),
   whose building mask is split into objects by 4-connected components;
+* with ``--models maskrcnn``, Mask R-CNN (the object-list method, torchvision, from scratch) on
+  the same data, split and tiles (``configs/*_maskrcnn.yaml``);
 
 both scored by the SpaceNet rule (IoU >= 0.5; F1, precision, recall) and PQ.
 
@@ -28,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
     "rio": ROOT / "configs" / "spacenet_rio_buildings_instances.yaml",
     "alexandria": ROOT / "configs" / "alexandria_buildings_instances.yaml",
+}
+#: The object-list (Mask R-CNN) configs on the same data, split and tiles.
+MASKRCNN = {
+    "rio": ROOT / "configs" / "spacenet_rio_buildings_maskrcnn.yaml",
+    "alexandria": ROOT / "configs" / "alexandria_buildings_maskrcnn.yaml",
 }
 
 
@@ -62,48 +69,62 @@ def semantic_cc_scores(checkpoint: Path, config: Path, overrides: list[str]) -> 
     return tally.report()
 
 
-def run(name: str, config: Path, work: Path, epochs: int | None) -> dict:
+def _scores(report: dict, seconds: float, best_epoch: int | None) -> dict:
+    return {
+        **report["instance"],
+        "pq_building": report["panoptic"]["per_class"].get("building", {}).get("pq"),
+        "train_seconds": seconds,
+        "best_epoch": best_epoch,
+        "building_iou": report["iou"].get("building"),
+    }
+
+
+def run(name: str, work: Path, epochs: int | None, models: list[str]) -> dict:
+    """Train and score the chosen ``models`` on data set ``name``."""
     from geoseg.evaluation import evaluate
     from geoseg.training import train
 
+    config = CONFIGS[name]
     common = ["training.progress_bar=false", "training.num_threads=2"]
     if epochs is not None:
         common.append(f"training.max_epochs={epochs}")
-    t0 = time.perf_counter()
-    inst = train(config, overrides=common, output_dir=work / f"{name}_instance")
-    t_inst = time.perf_counter() - t0
-    report = evaluate(inst.checkpoint, split="test", progress=False)
-    t0 = time.perf_counter()
-    sem = train(config, overrides=[*common, "task=semantic"], output_dir=work / f"{name}_semantic")
-    t_sem = time.perf_counter() - t0
-    cc = semantic_cc_scores(sem.checkpoint, config, common)
-    return {
-        "instance_model": {
-            **report["instance"],
-            "pq_building": report["panoptic"]["per_class"].get("building", {}).get("pq"),
-            "train_seconds": t_inst,
-            "best_epoch": inst.best_epoch,
-            "building_iou": report["iou"].get("building"),
-        },
-        "semantic_cc": {
-            **cc,
-            "train_seconds": t_sem,
-            "building_iou": sem.metrics["test"]["iou"].get("building"),
-        },
-    }
+    out: dict = {}
+    if "instance" in models:
+        t0 = time.perf_counter()
+        inst = train(config, overrides=common, output_dir=work / f"{name}_instance")
+        report = evaluate(inst.checkpoint, split="test", progress=False)
+        out["instance_model"] = _scores(report, time.perf_counter() - t0, inst.best_epoch)
+    if "semantic" in models:
+        t0 = time.perf_counter()
+        sem = train(config, overrides=[*common, "task=semantic"],
+                    output_dir=work / f"{name}_semantic")  # fmt: skip
+        t_sem = time.perf_counter() - t0
+        cc = semantic_cc_scores(sem.checkpoint, config, common)
+        iou = sem.metrics["test"]["iou"].get("building")
+        out["semantic_cc"] = {**cc, "train_seconds": t_sem, "building_iou": iou}
+    if "maskrcnn" in models:
+        t0 = time.perf_counter()
+        mr = train(MASKRCNN[name], overrides=common, output_dir=work / f"{name}_maskrcnn")
+        report = evaluate(mr.checkpoint, split="test", progress=False)
+        out["maskrcnn"] = _scores(report, time.perf_counter() - t0, mr.best_epoch)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", nargs="*", default=list(CONFIGS))
     ap.add_argument("--epochs", type=int, default=None, help="override max_epochs")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--models", nargs="*", default=["instance", "semantic"],
+                    choices=["instance", "semantic", "maskrcnn"])  # fmt: skip
+    ap.add_argument("--json", default=None, help="results file (merged into when it exists)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="geoseg-inst-real-"))
-    results = {}
+    results: dict = {}
+    if args.json and Path(args.json).is_file():
+        results = json.loads(Path(args.json).read_text())
     for name in args.only:
-        results[name] = run(name, CONFIGS[name], work, args.epochs)
+        results.setdefault(name, {}).update(run(name, work, args.epochs, args.models))
         print(name, json.dumps(results[name], indent=1), flush=True)
     print(
         f"\n{'data':11s} {'model':22s} {'F1':>6s} {'prec':>6s} {'rec':>6s} {'PQ':>6s} {'IoU':>6s}"

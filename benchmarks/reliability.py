@@ -295,6 +295,45 @@ def interruption_case(work: Path) -> dict:
     return {"code": proc.returncode, "left_behind": left, "ok": proc.returncode == 130 and not left}
 
 
+def resume_case(work: Path) -> dict:
+    """SIGTERM during ``predict --resume``, rerun: the same bits as an uninterrupted run."""
+    user = work / "user"
+    out = user / "out" / "resume"
+    out.mkdir()
+    base = ["predict", "model.safetensors", "tiles", "--tile-size", "64", "--block-size",
+            "64", "--workers", "1", "--quiet", "--backend", "torch"]  # fmt: skip
+    args = [*base, "-o", str(out / "m.tif"), "--probabilities", str(out / "p.tif"), "--resume"]
+    code = f"import sys; from geoseg.cli import main; sys.exit(main({args!r}))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=user, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".geoseg-resume-*/block_*"))) < 5:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    kept = len(list(out.glob(".geoseg-resume-*/block_*")))
+    t0 = time.perf_counter()
+    again = run_case(work, " ".join(args), 600)
+    ref_args = [*base, "-o", str(out / "ref.tif"), "--probabilities", str(out / "ref_p.tif")]
+    ref = run_case(work, " ".join(ref_args), 600)
+    same = all(
+        (out / a).read_bytes() == (out / b).read_bytes()
+        for a, b in (("m.tif", "ref.tif"), ("p.tif", "ref_p.tif"))
+    ) if again.get("code") == 0 and ref.get("code") == 0 else False  # fmt: skip
+    left = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    return {
+        "first_exit": proc.returncode,
+        "blocks_kept": kept,
+        "resumed_seconds": again.get("seconds"),
+        "uninterrupted_seconds": ref.get("seconds"),
+        "bit_identical": same,
+        "left_behind": left,
+        "ok": proc.returncode == 130 and kept > 0 and same and not left,
+        "rerun_seconds": time.perf_counter() - t0,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
@@ -360,10 +399,19 @@ def main() -> None:
         f"{'PASS' if sig['ok'] else 'FAIL':5s} SIGTERM during predict: exit {sig['code']}, "
         f"left behind {sig['left_behind']}"
     )
+    res = resume_case(work)
+    counts["cases"] += 1
+    counts["unexpected"] += not res["ok"]
+    print(
+        f"{'PASS' if res['ok'] else 'FAIL':5s} SIGTERM during predict --resume, rerun: "
+        f"{res['blocks_kept']} blocks kept, bit-identical {res['bit_identical']}, "
+        f"resumed run {res['resumed_seconds']:.1f} s vs uninterrupted "
+        f"{res['uninterrupted_seconds']:.1f} s"
+    )
     print("\n" + json.dumps(counts))
     if args.json:
         Path(args.json).write_text(
-            json.dumps({"counts": counts, "cases": rows, "sigterm": sig}, indent=2)
+            json.dumps({"counts": counts, "cases": rows, "sigterm": sig, "resume": res}, indent=2)
         )
     shutil.rmtree(work, ignore_errors=True)
 

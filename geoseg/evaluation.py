@@ -108,7 +108,6 @@ def evaluate(
 
     from geoseg.io.outputs import check_output_path
     from geoseg.models import get_adapter, load_model
-    from geoseg.models.adapter import pad_forward
     from geoseg.tasks import task_class
     from geoseg.training import make_datamodule
 
@@ -131,12 +130,14 @@ def evaluate(
     _check_compatible(dm, meta, ckpt)
     classes: ClassTable = meta.classes
     adapter = get_adapter(meta.adapter)
-    evaluator = task_class(meta.task).evaluator(classes, meta.outputs, meta.task_options)
+    evaluator = task_class(meta.task, meta.outputs).evaluator(
+        classes, meta.outputs, meta.task_options
+    )
     evaluator = evaluator.to(device)
     loader = getattr(dm, method)()
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
-            raw = pad_forward(model, batch["image"].to(device))
+            raw = adapter.forward(model, batch["image"].to(device))
             evaluator.update(adapter.outputs(raw, meta.outputs), batch)
     report = {"split": split, "checkpoint": str(ckpt), "task": meta.task, **evaluator.report()}
     if out_path is not None:

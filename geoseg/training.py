@@ -32,7 +32,7 @@ from geoseg.classes import ClassTable
 from geoseg.config import ExperimentConfig, TrainingConfig
 from geoseg.errors import ConfigError, DataError
 from geoseg.models import ModelMetadata, build_model, resolve_adapter, save_checkpoint
-from geoseg.tasks import task_class, task_info
+from geoseg.tasks import task_class, task_outputs
 from geoseg.tasks.base import BaseTask
 from geoseg.tasks.losses import balanced_class_weights, build_loss
 from geoseg.tasks.optim import OPTIMIZERS, SCHEDULERS, pick
@@ -167,7 +167,7 @@ def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]
         classes=dm.classes,
         task=config.task,
         adapter=adapter.name,
-        outputs=task_info(config.task).outputs(dm.classes),
+        outputs=task_outputs(config.task, dm.classes, adapter),
         task_options=(
             config.instances.task_options() if config.task in ("instance", "panoptic") else {}
         ),
@@ -226,7 +226,7 @@ def train(
     _check_run_folder(out, overwrite)
     tcfg: TrainingConfig = exp.training
     # fail fast, before any data is read
-    task_cls = task_class(exp.task)
+    task_class(exp.task)
     resolve_adapter(exp.model.arch, exp.model.adapter)
     pick(OPTIMIZERS, tcfg.optimizer, "optimizer")
     pick(SCHEDULERS, tcfg.scheduler, "scheduler")
@@ -237,7 +237,7 @@ def train(
     if tcfg.num_threads is not None:
         torch.set_num_threads(max(1, tcfg.num_threads))
     try:
-        return _fit(exp, task_cls, out, datamodule)
+        return _fit(exp, out, datamodule)
     finally:
         torch.set_num_threads(threads)
 
@@ -256,11 +256,12 @@ def _check_run_folder(out: Path, overwrite: bool) -> None:
         )
 
 
-def _make_task(exp: ExperimentConfig, task_cls: type[BaseTask], dm: Any) -> BaseTask:
+def _make_task(exp: ExperimentConfig, dm: Any) -> BaseTask:
     """The network (built by its adapter) wrapped in the task's Lightning module."""
     classes: ClassTable = dm.classes
     adapter = resolve_adapter(exp.model.arch, exp.model.adapter)
-    outputs = task_info(exp.task).outputs(classes)
+    outputs = task_outputs(exp.task, classes, adapter)
+    task_cls = task_class(exp.task, outputs)
     model = build_model(
         exp.model.arch,
         in_channels=len(dm.band_names),
@@ -269,6 +270,7 @@ def _make_task(exp: ExperimentConfig, task_cls: type[BaseTask], dm: Any) -> Base
         encoder_weights=exp.model.encoder_weights,
         adapter=adapter.name,
         kwargs=exp.model.kwargs,
+        classes=classes,
     )
     weights = _resolve_class_weights(exp.training, dm, classes)
     extra: dict[str, Any] = {}
@@ -333,16 +335,14 @@ def _trainer(
     return trainer, ckpt_cb
 
 
-def _fit(
-    exp: ExperimentConfig, task_cls: type[BaseTask], out: Path, datamodule: Any
-) -> TrainResult:
+def _fit(exp: ExperimentConfig, out: Path, datamodule: Any) -> TrainResult:
     tcfg = exp.training
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else make_datamodule(exp)
     if hasattr(dm, "prepare_data"):
         dm.prepare_data()
     dm.setup("fit")
-    task = _make_task(exp, task_cls, dm)
+    task = _make_task(exp, dm)
     has_val = _has_batches(dm, "val_dataloader")
     trainer, ckpt_cb = _trainer(tcfg, out, task.monitor, has_val)
     with warnings.catch_warnings():

@@ -211,3 +211,91 @@ def test_a_dead_worker_process_is_a_clear_error(ckpt, tmp_path, monkeypatch):
     with pytest.raises(SchedulerError, match=r"worker process .* died"):
         predict(ckpt, RGB, tmp_path / "o.tif", scheduler="processes", progress=False)
     assert _tree(tmp_path) == set()
+
+
+def _interrupt_after(monkeypatch, n: int) -> dict[str, int]:
+    """Make the block writer raise KeyboardInterrupt once ``n`` blocks are written."""
+    from geoseg.io.cog import BlockWriter
+
+    seen = {"written": 0}
+    original = BlockWriter.write
+
+    def write(self, block, path, *, keep=False):
+        if seen["written"] >= n:
+            raise KeyboardInterrupt
+        original(self, block, path, keep=keep)
+        seen["written"] += 1
+
+    monkeypatch.setattr(BlockWriter, "write", write)
+    return seen
+
+
+def test_an_interrupted_prediction_resumes_to_the_same_bits(ckpt, tmp_path, monkeypatch):
+    """--resume keeps finished blocks; the rerun computes only the missing ones and its
+    outputs equal an uninterrupted run's, byte for byte; the resume folder goes away."""
+    import geoseg.inference.graph as graph
+    from geoseg.inference import predict
+
+    kw = {"tile_size": 64, "block_size": 128, "progress": False}
+    (tmp_path / "ref").mkdir()
+    ref = predict(ckpt, RGB, tmp_path / "ref" / "c.tif", probabilities=tmp_path / "ref" / "p.tif",
+                  **kw)  # fmt: skip
+    out = tmp_path / "run"
+    out.mkdir()
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 9)
+        with (
+            pytest.warns(UserWarning, match=r"of 42 blocks are kept"),
+            pytest.raises(KeyboardInterrupt),
+        ):
+            predict(ckpt, RGB, out / "c.tif", probabilities=out / "p.tif", resume=True, **kw)
+    (kept,) = out.glob(".geoseg-resume-*")
+    # the 9 written blocks (all no-data ones as markers), and any finished meanwhile
+    n_kept = len(list(kept.glob("block_*.npz"))) + len(list(kept.glob("empty_*")))
+    assert not (out / "c.tif").exists() and 9 <= n_kept < 42
+    calls = {"blocks": 0}
+    real = graph.finalize_block
+
+    def counting(*args, **kwargs):
+        calls["blocks"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "finalize_block", counting)
+    again = predict(ckpt, RGB, out / "c.tif", probabilities=out / "p.tif", resume=True, **kw)
+    assert calls["blocks"] == 42 - n_kept  # only the missing blocks ran
+    for a, b in zip(ref, again):
+        assert a.read_bytes() == b.read_bytes()
+    assert _tree(out) == {"c.tif", "p.tif"}  # the resume folder is gone
+
+
+def test_resume_after_sigterm_and_a_changed_option_starts_afresh(ckpt, tmp_path):
+    """SIGTERM during a --resume run keeps its blocks; rerunning the command finishes with
+    the uninterrupted bits; a changed option never reuses blocks made with another."""
+    from geoseg.inference import predict
+
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(ckpt), str(RGB), "-o", str(out / "m.tif"), "--tile-size", "64",
+            "--block-size", "64", "--quiet", "--workers", "1", "--backend", "torch",
+            "--tta", "d4", "--resume"]  # fmt: skip
+    code = f"import sys; from geoseg.cli import main; sys.exit(main(['predict', *{args!r}]))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob(".geoseg-resume-*/block_*"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    (kept,) = out.glob(".geoseg-resume-*")
+    n_kept = len(list(kept.glob("block_*")))
+    assert n_kept >= 3 and not (out / "m.tif").exists()
+    # another option (no TTA): another fingerprint; the old blocks are of the same output,
+    # so they are removed as outdated, and the result is that of a fresh run
+    assert main(["predict", *[a for a in args if a not in ("--tta", "d4")]]) == 0
+    assert not kept.exists()
+    fresh = predict(ckpt, RGB, tmp_path / "fresh.tif", tile_size=64, backend="torch",
+                    progress=False)  # fmt: skip
+    with rasterio.open(out / "m.tif") as a, rasterio.open(fresh) as b:
+        assert np.array_equal(a.read(), b.read())
+    assert _tree(out) == {"m.tif"}

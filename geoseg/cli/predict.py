@@ -62,6 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--resampling", default="nearest", help="for reprojected inputs")
     p.add_argument("--block-size", type=int, default=1024, help="output block (pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished blocks beside the outputs while running and continue an "
+        "interrupted run of the same command from them (bit-identical result)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -96,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         resampling=args.resampling,
         block_size=args.block_size,
         overwrite=args.overwrite,
+        resume=args.resume,
         progress=not args.quiet,
         stats=stats,
     )

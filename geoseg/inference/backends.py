@@ -171,13 +171,28 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
 
 
 def choose_backend(
-    backend: str, *, checkpoint: str, precision: str, device: str, tile_size: int
+    backend: str,
+    *,
+    checkpoint: str,
+    precision: str,
+    device: str,
+    tile_size: int,
+    objects: bool = False,
 ) -> tuple[str, str | None]:
-    """Resolve ``auto`` and export ONNX if needed: returns (backend, onnx_path)."""
+    """Resolve ``auto`` and export ONNX if needed: returns (backend, onnx_path).
+
+    Object-list models (``objects``) run with the PyTorch backend only.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {backend!r}; valid names are {BACKENDS}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision: unknown {precision!r}; valid values are {PRECISIONS}")
+    if objects:
+        if backend == "onnx":
+            raise ConfigError(
+                "backend 'onnx': object-list models (maskrcnn) run with backend='torch'"
+            )
+        return "torch", None
     if backend == "onnx" and (precision != "fp32" or device != "cpu"):
         raise ConfigError("backend 'onnx' runs fp32 on CPU only; use backend='torch'")
     if backend == "auto":
@@ -232,8 +247,9 @@ def get_runner(spec: RunnerSpec) -> Runner:
     return runner
 
 
-#: A runner's result: activated outputs by name, each (B, C, T, T) float32.
-Outputs = dict[str, np.ndarray]
+#: A runner's result: activated outputs by name, each (B, C, T, T) float32 (per-pixel
+#: outputs) or a list of B :class:`~geoseg.instances.objects.ObjectList` (object lists).
+Outputs = dict[str, Any]
 
 
 class Runner:
@@ -308,6 +324,8 @@ def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outp
     model = model.to(memory_format=torch.channels_last)
     adapter = get_adapter(meta.adapter)
     pixel = [o for o in meta.outputs if o.per_pixel]
+    # object lists (Mask R-CNN) come out of the network as numpy already
+    lists = [o.name for o in meta.outputs if not o.per_pixel]
     device = torch.device(spec.device)
     bf16 = spec.precision == "bf16"
 
@@ -318,8 +336,10 @@ def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outp
             torch.inference_mode(),
             torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16),
         ):
-            named = adapter.outputs(model(t), pixel)
+            named = adapter.outputs(model(t), meta.outputs)
             out = {o.name: activate(named[o.name].float(), o.activation) for o in pixel}
-        return {name: v.cpu().numpy() for name, v in out.items()}
+        result: Outputs = {name: v.cpu().numpy() for name, v in out.items()}
+        result.update({name: named[name] for name in lists})
+        return result
 
     return run_torch

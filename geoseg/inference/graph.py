@@ -23,9 +23,11 @@ window rows, so Dask's ordering keeps about two rows of window results across th
 mosaic plus the tasks in flight: peak memory depends on tile size, batch size, workers
 and mosaic *width*, never on area.
 
-Extending to other outputs (instance ids, extra heads): :func:`run_batch` returns, per
-window, the runner's named outputs; a new output adds its own merge function next to
-the weighted class-score blend in :func:`finalize_block` and its own file in the writer.
+Other outputs: :func:`run_batch` returns, per window, the runner's named outputs. Per-pixel
+outputs are blended; an object-list output (Mask R-CNN) is merged by the claim rule
+(:mod:`geoseg.instances.objects`): the block task hands the object lists of its windows
+to the decoder, which keeps what each window claims and paints it, again independently
+of the blocks (:mod:`geoseg.inference.objects`).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from __future__ import annotations
 import bisect
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geoseg.inference.backends import RunnerSpec, get_runner
+from geoseg.inference.objects import ObjectLayout, window_objects
 from geoseg.inference.tiling import PixelWindow, axis_starts
 from geoseg.io.mosaic import Mosaic
 
@@ -57,11 +60,17 @@ class BlockSpec:
         decoder: the task's decoder (:mod:`geoseg.inference.products`): blended maps
             and the valid mask -> arrays of the raster products.
         out_dir: folder of the finished blocks (``.npz``).
+        claim: name of an object-list output merged by the claim rule (object models),
+            handed with ``layout`` to the decoder's ``decode_objects``.
+        layout: the window grid of the claim rule
+            (:class:`geoseg.inference.objects.ObjectLayout`).
     """
 
     blend: tuple[str, ...]
     decoder: Any
     out_dir: str
+    claim: str | None = None
+    layout: Any = None
 
 
 def run_batch(
@@ -135,9 +144,15 @@ def finalize_block(
         ``(block, None)`` when the whole block is no-data.
     """
     maps, valid = blend_block(block, batches, members, weight, spec.blend)
-    if maps is None or not valid.any():
+    if spec.claim is not None:
+        found = window_objects(batches, members, spec.claim, spec.layout)
+        if not found or not valid.any():
+            return block, None
+        arrays = spec.decoder.decode_objects(block, maps or {}, valid, found)
+    elif maps is None or not valid.any():
         return block, None
-    arrays = spec.decoder.decode(maps, valid)
+    else:
+        arrays = spec.decoder.decode(maps, valid)
     name = f"block_{block.row}_{block.col}.npz"
     final = os.path.join(spec.out_dir, name)
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npz", dir=spec.out_dir)
@@ -228,6 +243,8 @@ def build_graph(
     """
     rows = axis_starts(mosaic.height, tile_size, overlap, align=align)
     cols = axis_starts(mosaic.width, tile_size, overlap, align=align)
+    if block_spec.claim is not None and block_spec.layout is None:
+        block_spec = replace(block_spec, layout=ObjectLayout.of(rows, cols, tile_size))
     dsk: dict[Any, Any] = {}
     bname, fname = f"geoseg-batch-{token}", f"geoseg-block-{token}"
     # Batches: consecutive windows in row-major order (full batches, whatever the

@@ -7,14 +7,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.errors import ConfigError, GeosegError, SchedulerError
+from geoseg.errors import ConfigError, SchedulerError, warn
 from geoseg.inference.backends import (
     RunnerSpec,
     choose_backend,
@@ -22,11 +22,15 @@ from geoseg.inference.backends import (
     tta_transforms,
 )
 from geoseg.inference.blending import BlendFn, weight_window
-from geoseg.inference.checks import check_grid, check_not_empty, check_value_range
+from geoseg.inference.checks import check_grid, check_value_range
+from geoseg.inference.execute import execute_graph
 from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.instances import decode_instances, task_map
+from geoseg.inference.objects import ObjectDecoder, number_objects
 from geoseg.inference.products import DECODERS
-from geoseg.inference.tiling import check_tiling
+from geoseg.inference.resume import ResumeStore, file_digest, fingerprint
+from geoseg.inference.tiling import axis_starts, check_tiling
+from geoseg.instances.objects import check_key_space
 from geoseg.io.cog import BlockWriter
 from geoseg.io.handles import gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
@@ -36,6 +40,7 @@ from geoseg.io.outputs import (
     remove_stale_temporaries,
     work_folder,
 )
+from geoseg.tasks import has_objects
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
 #: ``distributed.Client``) runs on a ``dask.distributed`` cluster.
@@ -66,9 +71,14 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def default_overlap(tile_size: int) -> int:
-    """The default overlap for ``tile_size`` (pixels): ``tile_size // 8``."""
-    return tile_size // DEFAULT_OVERLAP_FRACTION
+def default_overlap(tile_size: int, *, objects: bool = False) -> int:
+    """The default overlap for ``tile_size`` (pixels): ``tile_size // 8``.
+
+    Object-list models get ``tile_size // 4``: the claim rule gives each object to one
+    window exactly when objects are smaller than the overlap
+    (:mod:`geoseg.instances.objects`), so 128 px at 512 px windows.
+    """
+    return tile_size // (DEFAULT_OVERLAP_FRACTION // 2 if objects else DEFAULT_OVERLAP_FRACTION)
 
 
 def _connect(scheduler: Any, timeout: float) -> Any:
@@ -121,6 +131,7 @@ def predict(
     resampling: str = "nearest",
     block_size: int = 1024,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = True,
     connect_timeout: float = 5.0,
     stats: dict[str, Any] | None = None,
@@ -169,6 +180,10 @@ def predict(
         block_size: output block side in pixels (the Dask chunking; any value gives the
             same result).
         overwrite: replace existing outputs.
+        resume: keep finished blocks in a folder beside the outputs while running and,
+            when that folder exists from an interrupted run of the same command (same
+            checkpoint, inputs and options), continue from its blocks; the result is
+            bit-for-bit that of an uninterrupted run (:mod:`geoseg.inference.resume`).
         progress: show a progress bar.
         connect_timeout: seconds to wait for a distributed scheduler.
         stats: if a dict is given, it is filled with run statistics.
@@ -216,6 +231,7 @@ def _predict(
     resampling: str,
     block_size: int,
     overwrite: bool,
+    resume: bool,
     progress: bool,
     connect_timeout: float,
     stats: dict[str, Any] | None,
@@ -225,9 +241,11 @@ def _predict(
     t_start = time.perf_counter()
     meta = read_metadata(checkpoint)
     factor = meta.size_divisor()
+    objects_model = has_objects(meta.outputs)
     tile = int(tile_size or default_tile_size(meta.tile_size, factor))
-    ov = default_overlap(tile) if overlap is None else int(overlap)
+    ov = default_overlap(tile, objects=objects_model) if overlap is None else int(overlap)
     _check_options(meta, tile, ov, factor, batch_size)
+    _check_object_options(meta, tta, probabilities)
     _check_numbers(block_size=block_size, workers=workers,
                    threads_per_worker=threads_per_worker, resolution=resolution)  # fmt: skip
     targets = _targets(
@@ -236,33 +254,28 @@ def _predict(
     )  # fmt: skip
     weight = weight_window(blend, tile, ov)
     transforms = tuple(tta_transforms(tta))
-    mosaic = open_mosaic(
-        inputs,
-        model_bands=meta.bands,
-        bands=bands,
-        crs=crs,
-        dst_crs=dst_crs,
-        resolution=resolution,
-        resampling=resampling,
-    )
+    mosaic = open_mosaic(inputs, model_bands=meta.bands, bands=bands, crs=crs, dst_crs=dst_crs,
+                         resolution=resolution, resampling=resampling)  # fmt: skip
     check_grid(mosaic)
     check_value_range(mosaic, np.asarray(meta.mean), np.asarray(meta.std), list(meta.bands))
+    decoder = _decoder(meta, "probabilities" in targets, min(block_size, 512))
+    _check_key_space(decoder, mosaic, tile, ov, factor)
     dev = resolve_device(device)
     client = _connect(scheduler, connect_timeout)
     n_workers, threads, threads_by_worker = _worker_layout(
         client, scheduler, workers, threads_per_worker
     )
     spec = _runner_spec(
-        checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker)
-    )
+        checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker),
+        objects=objects_model,
+    )  # fmt: skip
     chosen = spec.backend
     plan = _Plan(
         mosaic=mosaic,
         spec=spec,
-        decoder=DECODERS[meta.task](
-            meta, probabilities="probabilities" in targets, chunk=min(block_size, 512)
-        ),
+        decoder=decoder,
         blend=tuple(o.name for o in meta.outputs if o.per_pixel and o.merge == "blend"),
+        claim=next((o.name for o in meta.outputs if o.merge == "claim"), None),
         tile=tile,
         overlap=ov,
         batch_size=batch_size,
@@ -273,15 +286,9 @@ def _predict(
         align=factor,
     )
     try:
-        n_windows, n_blocks = _run_plan(
-            plan,
-            targets,
-            overwrite=overwrite,
-            client=client,
-            scheduler=scheduler,
-            workers=n_workers,
-            progress=progress,
-        )
+        n_windows, n_blocks = _run_plan(plan, targets, overwrite=overwrite, client=client,
+                                        scheduler=scheduler, workers=n_workers,
+                                        progress=progress, resume=resume)  # fmt: skip
     finally:
         if client is not None and isinstance(scheduler, str):
             client.close()
@@ -294,6 +301,21 @@ def _predict(
     return tuple(targets.values())
 
 
+def _decoder(meta: Any, probabilities: bool, chunk: int) -> Any:
+    """The task's decoder of a checkpoint (object-list models: the claim-rule decoder)."""
+    if has_objects(meta.outputs):
+        return ObjectDecoder.for_checkpoint(meta, probabilities=probabilities, chunk=chunk)
+    return DECODERS[meta.task](meta, probabilities=probabilities, chunk=chunk)
+
+
+def _check_key_space(decoder: Any, mosaic: Mosaic, tile: int, overlap: int, align: int) -> None:
+    """Object models: the provisional object keys of the mosaic must fit in uint32."""
+    if isinstance(decoder, ObjectDecoder):
+        n_rows = len(axis_starts(mosaic.height, tile, overlap, align=align))
+        n_cols = len(axis_starts(mosaic.width, tile, overlap, align=align))
+        check_key_space(n_rows * n_cols, decoder.max_objects)
+
+
 def _runner_spec(
     checkpoint: str | Path,
     backend: str,
@@ -302,11 +324,14 @@ def _runner_spec(
     tile: int,
     tta: tuple[tuple[int, bool], ...],
     threads: tuple[int, tuple[tuple[str, int], ...]],
+    *,
+    objects: bool = False,
 ) -> RunnerSpec:
     """The runner every worker builds (``auto`` resolved, ONNX exported when chosen)."""
     chosen, onnx_path = choose_backend(
-        backend, checkpoint=str(checkpoint), precision=precision, device=device, tile_size=tile
-    )
+        backend, checkpoint=str(checkpoint), precision=precision, device=device, tile_size=tile,
+        objects=objects,
+    )  # fmt: skip
     return RunnerSpec(
         checkpoint=str(Path(checkpoint).resolve()),
         backend=chosen,
@@ -342,6 +367,22 @@ def _targets(
     if len(set(resolved)) < len(resolved):
         raise ConfigError(f"outputs must be different files, got {[str(p) for p in resolved]}")
     return targets
+
+
+def _check_object_options(meta: Any, tta: bool | str, probabilities: Any) -> None:
+    """Options an object-list model cannot honour: clear errors, before any work."""
+    if not has_objects(meta.outputs):
+        return
+    if tta not in (False, None, "none"):
+        raise ConfigError(
+            f"tta: test-time augmentation averages per-pixel outputs; the {meta.arch} model "
+            "outputs object lists (drop --tta)"
+        )
+    if probabilities is not None and not any(o.name == "classes" for o in meta.outputs):
+        raise ConfigError(
+            f"probabilities: the {meta.arch} model has no per-pixel class scores; ask for "
+            "--instances and --objects (per-object scores) instead"
+        )
 
 
 def _check_options(meta: Any, tile: int, overlap: int, factor: int, batch_size: int) -> None:
@@ -430,6 +471,7 @@ class _Plan:
     mean: np.ndarray
     std: np.ndarray
     align: int
+    claim: str | None = None
 
 
 def _run_plan(
@@ -441,6 +483,7 @@ def _run_plan(
     scheduler: Any,
     workers: int | None,
     progress: bool,
+    resume: bool = False,
 ) -> tuple[int, int]:
     """Run the graph into a work folder beside the outputs; rename the COGs at the end."""
     from rasterio.crs import CRS
@@ -455,155 +498,83 @@ def _run_plan(
         remove_stale_temporaries(first.parent)
         work = str(work_folder(first.parent, "predict"))
         stack.callback(shutil.rmtree, work, ignore_errors=True)
-        writer = BlockWriter(
-            work,
-            crs=CRS.from_wkt(mosaic.crs),
-            transform=mosaic.transform,
-            height=mosaic.height,
-            width=mosaic.width,
-            products=plan.decoder.products(),
-        )
+        store = _resume_store(plan, targets) if resume else None
+        writer = BlockWriter(work, crs=CRS.from_wkt(mosaic.crs), transform=mosaic.transform,
+                             height=mosaic.height, width=mosaic.width,
+                             products=plan.decoder.products())  # fmt: skip
         stack.callback(writer.close)
+        out_dir = str(store.folder) if store is not None else work
         dsk, keys, n_windows = build_graph(
-            mosaic,
-            plan.spec,
-            tile_size=plan.tile,
-            overlap=plan.overlap,
-            batch_size=plan.batch_size,
-            block_size=plan.block_size,
-            weight=plan.weight,
-            mean=plan.mean,
-            std=plan.std,
-            block_spec=BlockSpec(blend=plan.blend, decoder=plan.decoder, out_dir=work),
-            token=uuid.uuid4().hex[:12],
-            align=plan.align,
-        )
-        _execute(
-            dsk,
-            keys,
-            writer=writer,
-            client=client,
-            scheduler=scheduler,
-            workers=workers,
-            progress=progress,
-        )
-        if hasattr(plan.decoder, "final_products"):
-            writer.finish({k: v for k, v in tmp.items() if k == "probabilities"})
-            decode_instances(
-                plan.decoder,
-                writer.tmp["maps"],
-                mosaic,
-                tmp,
-                work=work,
-                run=task_map(client, scheduler, workers),
-                progress=progress,
-            )
-        else:
-            writer.finish(tmp)
+            mosaic, plan.spec, tile_size=plan.tile, overlap=plan.overlap,
+            batch_size=plan.batch_size, block_size=plan.block_size, weight=plan.weight,
+            mean=plan.mean, std=plan.std, token=uuid.uuid4().hex[:12], align=plan.align,
+            block_spec=BlockSpec(blend=plan.blend, decoder=plan.decoder, out_dir=out_dir,
+                                 claim=plan.claim),
+        )  # fmt: skip
+        todo, valid_before = _resumed_blocks(dsk, keys, store, writer)
+        try:
+            execute_graph(dsk, todo, writer=writer, client=client, scheduler=scheduler,
+                     workers=workers, progress=progress, store=store,
+                     valid_before=valid_before)  # fmt: skip
+        except BaseException:
+            if store is not None:
+                warn(
+                    f"prediction stopped: {store.count()} of {len(keys)} blocks are kept in "
+                    f"{str(store.folder)!r}; run the same command with --resume "
+                    "(resume=True) to continue from them"
+                )
+            raise
+        _finish_products(plan, writer, tmp, work, task_map(client, scheduler, workers), progress)
+        if store is not None:
+            store.remove()
     return n_windows, len(keys)
 
 
-def _execute(
-    dsk: dict[Any, Any],
-    keys: list[Any],
-    *,
+def _resume_store(plan: _Plan, targets: dict[str, Path]) -> ResumeStore:
+    """The resume folder of this exact computation (see :mod:`geoseg.inference.resume`)."""
+    from geoseg import __version__
+
+    spec = plan.spec
+    key = fingerprint([
+        __version__, file_digest(spec.checkpoint), plan.mosaic, plan.tile, plan.overlap,
+        plan.batch_size, plan.block_size, plan.weight, plan.mean, plan.std, plan.align,
+        plan.blend, plan.claim, plan.decoder, spec.backend, spec.precision, spec.device,
+        spec.tile_size, spec.tta, spec.threads, spec.threads_by_worker, sorted(targets),
+    ])  # fmt: skip
+    first = next(iter(targets.values()))
+    return ResumeStore.open(first.parent, key, targets.values())
+
+
+def _resumed_blocks(
+    dsk: dict[Any, Any], keys: list[Any], store: ResumeStore | None, writer: BlockWriter
+) -> tuple[list[Any], int]:
+    """Write the blocks a resume folder holds: (keys still to run, valid blocks written)."""
+    if store is None:
+        return keys, 0
+    blocks = {k: dsk[k][1] for k in keys}  # (finalize_block, block, ...)
+    done = store.finished(blocks.values())
+    for block, path in done.items():
+        writer.write(block, path, keep=True)
+    return [k for k in keys if blocks[k] not in done], sum(p is not None for p in done.values())
+
+
+def _finish_products(
+    plan: _Plan,
     writer: BlockWriter,
-    client: Any,
-    scheduler: Any,
-    workers: int | None,
+    tmp: dict[str, Path],
+    work: str,
+    run: Any,
     progress: bool,
 ) -> None:
-    """Run the graph, writing each block as soon as it is done."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(keys), unit="block", disable=not progress, desc="geoseg predict")
-    t0 = time.perf_counter()
-    npx = 0
-
-    valid_blocks = 0
-
-    def done(result: tuple[Any, str | None]) -> None:
-        nonlocal npx, valid_blocks
-        block, path = result
-        valid_blocks += path is not None
-        writer.write(block, path)
-        npx += block.height * block.width
-        bar.update(1)
-        dt = time.perf_counter() - t0
-        if dt > 0:
-            bar.set_postfix_str(f"{npx / dt / 1e6:.2f} Mpx/s", refresh=False)
-
-    try:
-        if client is not None:
-            _run_distributed(dsk, keys, client, done)
-        else:
-            _run_local(dsk, keys, scheduler, workers, done)
-    finally:
-        bar.close()
-    check_not_empty(valid_blocks)
-
-
-def _run_local(
-    dsk: dict[Any, Any],
-    keys: list[Any],
-    scheduler: str,
-    workers: int | None,
-    done: Callable[[Any], None],
-) -> None:
-    import dask
-
-    wanted = set(keys)
-
-    def posttask(key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-        if key in wanted:
-            done(result)
-
-    import dask.multiprocessing
-    import dask.threaded
-
-    get: Callable[..., Any] = dask.get
-    if scheduler == "threads":
-        get = dask.threaded.get
-    elif scheduler == "processes":
-        get = dask.multiprocessing.get
-    kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
-    if scheduler != "synchronous":
-        kwargs["num_workers"] = workers
-    from concurrent.futures.process import BrokenProcessPool
-
-    try:
-        get(dsk, keys, **kwargs)
-    except BrokenProcessPool as exc:
-        raise SchedulerError(
-            "a worker process of the 'processes' scheduler died (killed, or out of memory); "
-            "no output was written. Run again, with a smaller batch_size or block_size if "
-            "memory is short, or with scheduler='threads'"
-        ) from exc
-
-
-def _run_distributed(
-    dsk: dict[Any, Any], keys: list[Any], client: Any, done: Callable[[Any], None]
-) -> None:
-    from distributed import as_completed
-
-    futures = client.get(dsk, keys, sync=False, retries=2)
-    try:
-        # loop=: a Client made from an address is not the default client, and
-        # as_completed otherwise looks for one ("No clients found").
-        for fut in as_completed(futures, loop=client.loop):
-            try:
-                result = fut.result()
-            except GeosegError:
-                raise
-            except Exception as exc:
-                name = type(exc).__name__
-                raise SchedulerError(
-                    f"the distributed run failed ({name}: {str(exc)[:300]}); no output was "
-                    "written. Workers that keep dying usually ran out of memory: lower "
-                    "batch_size or block_size"
-                ) from exc
-            done(result)
-            fut.release()
-    finally:
-        for f in futures:
-            f.cancel()
+    """Turn the intermediate rasters into the outputs (instance tasks: the decode pass)."""
+    mosaic = plan.mosaic
+    if isinstance(plan.decoder, ObjectDecoder):
+        writer.finish({k: v for k, v in tmp.items() if k == "probabilities"})
+        number_objects(plan.decoder, writer.tmp["objects"], mosaic, tmp, work=work, run=run,
+                       progress=progress)  # fmt: skip
+    elif hasattr(plan.decoder, "final_products"):
+        writer.finish({k: v for k, v in tmp.items() if k == "probabilities"})
+        decode_instances(plan.decoder, writer.tmp["maps"], mosaic, tmp, work=work, run=run,
+                         progress=progress)  # fmt: skip
+    else:
+        writer.finish(tmp)

@@ -144,13 +144,7 @@ class InstanceDecoder:
 
     def final_products(self) -> list[RasterProduct]:
         """What the decode pass writes: the fused class map and the instance ids."""
-        classes = SemanticDecoder(self.classes).products()[0]
-        instances = RasterProduct(
-            "instances", 2, "uint32", 0, "nearest",
-            band_names=("instance_id", "class_id"),
-            tags={INSTANCES_TAG: "1", CLASSES_TAG: self.classes.to_json()},
-        )  # fmt: skip
-        return [classes, instances]
+        return instance_products(self.classes)
 
     def fuse(self, ids: np.ndarray, maps: np.ndarray, valid: np.ndarray,
              object_class: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
@@ -167,6 +161,17 @@ class InstanceDecoder:
         cls = cls.astype(table.dtype())
         cls[~valid] = table.nodata_value()
         return {"classes": cls, "instances": np.stack([ids, obj_cls.astype(np.uint32)])}
+
+
+def instance_products(classes: ClassTable) -> list[RasterProduct]:
+    """The fused class map and the instance-id raster (band 1 id, band 2 class id)."""
+    fused = SemanticDecoder(classes).products()[0]
+    instances = RasterProduct(
+        "instances", 2, "uint32", 0, "nearest",
+        band_names=("instance_id", "class_id"),
+        tags={INSTANCES_TAG: "1", CLASSES_TAG: classes.to_json()},
+    )  # fmt: skip
+    return [fused, instances]
 
 
 #: Decoders by task name: ``(checkpoint metadata, probabilities=...) -> decoder``.

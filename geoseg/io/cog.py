@@ -126,8 +126,11 @@ class BlockWriter:
             if p.tags:
                 ds.update_tags(**dict(p.tags))
 
-    def write(self, block: PixelWindow, path: str | None) -> None:
-        """Write one finished block (``path`` from the block task; None = all no-data)."""
+    def write(self, block: PixelWindow, path: str | None, *, keep: bool = False) -> None:
+        """Write one finished block (``path`` from the block task; None = all no-data).
+
+        The block's file is deleted once written, unless ``keep`` (resumable runs).
+        """
         from rasterio.windows import Window
 
         win = Window(block.col, block.row, block.width, block.height)
@@ -138,7 +141,8 @@ class BlockWriter:
             return
         with np.load(path) as z:
             self.write_arrays(block, {name: z[name] for name in self.products})
-        os.unlink(path)
+        if not keep:
+            os.unlink(path)
 
     def write_arrays(self, block: PixelWindow, arrays: Mapping[str, np.ndarray]) -> None:
         """Write one block's arrays (2-D for one band, else bands first) by product name."""

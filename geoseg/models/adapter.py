@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geoseg.classes import ClassTable
 from geoseg.models.outputs import OutputSpec, pixel_channels
 
 
@@ -33,6 +34,10 @@ class ModelAdapter(ABC):
 
     #: Registry name, stored in checkpoints (``"smp"``).
     name: str = ""
+    #: True for models that predict object lists and compute their own training loss
+    #: from per-object targets (Mask R-CNN, Mask2Former): the task then calls
+    #: :meth:`training_loss` instead of applying a per-pixel loss to the outputs.
+    set_prediction: bool = False
 
     @property
     @abstractmethod
@@ -48,8 +53,35 @@ class ModelAdapter(ABC):
         outputs: Sequence[OutputSpec],
         encoder: str,
         kwargs: Mapping[str, Any],
+        classes: ClassTable | None = None,
     ) -> nn.Module:
-        """The network for ``in_channels`` input bands and the per-pixel ``outputs``."""
+        """The network for ``in_channels`` input bands and the task's ``outputs``.
+
+        ``classes`` is the class table (object models need its thing classes).
+        """
+
+    def task_outputs(
+        self, task: str, classes: ClassTable, default: Sequence[OutputSpec]
+    ) -> list[OutputSpec]:
+        """The named outputs this family's models give for ``task`` (``default``: the task's).
+
+        Raises:
+            ConfigError: the family cannot do ``task``.
+        """
+        return list(default)
+
+    def forward(self, model: nn.Module, x: torch.Tensor, multiple: int = 32) -> Any:
+        """The raw result of ``model`` on a batch of any size (padded as the family needs)."""
+        return pad_forward(model, x, multiple)
+
+    def training_loss(
+        self, model: nn.Module, x: torch.Tensor, batch: Mapping[str, Any], classes: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Set-prediction models: the loss of a batch and its named parts.
+
+        ``classes`` holds the batch's class-index targets (IGNORE_INDEX = no-data).
+        """
+        raise NotImplementedError(f"adapter {self.name!r} has no own training loss")
 
     def size_divisor(self, arch: str, encoder: str, kwargs: Mapping[str, Any]) -> int:
         """Input height and width must be a multiple of this (pixels)."""

@@ -272,6 +272,7 @@ def build_network(meta: ModelMetadata) -> nn.Module:
         encoder=meta.encoder,
         adapter=meta.adapter,
         kwargs=meta.model_kwargs,
+        classes=meta.classes,
     )
 
 

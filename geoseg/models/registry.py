@@ -8,14 +8,16 @@ from typing import Any
 
 from torch import nn
 
+from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter
+from geoseg.models.detection import TorchvisionAdapter
 from geoseg.models.outputs import OutputSpec, class_scores
 from geoseg.models.smp import SmpAdapter, arch_key
 from geoseg.models.weights import check_weights_path, load_local_weights
 
 #: Model adapters by name (``model.adapter`` and the checkpoint's ``adapter``).
-ADAPTERS: dict[str, ModelAdapter] = {"smp": SmpAdapter()}
+ADAPTERS: dict[str, ModelAdapter] = {"smp": SmpAdapter(), "torchvision": TorchvisionAdapter()}
 
 #: The adapter of a checkpoint written before adapters were recorded.
 DEFAULT_ADAPTER = "smp"
@@ -74,6 +76,7 @@ def build_model(
     encoder_weights: str | Path | None = None,
     adapter: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    classes: ClassTable | None = None,
 ) -> nn.Module:
     """Build the network for ``outputs`` with its adapter, then load local weights.
 
@@ -85,7 +88,12 @@ def build_model(
     found = resolve_adapter(arch, adapter)
     weights = check_weights_path(encoder_weights)
     model = found.build(
-        arch, in_channels=in_channels, outputs=outputs, encoder=encoder, kwargs=kwargs or {}
+        arch,
+        in_channels=in_channels,
+        outputs=outputs,
+        encoder=encoder,
+        kwargs=kwargs or {},
+        classes=classes,
     )
     if weights is not None:
         load_local_weights(model, weights)

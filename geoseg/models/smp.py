@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter, check_pixel_outputs
 from geoseg.models.outputs import OutputSpec
@@ -60,6 +61,7 @@ class SmpAdapter(ModelAdapter):
         outputs: Sequence[OutputSpec],
         encoder: str,
         kwargs: Mapping[str, Any],
+        classes: ClassTable | None = None,
     ) -> nn.Module:
         """An smp model with one output channel per stacked per-pixel output channel."""
         factory = self.architectures[arch_key(arch)] if isinstance(arch, str) else arch

@@ -17,13 +17,13 @@ named outputs the task's models produce and where its Lightning module lives.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
-from geoseg.models.outputs import PIXEL_MAP, OutputSpec, class_scores
+from geoseg.models.outputs import OBJECTS, PIXEL_MAP, OutputSpec, class_scores
 
 if TYPE_CHECKING:
     from geoseg.tasks.base import BaseTask
@@ -41,12 +41,15 @@ class TaskInfo:
         module: ``"package.module:Class"`` of the task's Lightning module (imported on use).
         outputs: the named outputs a model for this task produces, given the class table.
         description: one line for help texts.
+        object_module: ``"package.module:Class"`` of the task's module for object-list
+            models (Mask R-CNN, Mask2Former: outputs of kind ``objects``), if any.
     """
 
     name: str
     module: str
     outputs: Callable[[ClassTable], list[OutputSpec]]
     description: str = ""
+    object_module: str = ""
 
 
 def semantic_outputs(classes: ClassTable) -> list[OutputSpec]:
@@ -72,6 +75,7 @@ TASKS: dict[str, TaskInfo] = {
         "geoseg.tasks.instance:InstanceSegmentationTask",
         instance_outputs,
         "each object of a thing class its own id",
+        "geoseg.tasks.objects:ObjectInstanceTask",
     ),
     "panoptic": TaskInfo(
         "panoptic",
@@ -90,9 +94,36 @@ def task_info(name: str) -> TaskInfo:
         raise ConfigError(f"task: unknown task {name!r}; valid tasks are {sorted(TASKS)}") from None
 
 
-def task_class(name: str) -> type[BaseTask]:
-    """The Lightning module class of task ``name`` (imports torch and Lightning)."""
-    module, _, cls = task_info(name).module.partition(":")
+def has_objects(outputs: Sequence[OutputSpec]) -> bool:
+    """True when a model outputs object lists (merged by the claim rule)."""
+    return any(o.kind == OBJECTS for o in outputs)
+
+
+def task_outputs(name: str, classes: ClassTable, adapter: Any = None) -> list[OutputSpec]:
+    """The named outputs of a model of ``adapter``'s family for task ``name``.
+
+    The task says what it needs (class scores, instance maps); a model family may answer
+    differently (Mask R-CNN: an object list) or refuse the task (ConfigError).
+    """
+    default = task_info(name).outputs(classes)
+    if adapter is None:
+        return default
+    value: list[OutputSpec] = adapter.task_outputs(name, classes, default)
+    return value
+
+
+def task_class(name: str, outputs: Sequence[OutputSpec] = ()) -> type[BaseTask]:
+    """The Lightning module class of task ``name`` for a model with ``outputs``.
+
+    Imports torch and Lightning. Object-list models get the task's object module.
+    """
+    info = task_info(name)
+    path = info.module
+    if has_objects(outputs):
+        if not info.object_module:
+            raise ConfigError(f"task: {name!r} has no object-list models")
+        path = info.object_module
+    module, _, cls = path.partition(":")
     value: Any = getattr(importlib.import_module(module), cls)
     return value
 
@@ -101,8 +132,10 @@ __all__ = [
     "DEFAULT_TASK",
     "TASKS",
     "TaskInfo",
+    "has_objects",
     "instance_outputs",
     "semantic_outputs",
     "task_class",
     "task_info",
+    "task_outputs",
 ]

@@ -185,81 +185,26 @@ class InstanceEvaluator(Evaluator):
         return report
 
 
-class InstanceSegmentationTask(BaseTask):
-    """Objects of the thing classes, each with its own id, from per-pixel maps.
+class ScoredInstanceTask(BaseTask):
+    """Validation and test of instance tasks: objects scored by F1, PQ and mIoU.
 
-    Args:
-        model: a network with ``classes`` and ``instance_maps`` outputs.
-        classes: the class table (thing classes marked).
-        config: the training section.
-        class_weights: optional per-class weights of the class loss.
-        adapter: the model adapter (default ``smp``).
-        outputs: the model's named outputs.
-        instances: encoding, decoding and loss weights (:class:`InstanceConfig`).
+    Subclasses give :meth:`_evaluate` (one batch: update the stage's evaluator, return
+    the loss or None when the model gives no loss in evaluation).
     """
 
     task_name: ClassVar[str] = "instance"
     monitor: ClassVar[str] = "val_f1"
     panoptic: ClassVar[bool] = False
+    _evaluators: dict[str, Evaluator]
 
-    def __init__(
-        self,
-        model: nn.Module,
-        classes: ClassTable,
-        config: TrainingConfig | None = None,
-        *,
-        class_weights: Sequence[float] | torch.Tensor | None = None,
-        adapter: ModelAdapter | None = None,
-        outputs: Sequence[OutputSpec] | None = None,
-        instances: InstanceConfig | None = None,
-    ) -> None:
-        super().__init__(model, classes, config, adapter=adapter, outputs=outputs)
-        self.instances = instances or InstanceConfig()
-        self.loss_fn = build_loss(
-            self.config.loss,
-            class_weights=class_weights,
-            ignore_index=IGNORE_INDEX,
-            options=self.config.loss_options,
-        )
-        self.map_weights: torch.Tensor
-        self.register_buffer(
-            "map_weights", torch.tensor(self.instances.map_weights, dtype=torch.float32)
-        )
-        self.params = DecodeParams(**self.instances.decode_options())
-        self._evaluators: dict[str, InstanceEvaluator] = {}
-
-    @classmethod
-    def evaluator(cls, classes: ClassTable, outputs: Sequence[OutputSpec],
-                  task_options: Mapping[str, Any] | None = None) -> InstanceEvaluator:  # fmt: skip
-        """Scores of a checkpoint's decoded objects (its own decoding parameters)."""
-        params = DecodeParams.from_dict((task_options or {}).get("decode"))
-        return InstanceEvaluator(classes, params, panoptic=cls.panoptic)
-
-    def _loss(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
-        y = class_targets(batch)
-        loss = self.loss_fn(out["classes"], y)
-        maps = map_loss(out["instance_maps"], batch["instance_maps"], y != IGNORE_INDEX,
-                        self.map_weights)  # fmt: skip
-        return loss + self.instances.map_loss_weight * maps
-
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        """Class loss plus map loss of one training batch."""
-        loss = self._loss(self(batch["image"]), batch)
-        self.log_train_loss(loss, len(batch["image"]))
-        return loss
-
-    def _evaluate(self, stage: str, batch: Mapping[str, Any]) -> torch.Tensor:
-        out = self(batch["image"])
-        if stage not in self._evaluators:
-            self._evaluators[stage] = InstanceEvaluator(
-                self.classes, self.params, panoptic=self.panoptic
-            ).to(self.device)
-        self._evaluators[stage].update(out, batch)
-        return self._loss(out, batch)
+    def _evaluate(self, stage: str, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        raise NotImplementedError
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """Validation loss; objects decoded and scored."""
-        self.log_val_loss(self._evaluate("val", batch), len(batch["image"]))
+        """Validation loss (when the model gives one); objects decoded and scored."""
+        loss = self._evaluate("val", batch)
+        if loss is not None:
+            self.log_val_loss(loss, len(batch["image"]))
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Objects decoded and scored on the test split."""
@@ -295,6 +240,75 @@ class InstanceSegmentationTask(BaseTask):
     def on_test_epoch_end(self) -> None:
         """Test scores."""
         self._finish("test")
+
+
+class InstanceSegmentationTask(ScoredInstanceTask):
+    """Objects of the thing classes, each with its own id, from per-pixel maps.
+
+    Args:
+        model: a network with ``classes`` and ``instance_maps`` outputs.
+        classes: the class table (thing classes marked).
+        config: the training section.
+        class_weights: optional per-class weights of the class loss.
+        adapter: the model adapter (default ``smp``).
+        outputs: the model's named outputs.
+        instances: encoding, decoding and loss weights (:class:`InstanceConfig`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: ClassTable,
+        config: TrainingConfig | None = None,
+        *,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        adapter: ModelAdapter | None = None,
+        outputs: Sequence[OutputSpec] | None = None,
+        instances: InstanceConfig | None = None,
+    ) -> None:
+        super().__init__(model, classes, config, adapter=adapter, outputs=outputs)
+        self.instances = instances or InstanceConfig()
+        self.loss_fn = build_loss(
+            self.config.loss,
+            class_weights=class_weights,
+            ignore_index=IGNORE_INDEX,
+            options=self.config.loss_options,
+        )
+        self.map_weights: torch.Tensor
+        self.register_buffer(
+            "map_weights", torch.tensor(self.instances.map_weights, dtype=torch.float32)
+        )
+        self.params = DecodeParams(**self.instances.decode_options())
+        self._evaluators: dict[str, Evaluator] = {}
+
+    @classmethod
+    def evaluator(cls, classes: ClassTable, outputs: Sequence[OutputSpec],
+                  task_options: Mapping[str, Any] | None = None) -> InstanceEvaluator:  # fmt: skip
+        """Scores of a checkpoint's decoded objects (its own decoding parameters)."""
+        params = DecodeParams.from_dict((task_options or {}).get("decode"))
+        return InstanceEvaluator(classes, params, panoptic=cls.panoptic)
+
+    def _loss(self, out: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        y = class_targets(batch)
+        loss = self.loss_fn(out["classes"], y)
+        maps = map_loss(out["instance_maps"], batch["instance_maps"], y != IGNORE_INDEX,
+                        self.map_weights)  # fmt: skip
+        return loss + self.instances.map_loss_weight * maps
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Class loss plus map loss of one training batch."""
+        loss = self._loss(self(batch["image"]), batch)
+        self.log_train_loss(loss, len(batch["image"]))
+        return loss
+
+    def _evaluate(self, stage: str, batch: Mapping[str, Any]) -> torch.Tensor:
+        out = self(batch["image"])
+        if stage not in self._evaluators:
+            self._evaluators[stage] = InstanceEvaluator(
+                self.classes, self.params, panoptic=self.panoptic
+            ).to(self.device)
+        self._evaluators[stage].update(out, batch)
+        return self._loss(out, batch)
 
 
 class PanopticSegmentationTask(InstanceSegmentationTask):

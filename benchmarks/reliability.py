@@ -334,6 +334,33 @@ def resume_case(work: Path) -> dict:
     }
 
 
+def disk_full_cases(work: Path) -> list[dict]:
+    """Outputs on a real 400 KiB tmpfs (needs root; skipped otherwise): a clear error, no
+    traceback, nothing left on the small disk."""
+    mnt = work / "small_disk"
+    mnt.mkdir()
+    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mnt)],
+                        capture_output=True)  # fmt: skip
+    if rc.returncode != 0:
+        return [{"case": "disk full", "skipped": "cannot mount a tmpfs (needs root)"}]
+    rows = []
+    try:
+        for name, cmd in {
+            "disk full (predict)": f"predict model.safetensors tiles -o {mnt}/c.tif "
+            f"--probabilities {mnt}/p.tif --quiet",
+            "disk full (vectorize)": f"vectorize map.tif -o {mnt}/v.gpkg --quiet",
+        }.items():
+            r = run_case(work, cmd, 300)
+            left = [p.name for p in mnt.iterdir()]
+            ok = (not r["hang"] and r["code"] == 1 and "no space left" in r["stderr"]
+                  and "Traceback" not in r["stderr"] and not left)  # fmt: skip
+            rows.append({"case": name, "ok": ok, "left_behind": left,
+                         "stderr_tail": r.get("stderr", "")[-300:]})  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
@@ -399,6 +426,15 @@ def main() -> None:
         f"{'PASS' if sig['ok'] else 'FAIL':5s} SIGTERM during predict: exit {sig['code']}, "
         f"left behind {sig['left_behind']}"
     )
+    for row in disk_full_cases(work):
+        if "skipped" in row:
+            print(f"SKIP  {row['case']}: {row['skipped']}")
+            continue
+        counts["cases"] += 1
+        counts["clear_errors"] += row["ok"]
+        counts["unexpected"] += not row["ok"]
+        rows.append(row)
+        print(f"{'PASS' if row['ok'] else 'FAIL':5s} {row['case']} {row['left_behind']}")
     res = resume_case(work)
     counts["cases"] += 1
     counts["unexpected"] += not res["ok"]

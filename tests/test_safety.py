@@ -299,3 +299,30 @@ def test_resume_after_sigterm_and_a_changed_option_starts_afresh(ckpt, tmp_path)
     with rasterio.open(out / "m.tif") as a, rasterio.open(fresh) as b:
         assert np.array_equal(a.read(), b.read())
     assert _tree(out) == {"m.tif"}
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(ckpt, tmp_path, monkeypatch):
+    """GDAL's and SQLite's own words for a full disk become one clear OutputError; the
+    half-written outputs and temporaries are removed."""
+    import errno
+
+    from rasterio.errors import RasterioIOError
+
+    from geoseg.errors import OutputError
+    from geoseg.inference import predict
+    from geoseg.io.cog import BlockWriter
+    from geoseg.io.outputs import disk_full
+
+    assert disk_full(OSError(errno.ENOSPC, "x"))
+    assert disk_full(RuntimeError("sqlite3: database or disk is full"))
+    wrapped = ValueError("write failed")
+    wrapped.__cause__ = OSError(errno.EDQUOT, "quota")
+    assert disk_full(wrapped) and not disk_full(ValueError("bad value"))
+
+    def full(self, block, path, *, keep=False):
+        raise RasterioIOError("Write failed: _tiffWriteProc: No space left on device")
+
+    monkeypatch.setattr(BlockWriter, "write", full)
+    with pytest.raises(OutputError, match=r"no space left on the device while writing"):
+        predict(ckpt, RGB, tmp_path / "c.tif", probabilities=tmp_path / "p.tif", progress=False)
+    assert _tree(tmp_path) == set()

@@ -120,14 +120,65 @@ def atomic_path(
         if final.is_dir():  # appeared while we worked: never replaced
             raise OutputError(f"output {str(final)!r} became a folder during the run")
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        # measured before the temporaries go: a write that failed on a (nearly) full disk
+        # is reported as such even when the library's message does not say so (pyogrio:
+        # "Failed to commit transaction")
+        full = isinstance(exc, Exception) and (disk_full(exc) or _low_space(final.parent, exc))
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         for extra in tmp.parent.glob(tmp.name + ".*"):  # sidecars (.aux.xml, .ovr)
             extra.unlink(missing_ok=True)
+        if full and not isinstance(exc, OutputError):
+            raise OutputError(
+                f"no space left on the device while writing {str(final)!r} (or its "
+                f"temporaries beside it); nothing was written. Free space in "
+                f"{str(final.parent)!r} or write the output elsewhere"
+            ) from exc
         raise
+
+
+#: What GDAL, SQLite (GeoPackage) and the OS say when a disk is full.
+_DISK_FULL = ("no space left on device", "database or disk is full", "disk full",
+              "not enough space", "disk quota exceeded")  # fmt: skip
+
+
+def disk_full(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says the disk is full.
+
+    Libraries report it in their own words (GDAL: "No space left on device" in a
+    RasterioIOError; SQLite: "database or disk is full"; numpy: an OSError), so the
+    chain of causes is searched for ENOSPC / EDQUOT and for those messages.
+    """
+    import errno
+
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(cur).lower() for text in _DISK_FULL):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+#: Below this much free space, a failed write is taken for a full disk.
+LOW_SPACE = 4 * 2**20
+
+
+def _low_space(folder: Path, exc: BaseException) -> bool:
+    """An I/O error (not a bug in geoseg) while the disk has almost no space left."""
+    io_error = isinstance(exc, OSError) or any(
+        word in type(exc).__name__ for word in ("IOError", "DataSource", "CPLE", "Write")
+    )
+    try:
+        return io_error and shutil.disk_usage(folder).free < LOW_SPACE
+    except OSError:
+        return False
 
 
 #: Temporary files and work folders geoseg makes beside its outputs, with the id of the

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from geoseg.inference.backends import BACKENDS, PRECISIONS, TTA_MODES
-from geoseg.inference.blending import BLEND_WINDOWS
+from geoseg.inference.blending import BLEND_WINDOWS, DEFAULT_BLEND
 
 
 def _bands(text: str) -> list[int | str]:
@@ -36,7 +36,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, help="window in pixels (default: checkpoint, >= 512)")
     p.add_argument("--overlap", type=int, help="window overlap in pixels (default: tile/8)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
-    p.add_argument("--blend", default="cosine", choices=sorted(BLEND_WINDOWS))
+    p.add_argument(
+        "--blend",
+        default=DEFAULT_BLEND,
+        choices=sorted(BLEND_WINDOWS),
+        help="blend window of overlapping windows (default %(default)s: a cosine cross-fade "
+        "that ignores the pixels nearest each window edge)",
+    )
     p.add_argument(
         "--tta",
         nargs="?",

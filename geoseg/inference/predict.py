@@ -21,7 +21,7 @@ from geoseg.inference.backends import (
     resolve_device,
     tta_transforms,
 )
-from geoseg.inference.blending import BlendFn, weight_window
+from geoseg.inference.blending import DEFAULT_BLEND, BlendFn, weight_window
 from geoseg.inference.checks import check_grid, check_value_range
 from geoseg.inference.execute import execute_graph
 from geoseg.inference.graph import BlockSpec, build_graph
@@ -116,7 +116,7 @@ def predict(
     tile_size: int | None = None,
     overlap: int | None = None,
     batch_size: int = 8,
-    blend: str | BlendFn = "cosine",
+    blend: str | BlendFn = DEFAULT_BLEND,
     tta: bool | str = False,
     workers: int | None = None,
     threads_per_worker: int | None = None,

@@ -19,7 +19,17 @@ from geoseg import __version__
 from geoseg.errors import GeosegError
 
 #: Subcommand modules, in the order shown by ``geoseg --help``.
-COMMANDS = ("train", "evaluate", "predict", "vectorize", "stats", "change", "panoptic", "demo")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "predict",
+    "vectorize",
+    "stats",
+    "change",
+    "panoptic",
+    "export",
+    "demo",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from geoseg.classes import ClassTable
 from geoseg.config import ExperimentConfig, TrainingConfig
 from geoseg.errors import ConfigError, DataError
 from geoseg.models import ModelMetadata, build_model, resolve_adapter, save_checkpoint
+from geoseg.models.weights import PretrainedRecord
 from geoseg.tasks import task_class, task_outputs
 from geoseg.tasks.base import BaseTask
 from geoseg.tasks.losses import balanced_class_weights, build_loss
@@ -155,7 +156,12 @@ def _resolve_class_weights(cfg: TrainingConfig, dm: Any, classes: ClassTable) ->
     return torch.tensor([float(v) for v in cw])
 
 
-def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]) -> Any:
+def build_metadata(
+    dm: Any,
+    config: ExperimentConfig,
+    metrics: Mapping[str, Any],
+    pretrained: Mapping[str, Any] | None = None,
+) -> Any:
     """A complete :class:`~geoseg.models.ModelMetadata` for a model trained on ``dm``."""
     adapter = resolve_adapter(config.model.arch, config.model.adapter)
     return ModelMetadata(
@@ -178,6 +184,7 @@ def build_metadata(dm: Any, config: ExperimentConfig, metrics: Mapping[str, Any]
         model_kwargs=dict(config.model.kwargs),
         metrics=dict(metrics),
         config=config.to_dict(),
+        pretrained=dict(pretrained or {}),
     )
 
 
@@ -271,12 +278,15 @@ def _make_task(exp: ExperimentConfig, dm: Any) -> BaseTask:
         adapter=adapter.name,
         kwargs=exp.model.kwargs,
         classes=classes,
+        band_names=[str(b) for b in dm.band_names],
+        download_weights=exp.model.download_weights,
+        record=(record := list[PretrainedRecord]()),
     )
     weights = _resolve_class_weights(exp.training, dm, classes)
     extra: dict[str, Any] = {}
     if exp.task in ("instance", "panoptic"):
         extra["instances"] = exp.instances
-    return task_cls(  # type: ignore[call-arg]
+    task = task_cls(  # type: ignore[call-arg]
         model,
         classes,
         exp.training,
@@ -285,6 +295,8 @@ def _make_task(exp: ExperimentConfig, dm: Any) -> BaseTask:
         outputs=outputs,
         **extra,
     )
+    task.pretrained = record[0].to_dict() if record else {}
+    return task
 
 
 def _trainer(
@@ -384,7 +396,7 @@ def _write_run(
 
     metrics = _jsonable(metrics)
     history = _jsonable(task.history)
-    meta = build_metadata(dm, exp, {**metrics, "best_epoch": best_epoch})
+    meta = build_metadata(dm, exp, {**metrics, "best_epoch": best_epoch}, task.pretrained)
     ckpt_path = save_checkpoint(task.model.cpu(), meta, out / "model.safetensors")
     summary = {
         "best_epoch": best_epoch,

@@ -132,7 +132,9 @@ def test_checkpoint_metadata_is_complete(trained):
     assert meta.metrics["test"]["miou"] == pytest.approx(trained.metrics["test"]["miou"])
     assert meta.metrics["val"]["miou"] == pytest.approx(trained.metrics["val"]["miou"])
     assert meta.config["training"]["class_weights"] == "balanced"
-    assert meta.config["model"] == {**TINY_MODEL, "encoder_weights": None, "adapter": None}
+    assert meta.config["model"] == {
+        **TINY_MODEL, "encoder_weights": None, "download_weights": False, "adapter": None
+    }
     # the task, the adapter that rebuilds the model and its named outputs are recorded
     assert (meta.task, meta.adapter, meta.config["task"]) == ("semantic", "smp", "semantic")
     assert [(o.name, o.kind, o.channels, o.activation) for o in meta.outputs] == [

@@ -61,6 +61,8 @@ class ModelMetadata:
         image_nodata: no-data value of the training imagery (None if none).
         metrics: validation/test metrics recorded at training time.
         config: the training config as plain data (for provenance).
+        pretrained: what the network started from (source, file, sha256, bands taken from
+            the weights and bands initialized; empty for random initialisation).
         geoseg_version: version that wrote the checkpoint.
         created: ISO timestamp.
     """
@@ -82,6 +84,7 @@ class ModelMetadata:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    pretrained: dict[str, Any] = field(default_factory=dict)
     geoseg_version: str = ""
     created: str = ""
 
@@ -125,6 +128,7 @@ class ModelMetadata:
             "image_nodata": self.image_nodata,
             "metrics": self.metrics,
             "config": self.config,
+            "pretrained": self.pretrained,
             "geoseg_version": self.geoseg_version,
             "created": self.created,
         }
@@ -162,6 +166,7 @@ class ModelMetadata:
                 model_kwargs=dict(data.get("model_kwargs") or {}),
                 metrics=dict(data.get("metrics") or {}),
                 config=dict(data.get("config") or {}),
+                pretrained=dict(data.get("pretrained") or {}),
                 geoseg_version=str(data.get("geoseg_version", "")),
                 created=str(data.get("created", "")),
             )

@@ -14,7 +14,7 @@ from geoseg.models.adapter import ModelAdapter
 from geoseg.models.detection import TorchvisionAdapter
 from geoseg.models.outputs import OutputSpec, class_scores
 from geoseg.models.smp import SmpAdapter, arch_key
-from geoseg.models.weights import check_weights_path, load_local_weights
+from geoseg.models.weights import PretrainedRecord, load_pretrained, resolve_weights
 
 #: Model adapters by name (``model.adapter`` and the checkpoint's ``adapter``).
 ADAPTERS: dict[str, ModelAdapter] = {"smp": SmpAdapter(), "torchvision": TorchvisionAdapter()}
@@ -77,8 +77,15 @@ def build_model(
     adapter: str | None = None,
     kwargs: Mapping[str, Any] | None = None,
     classes: ClassTable | None = None,
+    band_names: Sequence[str] | None = None,
+    download_weights: bool = False,
+    record: list[PretrainedRecord] | None = None,
 ) -> nn.Module:
-    """Build the network for ``outputs`` with its adapter, then load local weights.
+    """Build the network for ``outputs`` with its adapter, then load pretrained weights.
+
+    ``encoder_weights`` is a local file or a torchgeo weight name
+    (:mod:`geoseg.models.weights`); its first layer is matched to ``band_names``. What was
+    loaded is appended to ``record`` when given.
 
     Raises:
         ConfigError: unknown architecture/adapter/encoder, or a hub weights name.
@@ -86,7 +93,7 @@ def build_model(
         CheckpointError: the weights file fits nothing in the model.
     """
     found = resolve_adapter(arch, adapter)
-    weights = check_weights_path(encoder_weights)
+    weights = resolve_weights(encoder_weights, download=download_weights)
     model = found.build(
         arch,
         in_channels=in_channels,
@@ -96,7 +103,9 @@ def build_model(
         classes=classes,
     )
     if weights is not None:
-        load_local_weights(model, weights)
+        loaded = load_pretrained(model, weights, band_names)
+        if record is not None:
+            record.append(loaded)
     return model
 
 

@@ -74,6 +74,8 @@ class BaseTask(pl.LightningModule):
         self.history: list[dict[str, Any]] = []
         #: Last computed report per stage ("val", "test").
         self.reports: dict[str, dict[str, Any]] = {}
+        #: What the network started from (:class:`geoseg.models.weights.PretrainedRecord`).
+        self.pretrained: dict[str, Any] = {}
         self._train_losses: list[float] = []
         self._val_losses: list[float] = []
         self._pending: dict[str, Any] = {}

@@ -140,9 +140,9 @@ def test_onnx_export_holds_the_normalization_and_matches_torch(tmp_path):
     raw[:, :5, :5] = 0  # a no-data corner
     (probs,) = sess.run(None, {"x": raw[None]})
     model, meta = load_model(ckpt)
-    z = (raw - np.asarray(meta.mean, np.float32)[:, None, None]) / np.asarray(
-        meta.std, np.float32
-    )[:, None, None]
+    z = (raw - np.asarray(meta.mean, np.float32)[:, None, None]) / np.asarray(meta.std, np.float32)[
+        :, None, None
+    ]
     z[:, (raw == 0).any(0)] = 0  # geoseg: a pixel is no-data when any band is
     with torch.inference_mode():
         expect = torch.softmax(model(torch.from_numpy(z[None])), 1).numpy()

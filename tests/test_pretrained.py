@@ -75,9 +75,7 @@ def test_missing_torchgeo_weights_say_where_to_put_them(tmp_path, monkeypatch):
         resolve_weights("imagenet")
 
 
-def test_training_starts_from_the_weights_and_the_checkpoint_records_them(
-    torch_cache, tmp_path
-):
+def test_training_starts_from_the_weights_and_the_checkpoint_records_them(torch_cache, tmp_path):
     from _fake_dm import FakeDataModule
 
     from geoseg.models import read_metadata
@@ -101,7 +99,7 @@ def test_weights_of_another_architecture_or_band_count_are_refused(tmp_path):
 
     r50 = tmp_path / "resnet50.pth"
     torch.save(timm.create_model("resnet50", num_classes=0).state_dict(), r50)
-    with pytest.raises(CheckpointError, match="another (architecture|depth)"):
+    with pytest.raises(CheckpointError, match=r"another (architecture|depth)"):
         build_model("unet", in_channels=3, outputs=[class_scores(2)], encoder="resnet18",
                     encoder_weights=r50)  # fmt: skip
     bands13 = tmp_path / "r18_13.pth"

@@ -81,6 +81,7 @@ def test_readme_lists_the_commands_we_promise():
         "geoseg vectorize",
         "geoseg stats",
         "geoseg change",
+        "geoseg export",
         "geoseg demo",
     ):
         assert expected in first_words, f"README has no {expected!r} example"

@@ -133,7 +133,10 @@ def test_checkpoint_metadata_is_complete(trained):
     assert meta.metrics["val"]["miou"] == pytest.approx(trained.metrics["val"]["miou"])
     assert meta.config["training"]["class_weights"] == "balanced"
     assert meta.config["model"] == {
-        **TINY_MODEL, "encoder_weights": None, "download_weights": False, "adapter": None
+        **TINY_MODEL,
+        "encoder_weights": None,
+        "download_weights": False,
+        "adapter": None,
     }
     # the task, the adapter that rebuilds the model and its named outputs are recorded
     assert (meta.task, meta.adapter, meta.config["task"]) == ("semantic", "smp", "semantic")

@@ -164,7 +164,7 @@ def test_buildings_per_district_runs(tmp_path, monkeypatch):
     pairs = gpd.sjoin(saved, saved, predicate="overlaps")  # regularized, yet no overlaps
     shared = [saved.geometry[i].intersection(saved.geometry[k]).area
               for i, k in zip(pairs.index, pairs["index_right"])]  # fmt: skip
-    assert max(shared, default=0.0) < 1e-6  # m2: floating-point contact only
+    assert max(shared, default=0.0) < 1e-6  # m2: shared walls only (float contact)
     stats = object_stats(out / "instances.tif", progress=False)
     whole = stats[(stats["zone"] == ALL_ZONES) & (stats["class_name"] == "building")]
     assert int(whole["objects"].sum()) == n

@@ -73,9 +73,21 @@ def clean(pieces: Pieces, opts: Options) -> tuple[Pieces, np.ndarray]:
     return pieces, holes
 
 
-def attributes(pieces: Pieces, grid: RasterGrid) -> dict[str, Any]:
-    """CRS geometries and per-polygon attributes (areas and lengths in metres)."""
+def attributes(pieces: Pieces, grid: RasterGrid, *, repair: bool = False) -> dict[str, Any]:
+    """CRS geometries and per-polygon attributes (areas and lengths in metres).
+
+    ``repair``: make geometries that the affine transform left invalid valid again
+    (regularized outlines: a sub-pixel spike from clipping a neighbour can cross itself
+    once scaled to map units; the repaired geometry covers the same points, so
+    neighbours still do not overlap). Pixel outlines stay valid and skip the check.
+    """
     geoms = grid.to_crs(pieces.geoms)
+    if repair and len(geoms):
+        bad = np.flatnonzero(~shapely.is_valid(geoms))
+        for i in bad:
+            fixed = shapely.make_valid(geoms[i])
+            parts = [p for p in shapely.get_parts(fixed) if p.geom_type == "Polygon"]
+            geoms[i] = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
     metric = grid.to_metric(geoms)
     with np.errstate(invalid="ignore", divide="ignore"):
         conf = pieces.psum / (254.0 * pieces.pcount)

@@ -288,7 +288,8 @@ def iter_frames(
         merged_parts.clear()
         allp = Pieces.concat([*collected, merged])
         collected.clear()
-        yield frame(attributes(clean_coverage(allp, job), grid), job)
+        yield frame(attributes(clean_coverage(allp, job), grid, repair=job.regularize_px > 0),
+                    job)  # fmt: skip
 
 
 def clean_coverage(allp: Pieces, job: VectorizeJob) -> Pieces:

@@ -7,8 +7,10 @@ Failures of the executor are turned into clear :class:`~geoseg.errors.SchedulerE
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from geoseg.errors import GeosegError, SchedulerError
@@ -85,12 +87,18 @@ def run_local(
     import dask.threaded
 
     get: Callable[..., Any] = dask.get
+    kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
+    pool: ThreadPoolExecutor | None = None
     if scheduler == "threads":
         get = dask.threaded.get
+        # Our own pool, shut down with wait: when a block fails (or writing one does),
+        # dask raises at once while other threads are still writing their blocks; with
+        # dask's shared default pool those files would land after the work folder is
+        # removed. Waiting here makes the cleanup complete.
+        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+        kwargs["pool"] = pool
     elif scheduler == "processes":
-        get = dask.multiprocessing.get
-    kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
-    if scheduler != "synchronous":
+        get = dask.multiprocessing.get  # its own pool, shut down with wait
         kwargs["num_workers"] = workers
     from concurrent.futures.process import BrokenProcessPool
 
@@ -102,6 +110,9 @@ def run_local(
             "no output was written. Run again, with a smaller batch_size or block_size if "
             "memory is short, or with scheduler='threads'"
         ) from exc
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_distributed(

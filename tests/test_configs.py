@@ -28,7 +28,7 @@ TINY = [
 
 def tiny(path: Path) -> list[str]:
     """TINY plus a smaller decoder for the per-pixel models."""
-    if load_yaml(path)["model"]["arch"] == "maskrcnn":
+    if load_yaml(path)["model"]["arch"] in ("maskrcnn", "mask2former"):
         return TINY
     return [*TINY, "--set", "model.kwargs.decoder_channels=[16, 8, 8]"]
 

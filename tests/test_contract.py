@@ -128,7 +128,7 @@ def test_smp_adapter_stacks_and_splits_named_outputs():
 def test_unknown_architecture_and_adapter_name_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown architecture 'unett'.*'unet'"):
         build_model("unett", in_channels=3, outputs=[OutputSpec("classes", CLASS_SCORES, 2)])
-    with pytest.raises(ConfigError, match=r"unknown adapter 'hf'.*\['smp', 'torchvision'\]"):
+    with pytest.raises(ConfigError, match=r"unknown adapter 'hf'.*'smp'.*'transformers'\]"):
         build_model(
             "unet", in_channels=3, outputs=[OutputSpec("classes", CLASS_SCORES, 2)], adapter="hf"
         )

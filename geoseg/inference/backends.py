@@ -190,7 +190,8 @@ def choose_backend(
     if objects:
         if backend == "onnx":
             raise ConfigError(
-                "backend 'onnx': object-list models (maskrcnn) run with backend='torch'"
+                "backend 'onnx': object-list models (maskrcnn, mask2former instance / "
+                "panoptic) run with backend='torch'"
             )
         return "torch", None
     if backend == "onnx" and (precision != "fp32" or device != "cpu"):

@@ -3,6 +3,9 @@
 * :mod:`~geoseg.models.outputs`: named outputs and their kinds (the model contract).
 * :mod:`~geoseg.models.adapter`: the :class:`ModelAdapter` protocol.
 * :mod:`~geoseg.models.smp`: the segmentation-models-pytorch adapter (the first one).
+* :mod:`~geoseg.models.detection`: the torchvision adapter (Mask R-CNN, object lists).
+* :mod:`~geoseg.models.mask2former`: the transformers adapter (Mask2Former from a config:
+  semantic, instance and panoptic).
 * :mod:`~geoseg.models.registry`: :data:`ADAPTERS`, :func:`create_model`, :func:`build_model`.
 * :mod:`~geoseg.models.weights`: pretrained weights from local files only.
 * :mod:`~geoseg.models.checkpoint`: :class:`ModelMetadata`, :func:`save_checkpoint`,

@@ -12,12 +12,17 @@ from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter
 from geoseg.models.detection import TorchvisionAdapter
+from geoseg.models.mask2former import TransformersAdapter
 from geoseg.models.outputs import OutputSpec, class_scores
 from geoseg.models.smp import SmpAdapter, arch_key
 from geoseg.models.weights import PretrainedRecord, load_pretrained, resolve_weights
 
 #: Model adapters by name (``model.adapter`` and the checkpoint's ``adapter``).
-ADAPTERS: dict[str, ModelAdapter] = {"smp": SmpAdapter(), "torchvision": TorchvisionAdapter()}
+ADAPTERS: dict[str, ModelAdapter] = {
+    "smp": SmpAdapter(),
+    "torchvision": TorchvisionAdapter(),
+    "transformers": TransformersAdapter(),
+}
 
 #: The adapter of a checkpoint written before adapters were recorded.
 DEFAULT_ADAPTER = "smp"

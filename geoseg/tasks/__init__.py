@@ -82,6 +82,7 @@ TASKS: dict[str, TaskInfo] = {
         "geoseg.tasks.instance:PanopticSegmentationTask",
         instance_outputs,
         "stuff classes per pixel and thing objects with ids",
+        "geoseg.tasks.objects:ObjectPanopticTask",
     ),
 }
 

@@ -1,4 +1,4 @@
-"""Instance segmentation with object-list models (Mask R-CNN; Mask2Former's queries).
+"""Instance and panoptic segmentation with object-list models (Mask R-CNN, Mask2Former).
 
 The model computes its own training loss from per-object targets (made from each chip's
 instance ids and class targets, :meth:`geoseg.models.ModelAdapter.training_loss`);
@@ -11,7 +11,7 @@ quality and the semantic metrics of the fused class map.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -109,3 +109,11 @@ class ObjectInstanceTask(ScoredInstanceTask):
                 self.classes, DecodeParams(), panoptic=self.panoptic
             ).to(self.device)
         self._evaluators[stage].update(out, batch)
+
+
+class ObjectPanopticTask(ObjectInstanceTask):
+    """Stuff per pixel (the ``classes`` output) and thing objects (the ``panoptic`` task)."""
+
+    task_name: ClassVar[str] = "panoptic"
+    monitor: ClassVar[str] = "val_pq"
+    panoptic: ClassVar[bool] = True

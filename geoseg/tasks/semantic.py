@@ -98,16 +98,23 @@ class SemanticSegmentationTask(BaseTask):
         return self(batch["image"])["classes"], class_targets(batch)
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        """Loss of one training batch."""
-        logits, y = self._step(batch)
-        loss = self.loss_fn(logits, y)
+        """Loss of one training batch (set-prediction models: their own loss)."""
+        if self.adapter.set_prediction:
+            y = class_targets(batch)
+            loss, parts = self.adapter.training_loss(self.model, batch["image"], batch, y)
+            for name, value in parts.items():
+                self.log(f"train_{name}", value, on_step=False, on_epoch=True)
+        else:
+            logits, y = self._step(batch)
+            loss = self.loss_fn(logits, y)
         self.log_train_loss(loss, y.shape[0])
         return loss
 
     def validation_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:
-        """Update validation loss and metrics."""
+        """Update validation loss and metrics (set-prediction models: metrics only)."""
         logits, y = self._step(batch)
-        self.log_val_loss(self.loss_fn(logits, y), y.shape[0])
+        if not self.adapter.set_prediction:
+            self.log_val_loss(self.loss_fn(logits, y), y.shape[0])
         self.val_metrics.update(logits.argmax(1), y)
 
     def test_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> None:

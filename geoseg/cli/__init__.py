@@ -28,6 +28,7 @@ COMMANDS = (
     "change",
     "panoptic",
     "export",
+    "label",
     "demo",
 )
 

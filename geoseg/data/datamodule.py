@@ -169,7 +169,12 @@ class GeoDataModule(lightning.LightningDataModule):
         self.grid = grid
         img_box = grid.snap(self.imagery.footprint)
         self.labels: RasterLabelDataset | VectorLabelDataset = open_labels(
-            cfg.labels, grid, self.classes, extent=img_box, bases=self.search
+            cfg.labels,
+            grid,
+            self.classes,
+            extent=img_box,
+            bases=self.search,
+            imagery=self.imagery.sources,
         )
         label_box = (
             self.labels.vector_bounds

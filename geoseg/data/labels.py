@@ -15,6 +15,13 @@ from rasterio.features import rasterize
 from geoseg.classes import IGNORE_INDEX, ClassTable
 from geoseg.config.data import LabelConfig
 from geoseg.data.datasets import GridDataset, attach_all, inside_mask
+from geoseg.data.foreign_labels import (
+    NIFTI_SUFFIXES,
+    PLAIN_LABEL_SUFFIXES,
+    check_not_nifti,
+    is_plain,
+    open_plain_label,
+)
 from geoseg.errors import ConfigError, DataError, DataWarning, InputFileError, warn
 from geoseg.io.files import RASTER_SUFFIXES, VECTOR_SUFFIXES, resolve_paths
 from geoseg.io.grid import Box, Grid, intersect
@@ -80,12 +87,29 @@ class RasterLabelDataset(GridDataset):
         config: the ``data.labels`` section.
         paths: the label files (already resolved).
         grid: the working grid (the imagery's).
+        imagery: the imagery files: a label raster without georeferencing (an ilastik
+            or ITK-SNAP export) takes the grid of the one with its name (see
+            :mod:`geoseg.data.foreign_labels`).
     """
 
-    def __init__(self, config: LabelConfig, paths: Sequence[Path], grid: Grid) -> None:
+    def __init__(
+        self,
+        config: LabelConfig,
+        paths: Sequence[Path],
+        grid: Grid,
+        *,
+        imagery: Sequence[RasterSource] = (),
+    ) -> None:
         where = "data.labels"
         self.config = config
-        self.sources = [RasterSource.open(p, where=where, nodata=config.nodata) for p in paths]
+        self.sources = []
+        for p in paths:
+            check_not_nifti(p, f"{where}.path")
+            if is_plain(p):  # ilastik / ITK-SNAP export: the image's grid
+                src = open_plain_label(p, imagery, where=f"{where}.path", nodata=config.nodata)
+            else:
+                src = RasterSource.open(p, where=where, nodata=config.nodata)
+            self.sources.append(src)
         for s in self.sources:
             if s.count != 1:
                 raise DataError(
@@ -281,12 +305,17 @@ def open_labels(
     *,
     extent: Box,
     bases: Sequence[str | Path] = (),
+    imagery: Sequence[RasterSource] = (),
 ) -> RasterLabelDataset | VectorLabelDataset:
-    """The label dataset for ``config``: raster or vector, chosen by file suffix."""
+    """The label dataset for ``config``: raster or vector, chosen by file suffix.
+
+    ``imagery`` (the image files) gives its grid to label rasters exported without
+    georeferencing by annotation tools (see :mod:`geoseg.data.foreign_labels`).
+    """
     paths = resolve_paths(
         config.path,
         where="data.labels.path",
-        suffixes=(*RASTER_SUFFIXES, *VECTOR_SUFFIXES),
+        suffixes=(*RASTER_SUFFIXES, *PLAIN_LABEL_SUFFIXES, *NIFTI_SUFFIXES, *VECTOR_SUFFIXES),
         bases=bases,
     )
     kinds = {"vector" if p.suffix.lower() in VECTOR_SUFFIXES else "raster" for p in paths}
@@ -309,7 +338,7 @@ def open_labels(
             f"data.labels: {used} only apply to vector labels, but "
             f"{[p.name for p in paths]} are rasters; remove them"
         )
-    return RasterLabelDataset(config, paths, grid)
+    return RasterLabelDataset(config, paths, grid, imagery=imagery)
 
 
 class VectorInstances:

@@ -293,3 +293,44 @@ def test_cli_bad_prompts_no_output(tiny_sam: Path, tmp_path: Path, capsys) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.gpkg"]
     assert main(["label", str(IMAGE), "--sam", str(tiny_sam), "-o", str(out)]) == 1
     assert "--prompts or --automatic" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def vit_b_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A segment-anything ViT-B checkpoint as Meta's package writes it (random weights)."""
+    sa = pytest.importorskip("segment_anything")
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sa") / "sam_vit_b_random.pth"
+    torch.save(sa.sam_model_registry["vit_b"]().state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_segment_anything_checkpoint(vit_b_pth: Path, tmp_path: Path) -> None:
+    """A segment-anything ``.pth`` (the file users download from Meta) through the CLI."""
+    prompts = _prompts().iloc[:2]  # two box prompts
+    src = _write(prompts, tmp_path / "prompts.gpkg")
+    out = tmp_path / "labels.gpkg"
+    argv = ["label", str(IMAGE), "--prompts", str(src), "--sam", str(vit_b_pth), "-o", str(out)]
+    assert main(argv) == 0  # model type read from the file name
+    gdf = gpd.read_file(out)
+    with rasterio.open(IMAGE) as ds:
+        assert gdf.crs == ds.crs
+        bounds = shapely.box(*ds.bounds)
+    assert list(gdf["prompt_id"]) == [0, 1]
+    assert set(gdf["class"]) == {"building"}
+    assert all(g is None or (g.is_valid and bounds.buffer(1e-9).contains(g)) for g in gdf.geometry)
+    # the same file declared as another model type, or with a tensor missing: clear errors
+    from geoseg.labelling import load_sam
+
+    with pytest.raises(ConfigError, match="sam-model-type"):
+        load_sam(vit_b_pth.rename(tmp_path / "weights.pth"))
+    import torch
+
+    sd = torch.load(tmp_path / "weights.pth", weights_only=True)
+    sd.pop(next(iter(sd)))
+    torch.save(sd, tmp_path / "sam_vit_b_cut.pth")
+    with pytest.raises(CheckpointError, match=r"sam_vit_b_cut\.pth"):
+        load_sam(tmp_path / "sam_vit_b_cut.pth")

@@ -99,8 +99,57 @@ def test_unmatched_name_and_nifti(tmp_path: Path) -> None:
         _read([str(other)], images)
     nii = tmp_path / "seg.nii.gz"
     nii.write_bytes(b"\x00" * 10)
-    with pytest.raises(DataError, match="export the segmentation as TIFF or PNG"):
-        _read([str(nii)], images)
+    with pytest.raises(DataError, match=r"cannot read the NIfTI file .*seg\.nii\.gz"):
+        _read([str(nii)], images[:1])
+
+
+def _write_itk(array: np.ndarray, path: Path) -> Path:
+    """Write ``array`` (rows x columns, or slices x rows x columns) with ITK itself, as
+    ITK-SNAP saves a segmentation."""
+    sitk = pytest.importorskip("SimpleITK")
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    return path
+
+
+def test_itk_snap_nifti_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segmentation saved by ITK (ITK-SNAP's .nii.gz, one slice) reads as the same labels
+    as the georeferenced masks; other shapes and values are clear errors."""
+    pytest.importorskip("nibabel")
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
+    images = [ZURICH / "img" / f"{t}.tif" for t in TILES]
+    masks = []
+    for t in TILES:
+        with warnings.catch_warnings(), rasterio.open(ZURICH / "response_img" / f"{t}.tif") as ds:
+            warnings.simplefilter("ignore")
+            masks.append(ds.read(1))
+    # an asymmetric mark: a transposed or flipped read would move it
+    masks[0][3:5, 10:40] = 2
+    segs = tmp_path / "segs"
+    segs.mkdir()
+    paths = [str(_write_itk(m[None], segs / f"{t}.nii.gz")) for m, t in zip(masks, TILES)]
+    with pytest.warns(GridFromImageWarning, match="NIfTI"):
+        got = _read(paths, images)
+    for (values, valid), mask in zip(got, masks, strict=True):
+        assert valid.all() and np.array_equal(values, mask)
+    # a folder of segmentations works too; the converted copies are reused
+    cached = sorted((tmp_path / "cache" / "labels").iterdir())
+    assert len(cached) == 2
+    with pytest.warns(GridFromImageWarning):
+        again = _read([str(segs)], images)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(got, again, strict=True))
+    assert sorted((tmp_path / "cache" / "labels").iterdir()) == cached
+    # several slices, a shape that is not the image's, fractional values
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    stack = _write_itk(np.stack([masks[0], masks[0]]), bad / f"{TILES[0]}.nii")
+    with pytest.raises(DataError, match=r"shape \(\d+, \d+, 2\).*one 2-D slice"):
+        _read([str(stack)], images[:1])
+    cut = _write_itk(masks[0][:-3], bad / f"{TILES[0]}.nii.gz")
+    with pytest.raises(DataError, match="does not match the pixel grid"):
+        _read([str(cut)], images[:1])
+    frac = _write_itk(masks[0].astype(np.float32) + 0.5, bad / "frac.nii.gz")
+    with pytest.raises(DataError, match="non-integer"):
+        _read([str(frac)], images[:1])
 
 
 def _datamodule(label_folder: str):

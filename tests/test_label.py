@@ -334,3 +334,28 @@ def test_segment_anything_checkpoint(vit_b_pth: Path, tmp_path: Path) -> None:
     torch.save(sd, tmp_path / "sam_vit_b_cut.pth")
     with pytest.raises(CheckpointError, match=r"sam_vit_b_cut\.pth"):
         load_sam(tmp_path / "sam_vit_b_cut.pth")
+
+
+@pytest.mark.slow
+def test_sam2_checkpoint(tmp_path: Path) -> None:
+    """A SAM 2.1 Hiera-T checkpoint as the sam2 package saves it ({"model": state dict},
+    random weights). sam2 builds from source and is not a dependency: skipped without it."""
+    pytest.importorskip("sam2")
+    import torch
+    from sam2.build_sam import build_sam2
+
+    config = "configs/sam2.1/sam2.1_hiera_t.yaml"
+    torch.manual_seed(0)
+    ckpt = tmp_path / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": build_sam2(config, None, device="cpu").state_dict()}, ckpt)
+    src = _write(_prompts().iloc[:3], tmp_path / "prompts.gpkg")
+    out = tmp_path / "labels.gpkg"
+    argv = ["label", str(IMAGE), "--prompts", str(src), "--sam", str(ckpt), "-o", str(out)]
+    assert main([*argv, "--sam2-config", config]) == 0
+    gdf = gpd.read_file(out)
+    with rasterio.open(IMAGE) as ds:
+        assert gdf.crs == ds.crs
+    assert list(gdf["prompt_id"]) == [0, 1, 2]
+    # without its model config: a clear error, no output
+    out.unlink()
+    assert main(argv) == 1 and not out.exists()

@@ -18,8 +18,9 @@ from geoseg.data.datasets import GridDataset, attach_all, inside_mask
 from geoseg.data.foreign_labels import (
     NIFTI_SUFFIXES,
     PLAIN_LABEL_SUFFIXES,
-    check_not_nifti,
+    is_nifti,
     is_plain,
+    open_nifti_label,
     open_plain_label,
 )
 from geoseg.errors import ConfigError, DataError, DataWarning, InputFileError, warn
@@ -104,8 +105,9 @@ class RasterLabelDataset(GridDataset):
         self.config = config
         self.sources = []
         for p in paths:
-            check_not_nifti(p, f"{where}.path")
-            if is_plain(p):  # ilastik / ITK-SNAP export: the image's grid
+            if is_nifti(p):  # ITK-SNAP segmentation: converted onto the image's grid
+                src = open_nifti_label(p, imagery, where=f"{where}.path", nodata=config.nodata)
+            elif is_plain(p):  # ilastik / GIMP / ITK-SNAP image export: the image's grid
                 src = open_plain_label(p, imagery, where=f"{where}.path", nodata=config.nodata)
             else:
                 src = RasterSource.open(p, where=where, nodata=config.nodata)

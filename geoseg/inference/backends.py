@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import ConfigError, GeosegWarning, warn
+from geoseg.io.files import geoseg_cache_dir
 
 #: Backend names accepted by ``predict(backend=...)``.
 BACKENDS = ("auto", "onnx", "torch")
@@ -110,10 +111,7 @@ def _file_digest(path: str) -> str:
 
 def default_cache_dir() -> Path:
     """Folder for exported ONNX models (``$GEOSEG_CACHE_DIR`` or ``~/.cache/geoseg``)."""
-    env = os.environ.get("GEOSEG_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoseg"
+    return geoseg_cache_dir()
 
 
 #: Bumped when the exported graph's interface changes (part of the cache key).

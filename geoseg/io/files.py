@@ -30,6 +30,17 @@ VECTOR_SUFFIXES = (
 )
 
 
+def geoseg_cache_dir() -> Path:
+    """The cache folder of geoseg (``$GEOSEG_CACHE_DIR`` or ``~/.cache/geoseg``).
+
+    It holds exported ONNX models and label rasters converted from other formats.
+    """
+    env = os.environ.get("GEOSEG_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "geoseg"
+
+
 def resolve_paths(
     spec: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,

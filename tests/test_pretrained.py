@@ -123,3 +123,42 @@ def test_band_names_compare_loosely():
     assert band_key("B02") == band_key("b2") == "B2"
     assert band_key("B8a") == band_key("B08A") == "B8A"
     assert band_key("red") == "RED"
+
+
+def test_mask2former_starts_from_a_swin_weights_file(tmp_path):
+    """A transformers SwinModel state dict (keys without the backbone's ``swin.`` prefix)
+    loads into Mask2Former's Swin backbone; a file for other bands is refused."""
+    from safetensors.torch import save_file
+
+    from geoseg.classes import ClassInfo, ClassTable
+
+    names = ("background", "tree", "water")
+    classes = ClassTable([ClassInfo(i, n, "#000000") for i, n in enumerate(names)])
+    kw = {"num_queries": 8, "backbone": {"embed_dim": 32, "depths": [1, 1, 2, 1]}}
+
+    def m2f(bands: int, **extra):
+        return build_model("mask2former", in_channels=bands, outputs=[class_scores(3)],
+                           encoder="swin", kwargs=kw, classes=classes, **extra)  # fmt: skip
+
+    torch.manual_seed(1)
+    # the SwinModel inside the backbone (the backbone adds per-stage output norms)
+    donor = {k: v for k, v in m2f(3).encoder.state_dict().items() if k.startswith("swin.")}
+    assert len(donor) > 20
+    path = tmp_path / "swin_tiny.safetensors"
+    save_file({k[len("swin.") :]: v.contiguous() for k, v in donor.items()}, str(path))
+    torch.manual_seed(2)
+    record: list = []
+    model = m2f(3, encoder_weights=str(path), record=record)
+    got = model.encoder.state_dict()
+    loaded = [k for k in donor if k in got and torch.equal(got[k], donor[k])]
+    assert len(loaded) >= 0.9 * len(donor)  # buffers such as relative indices agree anyway
+    first = "swin.embeddings.patch_embeddings.projection.weight"
+    assert torch.equal(got[first], donor[first])
+    assert record[0].file == str(path) and record[0].tensors_loaded >= 0.9 * len(donor)
+    # the rest of the network is not touched: a fresh seed-2 model has the same decoder
+    torch.manual_seed(2)
+    fresh = m2f(3).state_dict()
+    dec = [k for k in fresh if "transformer_module" in k and k.endswith("weight")]
+    assert dec and all(torch.equal(model.state_dict()[k], fresh[k]) for k in dec)
+    with pytest.raises(CheckpointError, match="do not say which bands"):
+        m2f(4, encoder_weights=str(path))

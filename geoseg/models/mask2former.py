@@ -276,6 +276,15 @@ class Mask2FormerNet(nn.Module):
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         return self.net(pixel_values=x, output_auxiliary_logits=self.training), (h, w)
 
+    @property
+    def encoder(self) -> nn.Module:
+        """The Swin backbone: where ``model.encoder_weights`` load.
+
+        A file holding a transformers ``SwinModel`` / ``SwinBackbone`` state dict (or a
+        whole Mask2Former's) matches it by tensor name.
+        """
+        return self.net.model.pixel_level_module.encoder
+
     def forward(self, x: torch.Tensor) -> Any:
         """``classes`` log-scores, object lists, or both (see the class docstring)."""
         out, (h, w) = self._run(x)

@@ -173,7 +173,10 @@ def band_key(name: str) -> str:
 
 
 #: Prefixes that wrap the same tensors in different model families.
-_PREFIXES = ("", "model.", "encoder.", "backbone.", "module.", "net.", "net.backbone.body.")
+_PREFIXES = (
+    "", "model.", "encoder.", "backbone.", "module.", "net.", "net.backbone.body.",
+    "swin.",  # transformers SwinModel files into a SwinBackbone (Mask2Former)
+)  # fmt: skip
 
 
 def _best_mapping(

@@ -8,6 +8,8 @@ For each config (Rio, Alexandria), on the same held-out test blocks:
   whose building mask is split into objects by 4-connected components;
 * with ``--models maskrcnn``, Mask R-CNN (the object-list method, torchvision, from scratch) on
   the same data, split and tiles (``configs/*_maskrcnn.yaml``);
+* with ``--models mask2former``, Mask2Former (query-based, HF transformers, from scratch),
+  likewise (``configs/*_mask2former.yaml``);
 
 both scored by the SpaceNet rule (IoU >= 0.5; F1, precision, recall) and PQ.
 
@@ -35,6 +37,11 @@ CONFIGS = {
 MASKRCNN = {
     "rio": ROOT / "configs" / "spacenet_rio_buildings_maskrcnn.yaml",
     "alexandria": ROOT / "configs" / "alexandria_buildings_maskrcnn.yaml",
+}
+#: The query-based object-list (Mask2Former) configs on the same data, split and tiles.
+MASK2FORMER = {
+    "rio": ROOT / "configs" / "spacenet_rio_buildings_mask2former.yaml",
+    "alexandria": ROOT / "configs" / "alexandria_buildings_mask2former.yaml",
 }
 
 
@@ -107,6 +114,11 @@ def run(name: str, work: Path, epochs: int | None, models: list[str]) -> dict:
         mr = train(MASKRCNN[name], overrides=common, output_dir=work / f"{name}_maskrcnn")
         report = evaluate(mr.checkpoint, split="test", progress=False)
         out["maskrcnn"] = _scores(report, time.perf_counter() - t0, mr.best_epoch)
+    if "mask2former" in models:
+        t0 = time.perf_counter()
+        m2f = train(MASK2FORMER[name], overrides=common, output_dir=work / f"{name}_mask2former")
+        report = evaluate(m2f.checkpoint, split="test", progress=False)
+        out["mask2former"] = _scores(report, time.perf_counter() - t0, m2f.best_epoch)
     return out
 
 
@@ -115,7 +127,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=list(CONFIGS))
     ap.add_argument("--epochs", type=int, default=None, help="override max_epochs")
     ap.add_argument("--models", nargs="*", default=["instance", "semantic"],
-                    choices=["instance", "semantic", "maskrcnn"])  # fmt: skip
+                    choices=["instance", "semantic", "maskrcnn", "mask2former"])  # fmt: skip
     ap.add_argument("--json", default=None, help="results file (merged into when it exists)")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()

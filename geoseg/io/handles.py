@@ -8,6 +8,7 @@ and a forked child (DataLoader or Dask worker) never touches its parent's handle
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -140,6 +141,9 @@ def _max_idle_handles() -> int:
 HANDLES = HandlePool(_max_idle_handles())
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=HANDLES._forget)
+# Close pooled handles while the interpreter is whole: a rasterio dataset left to the
+# final garbage collection raises in its __del__ there ("Error in sys.excepthook").
+atexit.register(HANDLES.clear)
 
 
 def open_dataset(path: str, *, what: str = "raster") -> Any:

@@ -224,7 +224,65 @@ def iter_frames(
     client: Any,
     progress: bool,
 ) -> Iterator[gpd.GeoDataFrame]:
-    """Yield GeoDataFrames of final polygons as chunks complete, merged regions last."""
+    """Yield GeoDataFrames of final polygons as chunks complete, merged regions last.
+
+    Instance maps give one feature per object id: an object whose pixels form several
+    separate regions (a Mask2Former or Mask R-CNN mask in pieces, or an object cut by a
+    higher-scoring one) becomes one MultiPolygon. Whether an id has more parts is only
+    known once every chunk is done, so instance polygons are gathered and yielded last
+    (memory grows with the number of objects, not with the pixels).
+    """
+    parts = _region_frames(
+        job, chunk_size=chunk_size, workers=workers, client=client, progress=progress
+    )
+    if not job.instances:
+        yield from parts
+        return
+    frames = [f for f in parts if len(f)]
+    if frames:
+        yield one_feature_per_object(pd.concat(frames, ignore_index=True), job)
+
+
+def one_feature_per_object(gdf: pd.DataFrame, job: VectorizeJob) -> gpd.GeoDataFrame:
+    """Join the separate regions of each ``instance_id`` into one (Multi)Polygon feature.
+
+    Pixels, areas and perimeters add up; class and score are the object's. The parts of a
+    MultiPolygon are put in canonical order (``shapely.normalize``), so the result does
+    not depend on which chunk found which part.
+    """
+    crs = job.grid.output_crs
+    ids = gdf["instance_id"].to_numpy()
+    counts = pd.Series(ids).value_counts()
+    multi = set(counts.index[counts.to_numpy() > 1].tolist())
+    if not multi:
+        return gpd.GeoDataFrame(gdf, geometry="geometry", crs=crs)
+    is_multi = np.isin(ids, list(multi))
+    single = gdf[~is_multi]
+    split = gdf[is_multi]
+    sums = split.groupby("instance_id", sort=True)[["pixels", "area_m2", "perimeter_m"]].sum()
+    first = split.groupby("instance_id", sort=True).first()
+    geoms = []
+    for _, rows in split.groupby("instance_id", sort=True):
+        polys = shapely.get_parts(np.asarray(rows.geometry.array, dtype=object))
+        geoms.append(shapely.normalize(shapely.MultiPolygon(list(polys))))
+    joined = first.assign(**{c: sums[c] for c in sums.columns}).reset_index()
+    joined["geometry"] = geoms
+    out = pd.concat([single, joined[list(gdf.columns)]], ignore_index=True)
+    for col in ("instance_id", "class_id", "pixels"):
+        out[col] = pd.array(out[col].to_numpy(np.int64), dtype="int64")
+    out = gpd.GeoDataFrame(out, geometry="geometry", crs=crs)
+    return out.sort_values("instance_id", kind="stable").reset_index(drop=True)
+
+
+def _region_frames(
+    job: VectorizeJob,
+    *,
+    chunk_size: int,
+    workers: int | None,
+    client: Any,
+    progress: bool,
+) -> Iterator[gpd.GeoDataFrame]:
+    """GeoDataFrames of final regions as chunks complete, merged regions last."""
     if chunk_size < 16:
         raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
     t_start = time.perf_counter()

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.instances.decoding import DecodeParams, grow, label_seeds, seed_mask
+from geoseg.io.files import load_npy
 from geoseg.io.grid import PixelWindow
 
 #: Reads a window of maps: ``(maps (C, h, w), valid (h, w))``; channels 0-2 are the
@@ -237,7 +238,7 @@ def grow_chunk(
             c0, c1 = max(other.col, win.col), min(other.col_stop, win.col_stop)
             if r0 >= r1 or c0 >= c1:
                 continue
-            part = np.load(_label_path(store, (i, j)), mmap_mode="r")
+            part = load_npy(_label_path(store, (i, j)), mmap=True)
             sub = part[r0 - other.row : r1 - other.row, c0 - other.col : c1 - other.col]
             labels[r0 - win.row : r1 - win.row, c0 - win.col : c1 - win.col] = mappings[(i, j)][sub]
     grown = grow(labels, fg, halo)

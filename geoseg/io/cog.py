@@ -24,6 +24,7 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from geoseg.classes import ClassTable, write_class_table
+from geoseg.io.files import load_npz
 from geoseg.io.grid import PixelWindow
 
 #: Internal tile size of written COGs (pixels).
@@ -139,8 +140,7 @@ class BlockWriter:
                 fill = np.full((p.count, block.height, block.width), p.nodata, dtype=p.dtype)
                 self._ds[name].write(fill, window=win)
             return
-        with np.load(path) as z:
-            self.write_arrays(block, {name: z[name] for name in self.products})
+        self.write_arrays(block, load_npz(path, list(self.products)))
         if not keep:
             os.unlink(path)
 

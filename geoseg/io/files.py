@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from geoseg.errors import ConfigError, InputFileError
 
@@ -28,6 +32,24 @@ VECTOR_SUFFIXES = (
     ".gml",
     ".kml",
 )
+
+
+#: numpy parses .npy headers with ``ast.literal_eval``; CPython 3.11 before 3.11.8 can
+#: fail concurrent AST construction from several threads ("SystemError: AST constructor
+#: recursion depth mismatch", cpython#106905), so headers are read one thread at a time.
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: str | Path, *, mmap: bool = False) -> np.ndarray:
+    """``np.load`` of a ``.npy`` file (memory-mapped read-only with ``mmap``), thread-safe."""
+    with _NPY_LOCK:
+        return np.asarray(np.load(path, mmap_mode="r" if mmap else None))
+
+
+def load_npz(path: str | Path, names: Sequence[str]) -> dict[str, Any]:
+    """The arrays ``names`` of a ``.npz`` file, thread-safe (see :func:`load_npy`)."""
+    with _NPY_LOCK, np.load(path) as z:
+        return {name: z[name] for name in names}
 
 
 def geoseg_cache_dir() -> Path:

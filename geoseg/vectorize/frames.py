@@ -21,6 +21,7 @@ from geoseg.io.grid import RasterGrid
 from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks
 from geoseg.vectorize.clean import attributes, clean
 from geoseg.vectorize.pieces import CONNECTIVITY, ChunkResult, Options, Pieces
+from geoseg.vectorize.polygonize import canonicalize, dissolve_by
 from geoseg.vectorize.seams import merge_border_pieces
 
 #: Attribute columns of every polygon layer, in order (``confidence`` only with probabilities).
@@ -132,7 +133,7 @@ def prepare_job(
         sieve=int(sieve),
         fill_holes=float(fill_holes),
         min_area=float(min_area),
-        collect=simplify > 0 or fill_holes > 0 or regularize > 0,
+        collect=simplify > 0 or fill_holes > 0 or regularize > 0 or is_inst,
         prob_path=prob_path,
         prob_index=prob_index,
         class_source=class_source,
@@ -226,63 +227,11 @@ def iter_frames(
 ) -> Iterator[gpd.GeoDataFrame]:
     """Yield GeoDataFrames of final polygons as chunks complete, merged regions last.
 
-    Instance maps give one feature per object id: an object whose pixels form several
-    separate regions (a Mask2Former or Mask R-CNN mask in pieces, or an object cut by a
-    higher-scoring one) becomes one MultiPolygon. Whether an id has more parts is only
-    known once every chunk is done, so instance polygons are gathered and yielded last
-    (memory grows with the number of objects, not with the pixels).
+    Instance maps give one feature per object id: the regions of an id that do not touch
+    (a Mask2Former or Mask R-CNN mask in pieces) are joined into one MultiPolygon. Whether
+    an id has more regions is only known once every chunk is done, so instance maps run in
+    collect mode (memory grows with the objects' polygons, not with the pixels).
     """
-    parts = _region_frames(
-        job, chunk_size=chunk_size, workers=workers, client=client, progress=progress
-    )
-    if not job.instances:
-        yield from parts
-        return
-    frames = [f for f in parts if len(f)]
-    if frames:
-        yield one_feature_per_object(pd.concat(frames, ignore_index=True), job)
-
-
-def one_feature_per_object(gdf: pd.DataFrame, job: VectorizeJob) -> gpd.GeoDataFrame:
-    """Join the separate regions of each ``instance_id`` into one (Multi)Polygon feature.
-
-    Pixels, areas and perimeters add up; class and score are the object's. The parts of a
-    MultiPolygon are put in canonical order (``shapely.normalize``), so the result does
-    not depend on which chunk found which part.
-    """
-    crs = job.grid.output_crs
-    ids = gdf["instance_id"].to_numpy()
-    counts = pd.Series(ids).value_counts()
-    multi = set(counts.index[counts.to_numpy() > 1].tolist())
-    if not multi:
-        return gpd.GeoDataFrame(gdf, geometry="geometry", crs=crs)
-    is_multi = np.isin(ids, list(multi))
-    single = gdf[~is_multi]
-    split = gdf[is_multi]
-    sums = split.groupby("instance_id", sort=True)[["pixels", "area_m2", "perimeter_m"]].sum()
-    first = split.groupby("instance_id", sort=True).first()
-    geoms = []
-    for _, rows in split.groupby("instance_id", sort=True):
-        polys = shapely.get_parts(np.asarray(rows.geometry.array, dtype=object))
-        geoms.append(shapely.normalize(shapely.MultiPolygon(list(polys))))
-    joined = first.assign(**{c: sums[c] for c in sums.columns}).reset_index()
-    joined["geometry"] = geoms
-    out = pd.concat([single, joined[list(gdf.columns)]], ignore_index=True)
-    for col in ("instance_id", "class_id", "pixels"):
-        out[col] = pd.array(out[col].to_numpy(np.int64), dtype="int64")
-    out = gpd.GeoDataFrame(out, geometry="geometry", crs=crs)
-    return out.sort_values("instance_id", kind="stable").reset_index(drop=True)
-
-
-def _region_frames(
-    job: VectorizeJob,
-    *,
-    chunk_size: int,
-    workers: int | None,
-    client: Any,
-    progress: bool,
-) -> Iterator[gpd.GeoDataFrame]:
-    """GeoDataFrames of final regions as chunks complete, merged regions last."""
     if chunk_size < 16:
         raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
     t_start = time.perf_counter()
@@ -346,8 +295,38 @@ def _region_frames(
         merged_parts.clear()
         allp = Pieces.concat([*collected, merged])
         collected.clear()
+        if job.instances:
+            allp = one_piece_per_value(allp)
         yield frame(attributes(clean_coverage(allp, job), grid, repair=job.regularize_px > 0),
                     job)  # fmt: skip
+
+
+def one_piece_per_value(p: Pieces) -> Pieces:
+    """Join the pieces of each value (object id) into one geometry, in value order.
+
+    Regions of one id that reach here do not share an edge (those that do were merged at
+    the seams), so their union is the MultiPolygon of their parts; pixel counts and
+    probability sums add up. Canonical form keeps it independent of the chunking.
+    """
+    if len(p.geoms) == 0:
+        return p
+    values, first, inv = np.unique(p.value, return_index=True, return_inverse=True)
+    n, inv = len(values), inv.ravel()
+    geoms = p.geoms[first]
+    several = np.flatnonzero(np.bincount(inv, minlength=n) > 1)
+    if len(several):  # usually few: dissolve only those
+        rank = np.full(n, -1)
+        rank[several] = np.arange(len(several))
+        sub = rank[inv] >= 0
+        joined = dissolve_by(p.geoms[sub], rank[inv[sub]] + 1, len(several))[1:]
+        geoms[several] = canonicalize(joined, collinear=False)
+    return Pieces(
+        geoms,
+        values,
+        np.bincount(inv, weights=p.pixels, minlength=n).astype(np.int64),
+        np.bincount(inv, weights=p.psum, minlength=n),
+        np.bincount(inv, weights=p.pcount, minlength=n).astype(np.int64),
+    )
 
 
 def clean_coverage(allp: Pieces, job: VectorizeJob) -> Pieces:

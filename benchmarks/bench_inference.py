@@ -76,7 +76,6 @@ def _tiles(ckpt: str, paths: list[str], tile: int | None, overlap: int | None):
 def child(mode: str, cfg: dict[str, Any]) -> dict[str, Any]:
     ckpt, paths, bs = cfg["checkpoint"], cfg["inputs"], cfg.get("batch_size", 8)
     if mode == "predict":
-        import geoseg.models  # noqa: F401  (import torch before the clock starts)
         from geoseg.inference import predict
 
         stats: dict[str, Any] = {}

@@ -272,3 +272,17 @@ def _with_header(path: Path, header: dict) -> Path:
 
     save_file(load_file(str(SHIPPED)), str(path), metadata={"geoseg": json.dumps(header)})
     return path
+
+
+def test_torch_free_adapter_facts_match_the_adapters():
+    """Headers are checked without torch; the adapter facts used are the adapters' own."""
+    from geoseg.models.families import ADAPTER_NAMES, adapter_size_divisor
+    from geoseg.models.registry import ADAPTERS
+
+    assert sorted(ADAPTER_NAMES) == sorted(ADAPTERS)
+    for name, adapter in ADAPTERS.items():
+        for kwargs in ({}, {"encoder_depth": 3}, {"encoder_depth": 4}):
+            assert adapter.size_divisor("unet", "resnet18", kwargs) == adapter_size_divisor(
+                name, kwargs
+            )
+    assert adapter_size_divisor("smp", {"encoder_depth": 3}) == 8

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -396,6 +398,28 @@ def test_failure_mid_run_leaves_nothing(ckpt, tmp_path):
         with pytest.raises(RuntimeError, match="exploded"):
             predict(ckpt, RGB, tmp_path / "o.tif", probabilities=tmp_path / "p.tif", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_predict_runs_without_torch(ckpt, tmp_path):
+    """With its ONNX model cached, predict needs no torch (~2 s of every fresh process)."""
+    from geoseg.inference.backends import GPU_DEVICE_NODES
+
+    first = predict(ckpt, RGB, tmp_path / "a.tif", tile_size=64, progress=False)  # exports
+    # "auto" must resolve without torch where no GPU driver is installed (as here)
+    device = "cpu" if any(os.path.exists(p) for p in GPU_DEVICE_NODES) else "auto"
+    code = (
+        "import sys; from geoseg.inference import predict; "
+        f"predict(sys.argv[1], sys.argv[2], sys.argv[3], tile_size=64, device={device!r}, "
+        "progress=False); print('torch' in sys.modules)"
+    )
+    second = tmp_path / "b.tif"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(ckpt), str(RGB), str(second)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split()[-1] == "False"
+    assert np.array_equal(_read(first)[0], _read(second)[0])
 
 
 def test_unwritable_output(ckpt, tmp_path):

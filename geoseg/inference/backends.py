@@ -29,7 +29,9 @@ builds it, so every model family exports the same way.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -88,17 +90,42 @@ class RunnerSpec:
     threads_by_worker: tuple[tuple[str, int], ...] = ()
 
 
+#: Device nodes of GPU drivers torch can use (NVIDIA, ROCm, WSL2). On Linux without any of
+#: them ``torch.cuda.is_available()`` is False, so ``auto`` resolves to ``cpu`` without
+#: importing torch (about 2 s of a fresh process; the ONNX path needs no torch at all).
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
+def _no_gpu_driver() -> bool:
+    return (
+        sys.platform == "linux"
+        and "torch" not in sys.modules
+        and not any(os.path.exists(p) for p in GPU_DEVICE_NODES)
+    )
+
+
 def resolve_device(device: str) -> str:
     """Map ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``; validate names."""
+    if device in ("auto", "cpu") and _no_gpu_driver():
+        return "cpu"
+    if device == "cpu":
+        return device
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" or device.startswith("cuda"):
+    if device.startswith("cuda"):
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("device: 'cuda' requested but no CUDA GPU is visible; use cpu")
         return device
     raise ConfigError(f"device: unknown device {device!r}; valid values are cpu, cuda, auto")
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
 
 
 def _file_digest(path: str) -> str:
@@ -128,15 +155,11 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
     Raises:
         RuntimeError: the export failed (callers fall back to the torch backend).
     """
-    import torch
-
-    from geoseg.io.outputs import atomic_path
-    from geoseg.models import get_adapter, load_model
-
     folder = cache_dir or default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
+    # the installed torch's version, read without importing torch (a cache hit needs none)
     key = (
-        f"{_file_digest(str(checkpoint))}-t{tile_size}-torch{torch.__version__}"
+        f"{_file_digest(str(checkpoint))}-t{tile_size}-torch{_dist_version('torch')}"
         f"-v{ONNX_EXPORT_VERSION}"
     )
     out = folder / f"{key}.onnx"
@@ -147,6 +170,11 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
         # a cached file that is truncated, corrupt or from an interrupted export: rebuild
         warn(f"cached ONNX model {str(out)!r} is damaged or incomplete; exporting it again")
         out.unlink(missing_ok=True)
+    import torch
+
+    from geoseg.io.outputs import atomic_path
+    from geoseg.models import get_adapter, load_model
+
     model, meta = load_model(checkpoint)
     wrapped = get_adapter(meta.adapter).export_module(model, meta.outputs).eval()
     names = [o.name for o in meta.outputs if o.per_pixel]

@@ -407,9 +407,8 @@ def _scan_inputs(
                         "to say which CRS its coordinates are in"
                     )
                 src_crs = user_crs
-            # Touch the last row of every band: truncated files fail here, not mid-run.
-            ds.read(window=Window(0, ds.height - 1, ds.width, 1))
             st = os.stat(p)
+            check_complete(ds, st.st_size)
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
                                 (st.st_mtime_ns, st.st_size)))  # fmt: skip
         except RasterioError as exc:
@@ -417,6 +416,37 @@ def _scan_inputs(
                 f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
             ) from exc
     return infos, band_sel
+
+
+#: At most this many TIFF blocks (all bands) have their extent checked one by one.
+MAX_CHECKED_BLOCKS = 4096
+
+
+def check_complete(ds: Any, file_size: int) -> None:
+    """Fail on a truncated input now, not mid-run (RasterioError naming the block).
+
+    GeoTIFF: the blocks must lie inside the file, by the offsets and byte counts of its
+    TIFF directory, nothing decoded (reading the last row, as before, decoded every file
+    of a many-file mosaic twice: ~0.5 s of 256 files before the first window ran): every
+    block of every band up to :data:`MAX_CHECKED_BLOCKS`, else the last block row of
+    every band. Other formats: the last row of every band is read.
+    """
+    if ds.driver != "GTiff":
+        ds.read(window=Window(0, ds.height - 1, ds.width, 1))
+        return
+    by, bx = ds.block_shapes[0]
+    nby, nbx = -(-ds.height // by), -(-ds.width // bx)
+    rows = range(nby) if nby * nbx * ds.count <= MAX_CHECKED_BLOCKS else range(nby - 1, nby)
+    for b in range(1, ds.count + 1):
+        for i in rows:
+            for j in range(nbx):
+                off = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
+                size = ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
+                if off and size and int(off) + int(size) > file_size:
+                    raise RasterioError(
+                        f"band {b} block ({i}, {j}) ends at byte {int(off) + int(size)} "
+                        f"of a {file_size}-byte file"
+                    )
 
 
 def _grid_resolution(

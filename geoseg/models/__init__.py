@@ -8,8 +8,9 @@
   semantic, instance and panoptic).
 * :mod:`~geoseg.models.registry`: :data:`ADAPTERS`, :func:`create_model`, :func:`build_model`.
 * :mod:`~geoseg.models.weights`: pretrained weights from local files only.
-* :mod:`~geoseg.models.checkpoint`: :class:`ModelMetadata`, :func:`save_checkpoint`,
-  :func:`load_model`, :func:`read_metadata`.
+* :mod:`~geoseg.models.families`: adapter names and input size rules (no torch).
+* :mod:`~geoseg.models.metadata`: :class:`ModelMetadata`, :func:`read_metadata` (no torch).
+* :mod:`~geoseg.models.checkpoint`: :func:`save_checkpoint`, :func:`load_model`.
 
 Importing this package is cheap (torch loads on first use of a name), so the light
 parts (:mod:`~geoseg.models.outputs`) serve config and task code without torch.
@@ -23,18 +24,18 @@ from typing import Any
 #: Public names and the module each is loaded from on first use.
 _LAZY = {
     "ADAPTERS": "geoseg.models.registry",
-    "CHECKPOINT_FORMAT": "geoseg.models.checkpoint",
-    "CHECKPOINT_VERSION": "geoseg.models.checkpoint",
+    "CHECKPOINT_FORMAT": "geoseg.models.metadata",
+    "CHECKPOINT_VERSION": "geoseg.models.metadata",
     "ModelAdapter": "geoseg.models.adapter",
     "ModelConfig": "geoseg.config.model",
-    "ModelMetadata": "geoseg.models.checkpoint",
+    "ModelMetadata": "geoseg.models.metadata",
     "OutputSpec": "geoseg.models.outputs",
     "build_model": "geoseg.models.registry",
     "build_network": "geoseg.models.checkpoint",
     "create_model": "geoseg.models.registry",
     "get_adapter": "geoseg.models.registry",
     "load_model": "geoseg.models.checkpoint",
-    "read_metadata": "geoseg.models.checkpoint",
+    "read_metadata": "geoseg.models.metadata",
     "resolve_adapter": "geoseg.models.registry",
     "save_checkpoint": "geoseg.models.checkpoint",
 }

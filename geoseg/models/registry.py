@@ -12,6 +12,7 @@ from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter
 from geoseg.models.detection import TorchvisionAdapter
+from geoseg.models.families import DEFAULT_ADAPTER, check_adapter_name
 from geoseg.models.mask2former import TransformersAdapter
 from geoseg.models.outputs import OutputSpec, class_scores
 from geoseg.models.smp import SmpAdapter, arch_key
@@ -22,20 +23,12 @@ ADAPTERS: dict[str, ModelAdapter] = {
     "smp": SmpAdapter(),
     "torchvision": TorchvisionAdapter(),
     "transformers": TransformersAdapter(),
-}
-
-#: The adapter of a checkpoint written before adapters were recorded.
-DEFAULT_ADAPTER = "smp"
+}  # the same names as families.ADAPTER_NAMES (checked by tests/test_contract.py)
 
 
 def get_adapter(name: str) -> ModelAdapter:
     """The adapter called ``name``; ConfigError listing the valid names."""
-    try:
-        return ADAPTERS[name]
-    except KeyError:
-        raise ConfigError(
-            f"model.adapter: unknown adapter {name!r}; valid names are {sorted(ADAPTERS)}"
-        ) from None
+    return ADAPTERS[check_adapter_name(name)]
 
 
 def all_architectures() -> dict[str, Callable[..., nn.Module]]:

@@ -11,6 +11,7 @@ from torch import nn
 from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter, check_pixel_outputs
+from geoseg.models.families import adapter_size_divisor
 from geoseg.models.outputs import OutputSpec
 
 #: geoseg's short names -> smp class names (those this smp release has are registered).
@@ -82,4 +83,4 @@ class SmpAdapter(ModelAdapter):
 
     def size_divisor(self, arch: str, encoder: str, kwargs: Mapping[str, Any]) -> int:
         """``2 ** encoder_depth`` (smp encoders halve the resolution at every stage)."""
-        return int(2 ** int(kwargs.get("encoder_depth", 5)))
+        return adapter_size_divisor(self.name, kwargs)

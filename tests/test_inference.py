@@ -422,6 +422,37 @@ def test_onnx_predict_runs_without_torch(ckpt, tmp_path):
     assert np.array_equal(_read(first)[0], _read(second)[0])
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux")
+def test_model_runs_on_its_own_thread_ahead_of_readers(ckpt, tmp_path, monkeypatch):
+    """Threads scheduler: one model thread; reading threads are less urgent (nice +10)."""
+    import threading
+
+    from geoseg.inference import backends
+    from geoseg.io.mosaic import Mosaic
+
+    seen: list[tuple[str, str, int]] = []
+
+    def spy(kind, fn):
+        def wrapper(*args, **kwargs):
+            prio = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            seen.append((kind, threading.current_thread().name, prio))
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(backends.Runner, "_run", spy("model", backends.Runner._run))
+    monkeypatch.setattr(Mosaic, "read", spy("read", Mosaic.read))
+    out = predict(ckpt, RGB, tmp_path / "o.tif", scheduler="threads", progress=False)
+    models = [s for s in seen if s[0] == "model"]
+    # (the main thread's own reads, e.g. the value-range check, come before the graph)
+    reads = [s for s in seen if s[0] == "read" and s[1] != "MainThread"]
+    assert models and reads
+    assert {name.split("_")[0] for _, name, _ in models} == {"geoseg-model"}
+    assert max(p for *_, p in models) + backends.READER_NICENESS <= min(p for *_, p in reads)
+    ref = predict(ckpt, RGB, tmp_path / "s.tif", scheduler="synchronous", progress=False)
+    assert np.array_equal(_read(out), _read(ref))  # the same bits as the serial scheduler
+
+
 def test_unwritable_output(ckpt, tmp_path):
     with pytest.raises(OutputError, match="does not exist"):
         predict(ckpt, RGB, tmp_path / "missing" / "o.tif", progress=False)

@@ -7,6 +7,7 @@ Failures of the executor are turned into clear :class:`~geoseg.errors.SchedulerE
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from geoseg.errors import GeosegError, SchedulerError
+from geoseg.inference.backends import lower_thread_priority, model_thread
 from geoseg.inference.checks import check_not_empty
 from geoseg.inference.resume import ResumeStore
 from geoseg.io.cog import BlockWriter
@@ -67,6 +69,11 @@ def execute_graph(
     check_not_empty(valid_blocks)
 
 
+#: Threads scheduler: model calls on one thread, reading and blending on less urgent ones
+#: (:func:`geoseg.inference.backends.model_thread`).
+PRIORITIZE_MODEL = True
+
+
 def run_local(
     dsk: dict[Any, Any],
     keys: list[Any],
@@ -95,15 +102,20 @@ def run_local(
         # dask raises at once while other threads are still writing their blocks; with
         # dask's shared default pool those files would land after the work folder is
         # removed. Waiting here makes the cleanup complete.
-        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+        pool = ThreadPoolExecutor(
+            workers or os.cpu_count() or 1,
+            initializer=lower_thread_priority if PRIORITIZE_MODEL else None,
+        )
         kwargs["pool"] = pool
     elif scheduler == "processes":
         get = dask.multiprocessing.get  # its own pool, shut down with wait
         kwargs["num_workers"] = workers
     from concurrent.futures.process import BrokenProcessPool
 
+    use_model_thread = PRIORITIZE_MODEL and scheduler == "threads"
     try:
-        get(dsk, keys, **kwargs)
+        with model_thread() if use_model_thread else contextlib.nullcontext():
+            get(dsk, keys, **kwargs)
     except BrokenProcessPool as exc:
         raise SchedulerError(
             "a worker process of the 'processes' scheduler died (killed, or out of memory); "

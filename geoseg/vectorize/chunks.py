@@ -20,7 +20,7 @@ from geoseg.io.grid import RasterGrid
 from geoseg.io.handles import gdal_cache_env
 from geoseg.vectorize.clean import attributes, clean
 from geoseg.vectorize.label import label_regions, sieve_classes
-from geoseg.vectorize.pieces import ChunkResult, Options, Pieces
+from geoseg.vectorize.pieces import ChunkResult, Options, PackedPieces, Pieces
 from geoseg.vectorize.polygonize import (
     border_strips,
     canonicalize,
@@ -149,8 +149,8 @@ def polygonize_chunk(
     pos = np.full(n + 1, -1, np.int64)
     pos[border_ids] = np.arange(len(border_ids))
     strips = {k: pos[s] for k, s in strips_idx.items()}
-    border = Pieces(geoms[border_ids], cls[border_ids], pixels[border_ids],
-                     psum[border_ids], pcount[border_ids])  # fmt: skip
+    border = PackedPieces.pack(Pieces(geoms[border_ids], cls[border_ids], pixels[border_ids],
+                                      psum[border_ids], pcount[border_ids]))  # fmt: skip
     final = Pieces(
         canonicalize(geoms[final_ids], collinear=collinear),
         cls[final_ids],

@@ -273,8 +273,8 @@ def iter_frames(
         elif len(res.final["geometry"]):
             yield frame(res.final, job)
         res.final = None
-        res.alive = np.ones(len(res.border.geoms), bool)
-        n_border += len(res.border.geoms)
+        res.alive = np.ones(len(res.border), bool)
+        n_border += len(res.border)
         results[res.index] = res
         since += 1
         if since >= n_cols and len(results) < len(windows):

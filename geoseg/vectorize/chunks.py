@@ -177,6 +177,22 @@ def trim_heap() -> None:
         _LIBC.malloc_trim(0)
 
 
+def forked_worker_heap(trim_threshold: Any) -> None:
+    """Apply Dask's ``MALLOC_TRIM_THRESHOLD_`` in a forked worker (runs in the worker).
+
+    Dask sets it in the environment of the workers it spawns (``distributed.nanny.
+    pre-spawn-environ``); glibc reads it at start-up, so a forked worker keeps the parent's
+    dynamic thresholds instead: arrays up to 32 MiB come from the heap and a chunk's free
+    heap lingers. Setting it also fixes the mmap threshold, so large arrays are returned to
+    the system when freed.
+    """
+    if _LIBC is not None and trim_threshold is not None:
+        _LIBC.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold))
+
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+
+
 def _load_libc() -> Any:
     if not sys.platform.startswith("linux"):
         return None
@@ -259,6 +275,9 @@ def run_tasks(
                     silence_logs=logging.ERROR,
                 )
             client = Client(cluster)
+            if method == "fork":
+                environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+                client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
         try:
             opts_f = client.scatter(opts, broadcast=True)
             todo = list(windows)

@@ -462,6 +462,10 @@ def _merge_groups(
     )
 
 
+#: Input vertices merged per batch (one vectorized pass) by :func:`merge_border_pieces`.
+MERGE_BATCH_VERTICES = 1_000_000
+
+
 def merge_border_pieces(
     results: dict[tuple[int, int], ChunkResult],
     grid: RasterGrid,
@@ -500,15 +504,18 @@ def merge_border_pieces(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(groups), desc="merge seams", unit="region", disable=not progress)
-    # Regions are built, yielded and their pieces freed in batches of ~1M input vertices,
-    # so the merge never holds every merged region of the map at once.
+    # Regions are built, yielded and their pieces freed in batches of at most
+    # MERGE_BATCH_VERTICES input vertices (or one region, if larger), so the merge never
+    # holds every merged region of the map at once and its working memory does not grow
+    # with the map (a batch that could overshoot by its last region grew with the
+    # largest region).
+    sizes = np.add.reduceat(n_vert[order], bounds[:-1]).tolist()
     i = 0
     try:
         while i < len(groups):
-            j, nv = i, 0
-            while j < len(groups) and (j == i or nv < 1_000_000):
-                g0, g1 = groups[j]
-                nv += int(n_vert[order[g0:g1]].sum())
+            j, nv = i + 1, sizes[i]
+            while j < len(groups) and nv + sizes[j] <= MERGE_BATCH_VERTICES:
+                nv += sizes[j]
                 j += 1
             used = order[groups[i][0] : groups[j - 1][1]]
             local = [(s - groups[i][0], e - groups[i][0]) for s, e in groups[i:j]]

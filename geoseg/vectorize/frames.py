@@ -18,7 +18,7 @@ from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.bands import BandSource, is_instance_map, open_grid, raster_path
 from geoseg.io.grid import RasterGrid
-from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks
+from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks, trim_heap
 from geoseg.vectorize.clean import attributes, clean
 from geoseg.vectorize.pieces import CONNECTIVITY, ChunkResult, Options, Pieces
 from geoseg.vectorize.polygonize import canonicalize, dissolve_by
@@ -250,6 +250,7 @@ def iter_frames(
         while True:
             t0 = time.perf_counter()
             merged = next(batches, None)
+            trim_heap()  # the batch's edge arrays are freed: return them to the system
             t_merge += time.perf_counter() - t0
             if merged is None:
                 return
@@ -272,9 +273,10 @@ def iter_frames(
             collected.append(res.final)
         elif len(res.final["geometry"]):
             yield frame(res.final, job)
+            trim_heap()  # after the consumer wrote it (see trim_heap)
         res.final = None
-        res.alive = np.ones(len(res.border.geoms), bool)
-        n_border += len(res.border.geoms)
+        res.alive = np.ones(len(res.border), bool)
+        n_border += len(res.border)
         results[res.index] = res
         since += 1
         if since >= n_cols and len(results) < len(windows):

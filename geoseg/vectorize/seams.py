@@ -21,7 +21,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geoseg.io.grid import RasterGrid
-from geoseg.vectorize.pieces import ChunkResult, Pieces
+from geoseg.vectorize.pieces import ChunkResult, PackedPieces, Pieces
 from geoseg.vectorize.polygonize import canonicalize
 
 
@@ -333,9 +333,9 @@ class _SeamFront:
         total = 0
         for k in self.keys:
             self.base[k] = total
-            total += len(results[k].border.geoms)
+            total += len(results[k].border)
         self.total = total
-        self.pieces = Pieces.concat([results[k].border for k in self.keys])
+        self.pieces = PackedPieces.concat([results[k].border for k in self.keys])
         self.alive = (
             np.concatenate([results[k].alive for k in self.keys])
             if self.keys
@@ -402,13 +402,13 @@ class _SeamFront:
     def free(self, used: np.ndarray) -> None:
         """Forget merged pieces (here and in their chunk results)."""
         owner = np.searchsorted([self.base[k] for k in self.keys], used, "right") - 1
-        self.pieces.geoms[used] = None
+        self.pieces.blobs[used] = None
         for o in np.unique(owner):
             key = self.keys[int(o)]
             sel = used[owner == o] - self.base[key]
             res_k = self.results[key]
             res_k.alive[sel] = False
-            res_k.border.geoms[sel] = None
+            res_k.border.blobs[sel] = None
 
 
 def _merge_groups(
@@ -462,6 +462,10 @@ def _merge_groups(
     )
 
 
+#: Input vertices merged per batch (one vectorized pass) by :func:`merge_border_pieces`.
+MERGE_BATCH_VERTICES = 1_000_000
+
+
 def merge_border_pieces(
     results: dict[tuple[int, int], ChunkResult],
     grid: RasterGrid,
@@ -495,23 +499,28 @@ def merge_border_pieces(
     groups = list(itertools.pairwise(bounds.tolist()))
     pieces = front.pieces
     # 4-connected regions are merged many at a time (one vectorized pass per batch)
-    batchable = connectivity == 4 and bool((shapely.get_type_id(pieces.geoms[closed]) == 3).all())
-    n_vert = shapely.get_num_coordinates(pieces.geoms)
+    batchable = connectivity == 4 and bool((pieces.type_id[closed] == 3).all())
+    n_vert = pieces.n_coords
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(groups), desc="merge seams", unit="region", disable=not progress)
-    # Regions are built, yielded and their pieces freed in batches of ~1M input vertices,
-    # so the merge never holds every merged region of the map at once.
+    # Regions are built, yielded and their pieces freed in batches of at most
+    # MERGE_BATCH_VERTICES input vertices (or one region, if larger), so the merge never
+    # holds every merged region of the map at once and its working memory does not grow
+    # with the map (a batch that could overshoot by its last region grew with the
+    # largest region).
+    sizes = np.add.reduceat(n_vert[order], bounds[:-1]).tolist()
     i = 0
     try:
         while i < len(groups):
-            j, nv = i, 0
-            while j < len(groups) and (j == i or nv < 1_000_000):
-                g0, g1 = groups[j]
-                nv += int(n_vert[order[g0:g1]].sum())
+            j, nv = i + 1, sizes[i]
+            while j < len(groups) and nv + sizes[j] <= MERGE_BATCH_VERTICES:
+                nv += sizes[j]
                 j += 1
-            out = _merge_groups(pieces, order, groups[i:j], batchable, seams)
-            front.free(order[groups[i][0] : groups[j - 1][1]])
+            used = order[groups[i][0] : groups[j - 1][1]]
+            local = [(s - groups[i][0], e - groups[i][0]) for s, e in groups[i:j]]
+            out = _merge_groups(pieces.unpack(used), np.arange(len(used)), local, batchable, seams)
+            front.free(used)
             bar.update(j - i)
             i = j
             yield out

@@ -101,11 +101,7 @@ GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
 
 
 def _no_gpu_driver() -> bool:
-    return (
-        sys.platform == "linux"
-        and "torch" not in sys.modules
-        and not any(os.path.exists(p) for p in GPU_DEVICE_NODES)
-    )
+    return sys.platform == "linux" and not any(os.path.exists(p) for p in GPU_DEVICE_NODES)
 
 
 def resolve_device(device: str) -> str:
@@ -280,8 +276,9 @@ def get_runner(spec: RunnerSpec) -> Runner:
     return runner
 
 
-#: The thread running every model call of the current local threaded prediction, if any.
-_MODEL_THREAD: ThreadPoolExecutor | None = None
+#: The thread running every model call of the current local threaded prediction, if any:
+#: its executor and thread ident.
+_MODEL_THREAD: tuple[ThreadPoolExecutor, int] | None = None
 
 
 @contextlib.contextmanager
@@ -295,8 +292,8 @@ def model_thread() -> Iterator[None]:
     """
     global _MODEL_THREAD
     pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-model")
-    pool.submit(int).result()  # start the thread now, from this thread
-    previous, _MODEL_THREAD = _MODEL_THREAD, pool
+    ident = pool.submit(threading.get_ident).result()  # start the thread now, from this one
+    previous, _MODEL_THREAD = _MODEL_THREAD, (pool, ident)
     try:
         yield
     finally:
@@ -305,10 +302,10 @@ def model_thread() -> Iterator[None]:
 
 
 def _on_model_thread(fn: Callable[..., T], *args: Any) -> T:
-    pool = _MODEL_THREAD
-    if pool is None or threading.current_thread().name.startswith("geoseg-model"):
+    current = _MODEL_THREAD
+    if current is None or threading.get_ident() == current[1]:
         return fn(*args)
-    return pool.submit(fn, *args).result()
+    return current[0].submit(fn, *args).result()
 
 
 #: How much less urgent (``nice`` steps) the read / blend threads are than the model's.

@@ -69,11 +69,6 @@ def execute_graph(
     check_not_empty(valid_blocks)
 
 
-#: Threads scheduler: model calls on one thread, reading and blending on less urgent ones
-#: (:func:`geoseg.inference.backends.model_thread`).
-PRIORITIZE_MODEL = True
-
-
 def run_local(
     dsk: dict[Any, Any],
     keys: list[Any],
@@ -96,25 +91,25 @@ def run_local(
     get: Callable[..., Any] = dask.get
     kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
     pool: ThreadPoolExecutor | None = None
+    model: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if scheduler == "threads":
         get = dask.threaded.get
         # Our own pool, shut down with wait: when a block fails (or writing one does),
         # dask raises at once while other threads are still writing their blocks; with
         # dask's shared default pool those files would land after the work folder is
         # removed. Waiting here makes the cleanup complete.
-        pool = ThreadPoolExecutor(
-            workers or os.cpu_count() or 1,
-            initializer=lower_thread_priority if PRIORITIZE_MODEL else None,
-        )
+        # model calls on one thread, reading and blending on less urgent ones
+        # (geoseg.inference.backends.model_thread)
+        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, initializer=lower_thread_priority)
         kwargs["pool"] = pool
+        model = model_thread()
     elif scheduler == "processes":
         get = dask.multiprocessing.get  # its own pool, shut down with wait
         kwargs["num_workers"] = workers
     from concurrent.futures.process import BrokenProcessPool
 
-    use_model_thread = PRIORITIZE_MODEL and scheduler == "threads"
     try:
-        with model_thread() if use_model_thread else contextlib.nullcontext():
+        with model:
             get(dsk, keys, **kwargs)
     except BrokenProcessPool as exc:
         raise SchedulerError(

@@ -17,6 +17,7 @@ covers it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -437,16 +438,14 @@ def check_complete(ds: Any, file_size: int) -> None:
     by, bx = ds.block_shapes[0]
     nby, nbx = -(-ds.height // by), -(-ds.width // bx)
     rows = range(nby) if nby * nbx * ds.count <= MAX_CHECKED_BLOCKS else range(nby - 1, nby)
-    for b in range(1, ds.count + 1):
-        for i in rows:
-            for j in range(nbx):
-                off = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
-                size = ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
-                if off and size and int(off) + int(size) > file_size:
-                    raise RasterioError(
-                        f"band {b} block ({i}, {j}) ends at byte {int(off) + int(size)} "
-                        f"of a {file_size}-byte file"
-                    )
+    for b, i, j in itertools.product(range(1, ds.count + 1), rows, range(nbx)):
+        off = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
+        size = ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
+        if off and size and int(off) + int(size) > file_size:
+            raise RasterioError(
+                f"band {b} block ({i}, {j}) ends at byte {int(off) + int(size)} "
+                f"of a {file_size}-byte file"
+            )
 
 
 def _grid_resolution(

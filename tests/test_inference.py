@@ -427,7 +427,7 @@ def test_model_runs_on_its_own_thread_ahead_of_readers(ckpt, tmp_path, monkeypat
     """Threads scheduler: one model thread; reading threads are less urgent (nice +10)."""
     import threading
 
-    from geoseg.inference import backends
+    from geoseg.inference import backends, threads
     from geoseg.io.mosaic import Mosaic
 
     seen: list[tuple[str, str, int]] = []
@@ -448,7 +448,7 @@ def test_model_runs_on_its_own_thread_ahead_of_readers(ckpt, tmp_path, monkeypat
     reads = [s for s in seen if s[0] == "read" and s[1] != "MainThread"]
     assert models and reads
     assert {name.split("_")[0] for _, name, _ in models} == {"geoseg-model"}
-    assert max(p for *_, p in models) + backends.READER_NICENESS <= min(p for *_, p in reads)
+    assert max(p for *_, p in models) + threads.SAFE_NICENESS <= min(p for *_, p in reads)
     ref = predict(ckpt, RGB, tmp_path / "s.tif", scheduler="synchronous", progress=False)
     assert np.array_equal(_read(out), _read(ref))  # the same bits as the serial scheduler
 

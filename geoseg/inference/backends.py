@@ -28,27 +28,24 @@ builds it, so every model family exports the same way.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from geoseg.errors import ConfigError, GeosegWarning, warn
+from geoseg.inference.threads import on_model_thread
 from geoseg.io.files import geoseg_cache_dir
 
 #: Backend names accepted by ``predict(backend=...)``.
-T = TypeVar("T")
-
 BACKENDS = ("auto", "onnx", "torch")
 #: Numeric precisions accepted by ``predict(precision=...)``.
 PRECISIONS = ("fp32", "bf16")
@@ -271,58 +268,9 @@ def get_runner(spec: RunnerSpec) -> Runner:
             if runner is None:
                 # built on the model thread when there is one: the model's own threads
                 # (ONNX Runtime's pool) inherit that thread's scheduling priority
-                runner = _on_model_thread(Runner, spec)
+                runner = on_model_thread(Runner, spec)
                 _RUNNERS[spec] = runner
     return runner
-
-
-#: The thread running every model call of the current local threaded prediction, if any:
-#: its executor and thread ident.
-_MODEL_THREAD: tuple[ThreadPoolExecutor, int] | None = None
-
-
-@contextlib.contextmanager
-def model_thread() -> Iterator[None]:
-    """Run model calls on one dedicated thread, started from (and as urgent as) this one.
-
-    Used with :func:`lower_thread_priority` on the threads that read and blend: on a
-    machine whose cores the model's threads already fill, reading and blending then run
-    in the model's idle moments instead of preempting one of its threads, which stalls
-    the others at the end of every parallel operator.
-    """
-    global _MODEL_THREAD
-    pool = ThreadPoolExecutor(1, thread_name_prefix="geoseg-model")
-    ident = pool.submit(threading.get_ident).result()  # start the thread now, from this one
-    previous, _MODEL_THREAD = _MODEL_THREAD, (pool, ident)
-    try:
-        yield
-    finally:
-        _MODEL_THREAD = previous
-        pool.shutdown(wait=True)
-
-
-def _on_model_thread(fn: Callable[..., T], *args: Any) -> T:
-    current = _MODEL_THREAD
-    if current is None or threading.get_ident() == current[1]:
-        return fn(*args)
-    return current[0].submit(fn, *args).result()
-
-
-#: How much less urgent (``nice`` steps) the read / blend threads are than the model's.
-READER_NICENESS = 10
-
-
-def lower_thread_priority() -> None:
-    """Make the calling thread less urgent (Linux: its nice value + READER_NICENESS).
-
-    A thread pool initializer. Elsewhere, or when not permitted, nothing changes.
-    """
-    if sys.platform != "linux":
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        tid = threading.get_native_id()
-        nice = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, nice + READER_NICENESS))
 
 
 #: A runner's result: activated outputs by name, each (B, C, T, T) float32 (per-pixel
@@ -348,7 +296,7 @@ class Runner:
     def __call__(self, x: np.ndarray) -> Outputs:
         """Outputs for a (B, bands, T, T) float32 batch, with TTA averaging."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        return _on_model_thread(self._run, x)
+        return on_model_thread(self._run, x)
 
     def _run(self, x: np.ndarray) -> Outputs:
         with self.lock:

@@ -11,13 +11,12 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from geoseg.errors import GeosegError, SchedulerError
-from geoseg.inference.backends import lower_thread_priority, model_thread
 from geoseg.inference.checks import check_not_empty
 from geoseg.inference.resume import ResumeStore
+from geoseg.inference.threads import model_pool
 from geoseg.io.cog import BlockWriter
 
 
@@ -90,26 +89,24 @@ def run_local(
 
     get: Callable[..., Any] = dask.get
     kwargs: dict[str, Any] = {"callbacks": [(None, None, None, posttask, None)]}
-    pool: ThreadPoolExecutor | None = None
-    model: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    pool: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if scheduler == "threads":
         get = dask.threaded.get
         # Our own pool, shut down with wait: when a block fails (or writing one does),
         # dask raises at once while other threads are still writing their blocks; with
         # dask's shared default pool those files would land after the work folder is
-        # removed. Waiting here makes the cleanup complete.
-        # model calls on one thread, reading and blending on less urgent ones
-        # (geoseg.inference.backends.model_thread)
-        pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, initializer=lower_thread_priority)
-        kwargs["pool"] = pool
-        model = model_thread()
+        # removed. Model calls run on its model thread, reading and blending around them
+        # (geoseg.inference.threads).
+        pool = model_pool(workers or os.cpu_count() or 1)
     elif scheduler == "processes":
         get = dask.multiprocessing.get  # its own pool, shut down with wait
         kwargs["num_workers"] = workers
     from concurrent.futures.process import BrokenProcessPool
 
     try:
-        with model:
+        with pool as executor:
+            if executor is not None:
+                kwargs["pool"] = executor
             get(dsk, keys, **kwargs)
     except BrokenProcessPool as exc:
         raise SchedulerError(
@@ -117,9 +114,6 @@ def run_local(
             "no output was written. Run again, with a smaller batch_size or block_size if "
             "memory is short, or with scheduler='threads'"
         ) from exc
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_distributed(

@@ -602,8 +602,11 @@ def test_tta_prediction_keeps_the_valid_footprint(ckpt, reference, tmp_path):
 
 @pytest.mark.parametrize(
     ("dtype", "nodata"),
-    [("float32", -99999.0), ("float32", 0.0), ("float32", float("nan")), ("uint8", 0)],
-)
+    [
+        ("float32", -99999.0), ("float32", 0.0), ("float32", float("nan")), ("float32", 1.5),
+        ("float32", 1e-40), ("float32", 3e38), ("float32", -1e31), ("uint8", 0),
+    ],
+)  # fmt: skip
 def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
     # The read path derives validity from the values instead of asking GDAL's mask band
     # (which decodes every block a second time); it must agree with GDAL exactly, also
@@ -620,7 +623,8 @@ def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
             for _ in range(6):
                 v = np.nextafter(v, np.float32(direction))
                 near.append(v)
-        vals = np.array([*near, 1e-12, -1e-12, 0.0, 1e-45, 5.0, np.nan], dtype=np.float32)
+        big = [3.4e38, -3.4e38, 1e31, -1e31, 2e38]  # where a + nodata may overflow
+        vals = np.array([*near, 1e-12, -1e-12, 0.0, 1e-45, 5.0, np.nan, *big], dtype=np.float32)
     else:
         vals = np.array([0, 1, 2, 255, 0, 7], dtype=np.uint8)
     a = np.stack([vals, vals])[:, None, :]

@@ -111,7 +111,8 @@ def run_batch(
                 xi = x[len(idx)]
                 np.subtract(data_all[(slice(None), *sl)], m, out=xi)
                 np.divide(xi, s, out=xi)
-                xi[:, ~valid] = 0.0
+                if not valid.all():
+                    np.copyto(xi, np.float32(0.0), where=~valid)
                 idx.append(i)
         start = stop
     out: BatchResult = [(None, v) for v in valids]
@@ -201,7 +202,9 @@ def blend_block(
     if not acc:
         return None, valid
     denom = np.maximum(wsum, np.float32(1e-30))
-    return {name: a / denom for name, a in acc.items()}, valid
+    for a in acc.values():
+        np.divide(a, denom, out=a)
+    return acc, valid
 
 
 #: Height (pixels) of the output strips blended by one block task: at most

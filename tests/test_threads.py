@@ -12,7 +12,9 @@ import pytest
 from geoseg.inference import threads
 from geoseg.inference.threads import ModelPool, model_pool, on_model_thread
 
-linux = pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are per thread on Linux")
+linux = pytest.mark.skipif(
+    sys.platform != "linux", reason="thread priorities are per thread on Linux"
+)
 
 
 def _nice() -> int:

@@ -5,8 +5,9 @@ Modules: :mod:`~geoseg.inference.tiling` (window maths), :mod:`~geoseg.inference
 masks), :mod:`~geoseg.inference.backends` (model runners: what the model outputs per
 tile), :mod:`~geoseg.inference.graph` (the Dask graph: how tiles are blended),
 :mod:`~geoseg.inference.products` (per-task decoding of blended outputs into raster
-products) and :mod:`~geoseg.inference.predict`; outputs are written by
-:mod:`geoseg.io.cog`.
+products), :mod:`~geoseg.inference.threads` (the threads scheduler's pool: the model on
+its own thread, reading and blending at a lower priority) and
+:mod:`~geoseg.inference.predict`; outputs are written by :mod:`geoseg.io.cog`.
 """
 
 from geoseg.inference.blending import BLEND_WINDOWS, weight_window

@@ -130,3 +130,16 @@ def test_foreign_load_sample_is_a_core_count():
     value = load.sample()
     if sys.platform == "linux":
         assert value is not None and 0.0 <= value <= len(os.sched_getaffinity(0))
+
+
+def test_a_failing_load_probe_never_stops_the_model_thread(monkeypatch):
+    def broken(self):
+        raise ValueError("unreadable /proc/stat")
+
+    monkeypatch.setattr(threads, "SAMPLE_SECONDS", 0.01)
+    monkeypatch.setattr(threads.ForeignLoad, "sample", broken)
+    with model_pool(1) as pool:
+        for _ in range(5):
+            time.sleep(0.02)
+            assert pool.submit(on_model_thread, _where).result(timeout=5)[0] == "geoseg-model"
+        assert pool.mode == "safe" and pool.model.is_alive()

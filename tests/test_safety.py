@@ -109,10 +109,7 @@ def test_training_into_a_run_folder_with_a_model_needs_overwrite(tmp_path):
     assert again.checkpoint == first.checkpoint
 
 
-def test_an_input_replaced_during_the_run_stops_it(tmp_path):
-    from geoseg.io.grid import PixelWindow
-    from geoseg.io.mosaic import open_mosaic
-
+def _two_tiles(tmp_path: Path) -> list[Path]:
     tiles = []
     with rasterio.open(RGB) as src:
         prof, data = src.profile, src.read()
@@ -123,16 +120,57 @@ def test_an_input_replaced_during_the_run_stops_it(tmp_path):
         with rasterio.open(p, "w", **(prof | {"width": 300, "height": 300, "transform": t})) as d:
             d.write(data[:, :300, i * 300 : i * 300 + 300])
         tiles.append(p)
+    return tiles
+
+
+def _replace_atomically(path: Path, value: int) -> None:
+    """An atomic mv of a new version (same size, every pixel ``value``), as a sync tool does."""
+    new = path.with_name("new.tif")
+    shutil.copy(path, new)
+    with rasterio.open(new, "r+") as d:
+        d.write(np.full((d.count, d.height, d.width), value, np.uint8))
+    os.replace(new, path)
+
+
+def test_an_input_replaced_during_the_run_stops_it(tmp_path):
+    from geoseg.io.grid import PixelWindow
+    from geoseg.io.mosaic import open_mosaic
+
+    tiles = _two_tiles(tmp_path)
     mosaic = open_mosaic(tiles, model_bands=["R", "G", "B"])
     mosaic.read(PixelWindow(0, 0, 64, 64))
-    # an atomic mv of a new version over a tile, as a sync tool would do
-    new = tmp_path / "new.tif"
-    shutil.copy(tiles[0], new)
-    with rasterio.open(new, "r+") as d:
-        d.write(np.zeros((3, 300, 300), np.uint8))
-    os.replace(new, tiles[0])
+    _replace_atomically(tiles[0], 0)
     with pytest.raises(InputFileError, match="changed on disk during the run"):
         mosaic.read(PixelWindow(0, 0, 64, 64))
+
+
+def test_a_second_scan_reuses_handles_but_never_for_a_replaced_file(tmp_path, monkeypatch):
+    from geoseg.io.grid import PixelWindow
+    from geoseg.io.handles import HANDLES
+    from geoseg.io.mosaic import open_mosaic
+
+    opened: list[str] = []
+    real_open = rasterio.open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    tiles = _two_tiles(tmp_path)
+    HANDLES.clear()
+    monkeypatch.setattr(rasterio, "open", counting_open)
+    first = open_mosaic(tiles, model_bands=["R", "G", "B"])
+    assert opened == ["t0.tif", "t1.tif"]
+    again = open_mosaic(tiles, model_bands=["R", "G", "B"])
+    assert again == first
+    assert opened == ["t0.tif", "t1.tif"]  # the second run's scan opened nothing
+    _replace_atomically(tiles[0], 7)
+    opened.clear()
+    third = open_mosaic(tiles, model_bands=["R", "G", "B"])
+    assert opened == ["t0.tif"]  # the new version was opened...
+    data, valid = third.read(PixelWindow(0, 0, 64, 64))
+    assert valid.all() and (data == 7).all()  # ... and read, not the old pixels
+    HANDLES.clear()
 
 
 def _dead_pid() -> int:

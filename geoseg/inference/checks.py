@@ -61,7 +61,7 @@ def check_value_range(
              (3 * h // 4, 3 * w // 4)}  # fmt: skip
     wins = [PixelWindow(max(r - size // 2, 0), max(c - size // 2, 0), size, size)
             for r, c in sorted(spots)]  # fmt: skip
-    with ThreadPoolExecutor(min(len(wins), os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(min(len(wins), os.cpu_count() or 1), "geoseg-check") as pool:
         reads = list(pool.map(mosaic.read, wins))
     values = [data[:, valid] for data, valid in reads if valid.any()]
     if not values:

@@ -47,6 +47,11 @@ def file_key(path: str, *extra: Any) -> tuple[Any, ...]:
         st = os.stat(path)
     except OSError as exc:
         raise InputFileError(f"input {path!r} vanished during the run: {exc}") from exc
+    return stat_key(path, st, *extra)
+
+
+def stat_key(path: str, st: os.stat_result, *extra: Any) -> tuple[Any, ...]:
+    """:func:`file_key` from an ``os.stat`` result already at hand."""
     return (path, st.st_mtime_ns, st.st_size, *extra)
 
 
@@ -74,11 +79,7 @@ class HandlePool:
     @contextlib.contextmanager
     def use(self, key: tuple[Any, ...], opener: Callable[[], Any]) -> Iterator[Any]:
         """A handle for ``key`` owned by the caller for the duration of the block."""
-        ds = None
-        with self._lock:
-            ids = self._by_key.get(key)
-            if ids:
-                ds = self._idle.pop(ids.pop())[1]
+        ds = self.take(key)
         if ds is None:
             ds = opener()  # outside the lock: other threads keep reading meanwhile
             with self._lock:
@@ -88,6 +89,39 @@ class HandlePool:
         except BaseException:
             ds.close()  # a failed read may leave the handle in any state
             raise
+        self._give_back(key, ds)
+
+    def take(self, key: tuple[Any, ...]) -> Any | None:
+        """An idle handle for ``key``, now owned by the caller; None when there is none.
+
+        Hand it back with ``put(key, ds, new=False)`` (a metadata pass of a second run
+        over the same files reuses the first run's handles instead of opening them).
+        """
+        with self._lock:
+            ids = self._by_key.get(key)
+            if not ids:
+                return None
+            ds = self._idle.pop(ids.pop())[1]
+            if not ids:
+                del self._by_key[key]
+            return ds
+
+    def put(self, key: tuple[Any, ...], ds: Any, *, new: bool = True) -> None:
+        """Add an open handle (e.g. from a metadata pass) to the idle pool.
+
+        The handle is closed instead when the pool already holds one for ``key``.
+        ``new=False``: the handle came from :meth:`take` (not counted in :attr:`opened`).
+        """
+        with self._lock:
+            held = bool(self._by_key.get(key))
+            if not held and new:
+                self.opened += 1
+        if held:
+            ds.close()
+            return
+        self._give_back(key, ds)
+
+    def _give_back(self, key: tuple[Any, ...], ds: Any) -> None:
         with self._lock:
             self._idle[id(ds)] = (key, ds)
             self._by_key.setdefault(key, []).append(id(ds))
@@ -97,18 +131,6 @@ class HandlePool:
                 if not self._by_key[old_key]:
                     del self._by_key[old_key]
                 old.close()
-
-    def put(self, key: tuple[Any, ...], ds: Any) -> None:
-        """Add an already open handle (e.g. from a metadata pass) to the idle pool.
-
-        The handle is closed instead when the pool already holds one for ``key``.
-        """
-        with self._lock:
-            if self._by_key.get(key):
-                ds.close()
-                return
-        with self.use(key, lambda: ds):
-            pass
 
     def clear(self) -> None:
         """Close every idle handle."""

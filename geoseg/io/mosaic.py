@@ -37,7 +37,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.files import expand_inputs
 from geoseg.io.grid import PixelWindow, same_grid_crs
-from geoseg.io.handles import HANDLES, file_key, gdal_cache_env
+from geoseg.io.handles import HANDLES, file_key, gdal_cache_env, stat_key
 
 
 @dataclass(frozen=True)
@@ -334,15 +334,15 @@ def open_mosaic(
     user_crs = _parse_crs(crs, "crs") if crs is not None else None
     # The metadata pass opens every file once; files read as they are hand their
     # handle to the read pool afterwards instead of being opened again by a worker.
-    handles: list[Any] = []
+    handles: list[Any] = []  # (dataset, taken from the pool) per file
     try:
         return _open_mosaic(
             paths, model_bands, bands, user_crs, dst_crs, resolution, resampling, handles
         )
     finally:
-        for ds in handles:
-            if ds is not None:
-                ds.close()
+        for held in handles:
+            if held is not None:
+                held[0].close()
 
 
 def _open_mosaic(
@@ -381,7 +381,9 @@ def _open_mosaic(
     ]
     for i, src in enumerate(sources):
         if not src.warp:
-            HANDLES.put(file_key(src.path, src.src_crs), handles[i])
+            # keyed by the version scanned: a file changed since is reopened (and refused)
+            ds, reused = handles[i]
+            HANDLES.put((src.path, *src.stamp, src.src_crs), ds, new=not reused)
             handles[i] = None
     warped = [src.path for src in sources if src.warp]
     if warped:
@@ -421,19 +423,26 @@ def _scan_inputs(
     user_crs: CRS | None,
     handles: list[Any],
 ) -> tuple[list[_Input], tuple[int, ...]]:
-    """Open every file once: georeferencing, band selection and a truncation check."""
+    """Open every file once: georeferencing, band selection and a truncation check.
+
+    A file this process already holds an idle handle for (same path, modification time
+    and size: an earlier run over the same files) is not opened again.
+    """
     infos: list[_Input] = []
     band_sel: tuple[int, ...] = ()
+    user_wkt = user_crs.to_wkt() if user_crs is not None else None
     for p in paths:
         try:
-            ds = rasterio.open(p)
-            handles.append(ds)
+            st = os.stat(p)
+            pooled = _pooled_handle(str(p), st, user_wkt)
+            ds = pooled if pooled is not None else rasterio.open(p)
+            handles.append((ds, pooled is not None))
             if not infos:
                 band_sel = _select_bands(p, ds, model_bands, bands)
-            elif ds.count != handles[0].count:
+            elif ds.count != handles[0][0].count:
                 raise DataError(
                     f"mosaic inputs differ in band count: {str(paths[0])!r} has "
-                    f"{handles[0].count} bands, {str(p)!r} has {ds.count}; every file of "
+                    f"{handles[0][0].count} bands, {str(p)!r} has {ds.count}; every file of "
                     "a mosaic must hold the same bands"
                 )
             src_crs = ds.crs  # None without one (rasterio >= 1.4; bool(crs) costs a WKT export)
@@ -444,7 +453,6 @@ def _scan_inputs(
                         "to say which CRS its coordinates are in"
                     )
                 src_crs = user_crs
-            st = os.stat(p)
             check_complete(ds, st.st_size)
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
                                 (st.st_mtime_ns, st.st_size)))  # fmt: skip
@@ -452,7 +460,20 @@ def _scan_inputs(
             raise InputFileError(
                 f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
             ) from exc
+        except OSError as exc:
+            raise InputFileError(f"input {str(p)!r} cannot be read: {exc}") from exc
     return infos, band_sel
+
+
+def _pooled_handle(path: str, st: os.stat_result, user_wkt: str | None) -> Any | None:
+    """An idle pooled handle on this version of ``path`` (None: open it).
+
+    Pool keys hold the CRS assumed for a file without one (:meth:`Mosaic._open`).
+    """
+    ds = HANDLES.take(stat_key(path, st, None))
+    if ds is None and user_wkt is not None:
+        ds = HANDLES.take(stat_key(path, st, user_wkt))
+    return ds
 
 
 #: At most this many TIFF blocks (all bands) have their extent checked one by one.

@@ -67,6 +67,10 @@ def test_model_calls_run_on_the_model_thread_and_errors_come_back():
 def test_idle_machine_makes_workers_quiet_then_starving_model_rescues(fast):
     base = _nice()
     with model_pool(2) as pool:
+        # before the model's first call the workers read its first input: they stay +10
+        time.sleep(threads.STARVED_SECONDS + 0.2)
+        assert pool.mode == "safe"
+        pool.submit(on_model_thread, _where).result()
         _wait_for(pool, "quiet")  # no other load: workers go to nice 19 at their next task
         name, nice = pool.submit(_where).result()
         assert name.startswith("geoseg-worker") and nice == 19
@@ -94,6 +98,7 @@ def test_busy_machine_keeps_workers_at_plus_ten(fast):
 @linux
 def test_load_arriving_while_quiet_rescues(fast):
     with model_pool(1) as pool:
+        pool.call(time.sleep, 0.01)  # the model has started
         _wait_for(pool, "quiet")
         fast["cores"] = 1.0
         # keep the model fed, so that only the load can trigger the rescue

@@ -158,6 +158,7 @@ class ModelPool(Executor):
         self._load = ForeignLoad()
         self._next_sample = time.monotonic() + SAMPLE_SECONDS / 2
         self._quiet_since = 0.0
+        self._model_called = False  # the workers go quiet only once the model runs
         self.model_waited = 0.0  # seconds the model waited for input while quiet
         self._workers: list[threading.Thread] = []
         self.model = threading.Thread(target=self._model_loop, name="geoseg-model", daemon=True)
@@ -238,10 +239,11 @@ class ModelPool(Executor):
                 if not self._calls:
                     return
                 job = self._calls.popleft()
-                waited = time.monotonic() - start
-                self._watch(waited)
-                if self.mode == "quiet":
-                    self.model_waited += waited
+                self._model_called = True
+                now = time.monotonic()
+                self._watch(now - start)
+                if self.mode == "quiet":  # (only the part of the wait spent quiet)
+                    self.model_waited += min(now - start, now - self._quiet_since)
             job.run()
 
     def _watch(self, waiting: float) -> None:
@@ -260,11 +262,15 @@ class ModelPool(Executor):
             self._next_sample = now + SAMPLE_SECONDS
             load = self._load.sample()
         if self.mode == "safe":
-            if load is not None and load <= QUIET_CORES:
+            # (before the first model call the wait is the first batch being read: going
+            # quiet then would count it as starvation and rescue at once)
+            if load is not None and load <= QUIET_CORES and self._model_called:
                 self.mode, self._quiet_since = "quiet", now
             return
-        starved = self.model_waited + waiting > (
-            STARVED_SECONDS + STARVED_FRACTION * (now - self._quiet_since)
+        # a wait that began before the workers went quiet counts from then on only
+        quiet_for = now - self._quiet_since
+        starved = self.model_waited + min(waiting, quiet_for) > (
+            STARVED_SECONDS + STARVED_FRACTION * quiet_for
         )
         if starved or (load is not None and load >= BUSY_CORES):
             # started from the model thread, so as urgent as the model, then lowered;

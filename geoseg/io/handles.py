@@ -47,12 +47,17 @@ def file_key(path: str, *extra: Any) -> tuple[Any, ...]:
         st = os.stat(path)
     except OSError as exc:
         raise InputFileError(f"input {path!r} vanished during the run: {exc}") from exc
-    return stat_key(path, st, *extra)
+    return version_key(path, file_stamp(st), *extra)
 
 
-def stat_key(path: str, st: os.stat_result, *extra: Any) -> tuple[Any, ...]:
-    """:func:`file_key` from an ``os.stat`` result already at hand."""
-    return (path, st.st_mtime_ns, st.st_size, *extra)
+def file_stamp(st: os.stat_result) -> tuple[int, int]:
+    """The version of a file in pool keys: (modification time in ns, size)."""
+    return (st.st_mtime_ns, st.st_size)
+
+
+def version_key(path: str, stamp: tuple[int, int], *extra: Any) -> tuple[Any, ...]:
+    """:func:`file_key` of the version ``stamp`` (:func:`file_stamp`) of ``path``."""
+    return (path, *stamp, *extra)
 
 
 class HandlePool:

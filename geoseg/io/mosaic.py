@@ -37,7 +37,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.files import expand_inputs
 from geoseg.io.grid import PixelWindow, same_grid_crs
-from geoseg.io.handles import HANDLES, file_key, gdal_cache_env, stat_key
+from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
 
 
 @dataclass(frozen=True)
@@ -383,7 +383,7 @@ def _open_mosaic(
         if not src.warp:
             # keyed by the version scanned: a file changed since is reopened (and refused)
             ds, reused = handles[i]
-            HANDLES.put((src.path, *src.stamp, src.src_crs), ds, new=not reused)
+            HANDLES.put(version_key(src.path, src.stamp, src.src_crs), ds, new=not reused)
             handles[i] = None
     warped = [src.path for src in sources if src.warp]
     if warped:
@@ -455,7 +455,7 @@ def _scan_inputs(
                 src_crs = user_crs
             check_complete(ds, st.st_size)
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
-                                (st.st_mtime_ns, st.st_size)))  # fmt: skip
+                                file_stamp(st)))  # fmt: skip
         except RasterioError as exc:
             raise InputFileError(
                 f"input {str(p)!r} is not a readable raster (corrupt or truncated?): {exc}"
@@ -470,9 +470,9 @@ def _pooled_handle(path: str, st: os.stat_result, user_wkt: str | None) -> Any |
 
     Pool keys hold the CRS assumed for a file without one (:meth:`Mosaic._open`).
     """
-    ds = HANDLES.take(stat_key(path, st, None))
+    ds = HANDLES.take(version_key(path, file_stamp(st), None))
     if ds is None and user_wkt is not None:
-        ds = HANDLES.take(stat_key(path, st, user_wkt))
+        ds = HANDLES.take(version_key(path, file_stamp(st), user_wkt))
     return ds
 
 

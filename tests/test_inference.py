@@ -674,6 +674,31 @@ def test_handle_pool_reuses_caps_and_drops_failed_handles():
     assert fresh.closed
 
 
+def test_a_handle_taken_from_the_pool_goes_back_even_beside_another():
+    """take + put(new=False) keeps every handle; only a new duplicate is closed."""
+    from geoseg.io.handles import HandlePool
+
+    class Handle:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    pool, key = HandlePool(8), ("f.tif", 1, 2, None)
+    a, b = Handle(), Handle()
+    with pool.use(key, lambda: a), pool.use(key, lambda: b):
+        pass  # two threads read the file at once: two idle handles afterwards
+    taken = pool.take(key)
+    pool.put(key, taken, new=False)
+    assert not taken.closed
+    assert {id(pool.take(key)), id(pool.take(key))} == {id(a), id(b)}
+    assert pool.take(key) is None
+    extra = Handle()
+    pool.put(key, a)
+    pool.put(key, extra)  # a new handle beside one already pooled is closed
+    assert extra.closed and not a.closed and pool.opened == 3
+
+
 def test_mosaic_files_opened_once_not_once_per_thread(ckpt, reference, tmp_path):
     """Worker threads share input handles: each file is opened by the metadata pass and
     reused by the reads (a handle per thread made opening dominate on many cores)."""

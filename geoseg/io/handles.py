@@ -114,16 +114,19 @@ class HandlePool:
     def put(self, key: tuple[Any, ...], ds: Any, *, new: bool = True) -> None:
         """Add an open handle (e.g. from a metadata pass) to the idle pool.
 
-        The handle is closed instead when the pool already holds one for ``key``.
-        ``new=False``: the handle came from :meth:`take` (not counted in :attr:`opened`).
+        A new handle is closed instead when the pool already holds one for ``key``.
+        ``new=False``: the handle came from :meth:`take` and goes back as it was (not
+        counted in :attr:`opened`; closing it would cost a reopen when two threads read
+        that file at once).
         """
-        with self._lock:
-            held = bool(self._by_key.get(key))
-            if not held and new:
-                self.opened += 1
-        if held:
-            ds.close()
-            return
+        if new:
+            with self._lock:
+                held = bool(self._by_key.get(key))
+                if not held:
+                    self.opened += 1
+            if held:
+                ds.close()
+                return
         self._give_back(key, ds)
 
     def _give_back(self, key: tuple[Any, ...], ds: Any) -> None:

@@ -441,7 +441,8 @@ def test_model_runs_on_its_own_thread_ahead_of_readers(ckpt, tmp_path, monkeypat
         return wrapper
 
     monkeypatch.setattr(backends.Runner, "_run", spy("model", backends.Runner._run))
-    monkeypatch.setattr(Mosaic, "read", spy("read", Mosaic.read))
+    # every file read, also those of the read relay (any reading thread, any batch)
+    monkeypatch.setattr(Mosaic, "_read_piece", spy("read", Mosaic._read_piece))
     out = predict(ckpt, RGB, tmp_path / "o.tif", scheduler="threads", progress=False)
     models = [s for s in seen if s[0] == "model"]
     # (reads before the graph, e.g. the value-range check's, run on other threads)

@@ -90,17 +90,28 @@ def run_batch(
     x: np.ndarray | None = None
     m, s = mean[:, None, None], std[:, None, None]
     # One read per window row of the batch: consecutive windows of a row overlap, so
-    # their union is a strip whose shared pixels are read (and decoded) once.
+    # their union is a strip whose shared pixels are read (and decoded) once. All strips
+    # go to the read relay at once: the threads reading meanwhile finish the oldest
+    # batch first, so the model's first call need not wait for every batch's reads.
+    groups: list[list[PixelWindow]] = []
     start = 0
     while start < len(windows):
         stop = start + 1
         while stop < len(windows) and windows[stop].row == windows[start].row:
             stop += 1
-        group = windows[start:stop]
-        top, left = group[0].row, min(w.col for w in group)
-        strip = PixelWindow(top, left, group[0].height, max(w.col_stop for w in group) - left)
-        data_all, valid_all = mosaic.read(strip)
-        for i, w in enumerate(group, start=start):
+        groups.append(windows[start:stop])
+        start = stop
+    strips = [
+        PixelWindow(g[0].row, min(w.col for w in g), g[0].height,
+                    max(w.col_stop for w in g) - min(w.col for w in g))
+        for g in groups
+    ]  # fmt: skip
+    reads: list[Any] = list(mosaic.read_many(strips))
+    i = 0
+    for k, (group, strip) in enumerate(zip(groups, strips)):
+        (data_all, valid_all), reads[k] = reads[k], None  # freed once copied into x
+        top, left = strip.row, strip.col
+        for w in group:
             sl = (slice(w.row - top, w.row_stop - top), slice(w.col - left, w.col_stop - left))
             valid = valid_all[sl]
             valids.append(valid)
@@ -114,7 +125,7 @@ def run_batch(
                 if not valid.all():
                     np.copyto(xi, np.float32(0.0), where=~valid)
                 idx.append(i)
-        start = stop
+            i += 1
     out: BatchResult = [(None, v) for v in valids]
     if x is not None:
         outputs = get_runner(spec)(x[: len(idx)])

@@ -4,7 +4,9 @@ A :class:`Mosaic` is a small picklable description (paths, band indexes, the out
 grid) that is shipped to Dask workers; each worker process opens GDAL handles lazily (a
 pool shared by its threads, each handle used by one thread at a time since GDAL
 datasets are not thread-safe, reused by all the tasks it runs) and reads only the
-window it is asked for. The mosaic is never materialized.
+window it is asked for. The mosaic is never materialized. A prediction's batches read
+through :meth:`Mosaic.read_many`, whose file pieces every thread reading at the time
+shares, the oldest batch first (:mod:`geoseg.io.relay`).
 
 Sources already on the output grid (same CRS, resolution and pixel alignment) are read
 with plain windowed reads; others go through a :class:`rasterio.vrt.WarpedVRT` onto the
@@ -20,7 +22,7 @@ import contextlib
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWa
 from geoseg.io.files import expand_inputs
 from geoseg.io.grid import PixelWindow, same_grid_crs
 from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
+from geoseg.io.relay import RELAY
 
 
 @dataclass(frozen=True)
@@ -129,12 +132,38 @@ class Mosaic:
             InputFileError: a source cannot be read (corrupt, truncated); names the file.
         """
         with gdal_cache_env():
-            return self._read(window)
+            return self._compose(window, self._pieces(window), [], 0)
 
-    def _read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
-        nb = len(self.bands)
-        data = np.zeros((nb, window.height, window.width), dtype=np.float32)
-        valid = np.zeros((window.height, window.width), dtype=bool)
+    def read_many(self, windows: Sequence[PixelWindow]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`read` of each of ``windows``, their file pieces read through :data:`RELAY`.
+
+        The same arrays as :meth:`read` window by window; the pieces (one per source
+        file a window meets) are read by this thread and any other reading through the
+        relay at the same time, the oldest request first.
+        """
+        plans = [self._pieces(w) for w in windows]
+        # Sources after the first one covering a window are read only where it has
+        # invalid pixels (by _compose, as read() does): not queued.
+        firsts = [_until_cover(w, plan) for w, plan in zip(windows, plans)]
+        fns = [
+            self._piece_reader(src, win)
+            for plan, n in zip(plans, firsts)
+            for src, win, _ in plan[:n]
+        ]
+        with gdal_cache_env():
+            got = RELAY.run(fns)
+            out, k = [], 0
+            for window, plan, n in zip(windows, plans, firsts):
+                out.append(self._compose(window, plan, got[k : k + n], n))
+                k += n
+        return out
+
+    def _pieces(self, window: PixelWindow) -> list[tuple[Source, Window, tuple[slice, slice]]]:
+        """Pieces of ``window``: (source, window in the file, slice of ``window``).
+
+        One per source that meets ``window``, in priority order.
+        """
+        out = []
         for src in self.sources:
             r0, c0, r1, c1 = src.bbox
             rr0, rr1 = max(window.row, r0, 0), min(window.row_stop, r1, self.height)
@@ -143,29 +172,68 @@ class Mosaic:
                 continue
             off_r, off_c = (0, 0) if src.warp else (src.row_off, src.col_off)
             win = Window(cc0 - off_c, rr0 - off_r, cc1 - cc0, rr1 - rr0)
-            try:
-                with self._open(src) as ds:
-                    arr = ds.read(list(self.bands), window=win, out_dtype="float32")
-                    ok = None if src.warp else _valid_from_values(ds, self.bands, arr)
-                    if ok is None:
-                        masks = ds.read_masks(list(self.bands), window=win)
-                        ok = np.all(masks > 0, axis=0)
-            except RasterioError as exc:
-                raise InputFileError(
-                    f"cannot read input {src.path!r} (corrupt or truncated?): {exc}"
-                ) from exc
-            ok &= np.all(np.isfinite(arr), axis=0)
             sl = (
                 slice(rr0 - window.row, rr1 - window.row),
                 slice(cc0 - window.col, cc1 - window.col),
             )
+            out.append((src, win, sl))
+        return out
+
+    def _piece_reader(self, src: Source, win: Window) -> Callable[[], tuple[Any, Any]]:
+        return lambda: self._read_piece(src, win)
+
+    def _read_piece(self, src: Source, win: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Values (float32) and validity of ``win`` of one source."""
+        try:
+            with self._open(src) as ds:
+                arr = ds.read(list(self.bands), window=win, out_dtype="float32")
+                ok = None if src.warp else _valid_from_values(ds, self.bands, arr)
+                if ok is None:
+                    masks = ds.read_masks(list(self.bands), window=win)
+                    ok = np.all(masks > 0, axis=0)
+        except RasterioError as exc:
+            raise InputFileError(
+                f"cannot read input {src.path!r} (corrupt or truncated?): {exc}"
+            ) from exc
+        ok &= np.all(np.isfinite(arr), axis=0)
+        return arr, ok
+
+    def _compose(
+        self,
+        window: PixelWindow,
+        plan: list[tuple[Source, Window, tuple[slice, slice]]],
+        got: list[tuple[np.ndarray, np.ndarray]],
+        n_read: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(data, valid)`` of ``window``: the first valid source wins, in priority order.
+
+        ``got`` holds the pieces of the first ``n_read`` sources of ``plan``; the rest
+        are read here, as far as they are needed.
+        """
+        nb = len(self.bands)
+        data = np.zeros((nb, window.height, window.width), dtype=np.float32)
+        valid = np.zeros((window.height, window.width), dtype=bool)
+        for i, (src, win, sl) in enumerate(plan):
+            arr, ok = got[i] if i < n_read else self._read_piece(src, win)
             take = ok & ~valid[sl]
             if take.any():
                 np.copyto(data[(slice(None), *sl)], arr, where=take)
                 valid[sl] |= take
-            if valid[sl].all() and window.height == rr1 - rr0 and window.width == cc1 - cc0:
+            if valid[sl].all() and _covers(win, window):
                 break
         return data, valid
+
+
+def _covers(piece: Window, window: PixelWindow) -> bool:
+    return bool(piece.height == window.height and piece.width == window.width)
+
+
+def _until_cover(window: PixelWindow, plan: list[tuple[Source, Window, Any]]) -> int:
+    """How many pieces of ``plan`` up to and including the first covering ``window``."""
+    for i, (_, win, _) in enumerate(plan):
+        if _covers(win, window):
+            return i + 1
+    return len(plan)
 
 
 #: Source dtypes whose values convert to float32 exactly (for :func:`_valid_from_values`).

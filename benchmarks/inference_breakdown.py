@@ -9,7 +9,9 @@ model several times in one process (the first run is a warm-up) and prints, per 
 wall time and the seconds summed over all threads spent in each stage: reading windows,
 waiting for the model lock, the model itself, blending blocks, the main thread's block
 writes and the final COG conversion. A ``null`` model run (the model replaced by a
-zero-cost stand-in) gives the pipeline's own ceiling in Mpx/s.
+zero-cost stand-in) gives the pipeline's own ceiling in Mpx/s; ``--sleep-model S`` stands
+in for a GPU without one (the model thread waits S seconds per 16 windows, holding no
+core and not the GIL) and reports when the model was first called.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _instrument(null_model: bool) -> None:
+_FIRST: list[float] = []  # when the model was first called in the current run
+
+
+def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
     import geoseg.inference.backends as be
     import geoseg.inference.graph as graph
     import geoseg.io.cog as writer
@@ -58,7 +63,8 @@ def _instrument(null_model: bool) -> None:
 
     mosaic.Mosaic.read = _timed("read", mosaic.Mosaic.read)  # type: ignore[method-assign]
     # batches read through the relay: their time includes reading others' pieces
-    mosaic.Mosaic.read_many = _timed("read", mosaic.Mosaic.read_many)  # type: ignore[method-assign]
+    if hasattr(mosaic.Mosaic, "read_many"):  # (absent before the relay: A/B runs)
+        mosaic.Mosaic.read_many = _timed("read", mosaic.Mosaic.read_many)  # type: ignore[method-assign]
     graph.finalize_block = _timed("blend", graph.finalize_block)
     writer.BlockWriter.write = _timed("write", writer.BlockWriter.write)  # type: ignore[method-assign]
     writer.BlockWriter.finish = _timed("finish", writer.BlockWriter.finish)  # type: ignore[method-assign]
@@ -70,11 +76,15 @@ def _instrument(null_model: bool) -> None:
 
     be.Runner.__init__ = runner_init  # type: ignore[method-assign]
     be.Runner.__call__ = _timed("model+lock", be.Runner.__call__)  # type: ignore[method-assign]
-    if null_model:
+    if null_model or sleep_model is not None:
         n_classes = 7
 
         def fake(spec: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
             def run(x: np.ndarray) -> dict[str, np.ndarray]:
+                if not _FIRST:
+                    _FIRST.append(time.perf_counter())
+                if sleep_model:  # a GPU's share: the thread waits, the GIL is free
+                    time.sleep(sleep_model * x.shape[0] / 16)
                 p = np.empty((x.shape[0], n_classes, *x.shape[2:]), np.float32)
                 p[:] = x[:, :1] * 0.01
                 return {"classes": p}  # the runner's named outputs
@@ -91,10 +101,17 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="timed runs after the warm-up")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--null-model", action="store_true")
+    ap.add_argument(
+        "--sleep-model",
+        type=float,
+        metavar="SECONDS",
+        help="a stand-in model that waits SECONDS per 16 windows (the GIL released), as "
+        "a thread waiting for a GPU does; reports when it was first called",
+    )
     ap.add_argument("--workers", type=int, help="reading/blending threads (default: cores + 1)")
     ap.add_argument("--json")
     args = ap.parse_args()
-    _instrument(args.null_model)
+    _instrument(args.null_model, args.sleep_model)
     from geoseg.inference import predict
 
     work = Path(tempfile.mkdtemp(prefix="geoseg-breakdown-"))
@@ -102,6 +119,7 @@ def main() -> int:
     out = []
     for i in range(args.runs + 1):
         _T.clear()
+        _FIRST.clear()
         stats: dict[str, Any] = {}
         t = time.perf_counter()
         predict(
@@ -119,8 +137,12 @@ def main() -> int:
         mpx = stats["width"] * stats["height"] / 1e6
         row = {"run": "warm-up" if i == 0 else i, "wall": wall, "mpx_per_s": mpx / wall}
         row.update({k: round(v, 3) for k, v in sorted(_T.items())})
+        if _FIRST:
+            row["first_model_call"] = round(_FIRST[0] - t, 3)
         out.append(row)
         parts = "  ".join(f"{k} {v:.2f}" for k, v in sorted(_T.items()))
+        if _FIRST:
+            parts += f"  first model call at {_FIRST[0] - t:.2f} s"
         print(
             f"{row['run']!s:>7}: wall {wall:6.2f} s  {mpx / wall:6.2f} Mpx/s ({mpx:.1f} Mpx, "
             f"{stats['windows']} windows, {stats['backend']}/{stats['device']})  {parts}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -158,3 +159,38 @@ def test_read_many_from_threads_equals_serial_reads(tmp_path):
     for i, ws in enumerate(ref):
         for (d, v), (rd, rv) in zip(got[i], ws):
             assert np.array_equal(d, rd) and np.array_equal(v, rv)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_child_gets_a_fresh_relay():
+    """A child forked while the parent's relay was locked (a thread queueing pieces)
+    reads through its own relay instead of waiting forever for the parent's lock."""
+    from geoseg.io.relay import RELAY
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with RELAY._cond:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    pid = os.fork()
+    if pid == 0:  # the child: the holding thread does not exist here
+        code = 0 if RELAY.run([lambda: 41, lambda: 1]) == [41, 1] else 1
+        os._exit(code)
+    release.set()
+    holder.join(5)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the parent's relay lock")
+    assert os.waitstatus_to_exitcode(status) == 0

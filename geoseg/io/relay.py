@@ -22,6 +22,7 @@ piece queued behind others' work); Dask's scheduler knows no order inside a task
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -46,6 +47,10 @@ class ReadRelay:
     """A process-wide queue of reads, each run by whichever requesting thread is free."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        # (also in a forked child: the parent's other threads, and their pieces, are gone)
         self._cond = threading.Condition()
         self._queue: deque[_Piece[Any]] = deque()
 
@@ -87,3 +92,5 @@ class ReadRelay:
 
 #: The process's relay (threads of one process share it; each process has its own).
 RELAY = ReadRelay()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=RELAY._reset)

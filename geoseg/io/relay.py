@@ -4,8 +4,8 @@ Every batch task of a prediction reads its windows (one GDAL read per source fil
 before its model call. Run the usual way, each task reads its own pieces alone: the
 tasks that start together (all of them, on a mosaic of a few batches) finish reading
 together, and the model waits for all of them before its first call. On an H200 with 16
-cores the model's first call came 0.6 s into a 2.3 s run of 31.2 Mpx, ten batches read
-side by side while the GPU idled.
+cores a 2.3 s run of 31.2 Mpx started ten batches together, whose reads took 5.7
+thread-seconds: the GPU idled for about 0.6 s before its first call (by those counts).
 
 :class:`ReadRelay` keeps one first-in-first-out queue of pieces per process. A task
 hands it all the pieces of its batch at once and then reads pieces from the head of the

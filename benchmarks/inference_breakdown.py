@@ -11,7 +11,8 @@ waiting for the model lock, the model itself, blending blocks, the main thread's
 writes and the final COG conversion. A ``null`` model run (the model replaced by a
 zero-cost stand-in) gives the pipeline's own ceiling in Mpx/s; ``--sleep-model S`` stands
 in for a GPU without one (the model thread waits S seconds per 16 windows, holding no
-core and not the GIL) and reports when the model was first called.
+core and not the GIL). Each run also reports when the model was first called and how long
+before the end its last call finished (the pipeline's start-up and tail).
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 _FIRST: list[float] = []  # when the model was first called in the current run
+_LAST: list[float] = [0.0]  # when its last call of the current run ended
+
+
+def _span(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` noting its first start (:data:`_FIRST`) and last end (:data:`_LAST`)."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not _FIRST:
+            _FIRST.append(time.perf_counter())
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _LAST[0] = time.perf_counter()
+
+    return wrapper
 
 
 def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
@@ -72,7 +88,7 @@ def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
 
     def runner_init(self: Any, spec: Any) -> None:
         init(self, spec)
-        self._fn = _timed("model", self._fn)
+        self._fn = _span(_timed("model", self._fn))
 
     be.Runner.__init__ = runner_init  # type: ignore[method-assign]
     be.Runner.__call__ = _timed("model+lock", be.Runner.__call__)  # type: ignore[method-assign]
@@ -80,9 +96,8 @@ def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
         n_classes = 7
 
         def fake(spec: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+            @_span
             def run(x: np.ndarray) -> dict[str, np.ndarray]:
-                if not _FIRST:
-                    _FIRST.append(time.perf_counter())
                 if sleep_model:  # a GPU's share: the thread waits, the GIL is free
                     time.sleep(sleep_model * x.shape[0] / 16)
                 p = np.empty((x.shape[0], n_classes, *x.shape[2:]), np.float32)
@@ -139,10 +154,14 @@ def main() -> int:
         row.update({k: round(v, 3) for k, v in sorted(_T.items())})
         if _FIRST:
             row["first_model_call"] = round(_FIRST[0] - t, 3)
+            row["after_last_model_call"] = round(t + wall - _LAST[0], 3)
         out.append(row)
         parts = "  ".join(f"{k} {v:.2f}" for k, v in sorted(_T.items()))
         if _FIRST:
-            parts += f"  first model call at {_FIRST[0] - t:.2f} s"
+            parts += (
+                f"  model first called at {_FIRST[0] - t:.2f} s, last done "
+                f"{t + wall - _LAST[0]:.2f} s before the end"
+            )
         print(
             f"{row['run']!s:>7}: wall {wall:6.2f} s  {mpx / wall:6.2f} Mpx/s ({mpx:.1f} Mpx, "
             f"{stats['windows']} windows, {stats['backend']}/{stats['device']})  {parts}",

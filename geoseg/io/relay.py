@@ -30,15 +30,13 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_QUEUED, _RUNNING, _DONE = 0, 1, 2
-
 
 class _Piece(Generic[T]):
-    __slots__ = ("error", "fn", "result", "state")
+    __slots__ = ("done", "error", "fn", "result")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self.fn = fn
-        self.state = _QUEUED
+        self.done = False
         self.result: T | None = None
         self.error: BaseException | None = None
 
@@ -64,25 +62,21 @@ class ReadRelay:
         cond = self._cond
         with cond:
             self._queue.extend(pieces)
-        remaining = len(pieces)
-        while remaining:
+        while True:
             with cond:
-                remaining = sum(p.state != _DONE for p in pieces)
-                if not remaining:
+                if all(p.done for p in pieces):
                     break
-                if not self._queue:
-                    # own pieces are being read by other threads
+                if not self._queue:  # own pieces are being read by other threads
                     cond.wait()
                     continue
                 piece = self._queue.popleft()
-                piece.state = _RUNNING
             try:
                 piece.result = piece.fn()
             except BaseException as exc:  # handed to the owner (also KeyboardInterrupt)
                 piece.error = exc
             finally:
                 with cond:
-                    piece.state = _DONE
+                    piece.done = True
                     cond.notify_all()
         for p in pieces:
             if p.error is not None:

@@ -33,6 +33,7 @@ of the blocks (:mod:`geoseg.inference.objects`).
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 import tempfile
 from dataclasses import dataclass, replace
@@ -93,21 +94,9 @@ def run_batch(
     # their union is a strip whose shared pixels are read (and decoded) once. All strips
     # go to the read relay at once: the threads reading meanwhile finish the oldest
     # batch first, so the model's first call need not wait for every batch's reads.
-    groups: list[list[PixelWindow]] = []
-    start = 0
-    while start < len(windows):
-        stop = start + 1
-        while stop < len(windows) and windows[stop].row == windows[start].row:
-            stop += 1
-        groups.append(windows[start:stop])
-        start = stop
-    strips = [
-        PixelWindow(g[0].row, min(w.col for w in g), g[0].height,
-                    max(w.col_stop for w in g) - min(w.col for w in g))
-        for g in groups
-    ]  # fmt: skip
-    reads: list[Any] = list(mosaic.read_many(strips))
-    i = 0
+    groups = [list(g) for _, g in itertools.groupby(windows, key=lambda w: w.row)]
+    strips = [_union(g) for g in groups]
+    reads: list[Any] = mosaic.read_many(strips)
     for k, (group, strip) in enumerate(zip(groups, strips)):
         (data_all, valid_all), reads[k] = reads[k], None  # freed once copied into x
         top, left = strip.row, strip.col
@@ -124,14 +113,19 @@ def run_batch(
                 np.divide(xi, s, out=xi)
                 if not valid.all():
                     np.copyto(xi, np.float32(0.0), where=~valid)
-                idx.append(i)
-            i += 1
+                idx.append(len(valids) - 1)
     out: BatchResult = [(None, v) for v in valids]
     if x is not None:
         outputs = get_runner(spec)(x[: len(idx)])
         for j, i in enumerate(idx):
             out[i] = ({name: v[j] for name, v in outputs.items()}, valids[i])
     return out
+
+
+def _union(row: list[PixelWindow]) -> PixelWindow:
+    """The strip covering ``row``, windows of one window row."""
+    left = min(w.col for w in row)
+    return PixelWindow(row[0].row, left, row[0].height, max(w.col_stop for w in row) - left)
 
 
 def finalize_block(

@@ -19,10 +19,11 @@ covers it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ class Mosaic:
         # invalid pixels (by _compose, as read() does): not queued.
         firsts = [_until_cover(w, plan) for w, plan in zip(windows, plans)]
         fns = [
-            self._piece_reader(src, win)
+            functools.partial(self._read_piece, src, win)
             for plan, n in zip(plans, firsts)
             for src, win, _ in plan[:n]
         ]
@@ -178,9 +179,6 @@ class Mosaic:
             )
             out.append((src, win, sl))
         return out
-
-    def _piece_reader(self, src: Source, win: Window) -> Callable[[], tuple[Any, Any]]:
-        return lambda: self._read_piece(src, win)
 
     def _read_piece(self, src: Source, win: Window) -> tuple[np.ndarray, np.ndarray]:
         """Values (float32) and validity of ``win`` of one source."""

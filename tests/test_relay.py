@@ -16,6 +16,7 @@ from geoseg.errors import InputFileError
 from geoseg.io.grid import PixelWindow
 from geoseg.io.mosaic import open_mosaic
 from geoseg.io.relay import ReadRelay
+from geoseg.testing import write_raster
 
 
 def test_results_in_order_and_errors_to_their_owner():
@@ -112,15 +113,9 @@ def _overlapping(tmp_path: Path) -> list[Path]:
         arr = rng.integers(1, 250, (3, h, w), dtype=np.uint8)
         if i == 0:
             arr[:, 30:50, 20:45] = 0  # the hole
-        p = tmp_path / f"o{i}.tif"
-        prof = {
-            "driver": "GTiff", "width": w, "height": h, "count": 3, "dtype": "uint8",
-            "crs": "EPSG:32617", "nodata": 0,
-            "transform": from_origin(500000 + 10 * c, 4000000 - 10 * r, 10, 10),
-        }  # fmt: skip
-        with rasterio.open(p, "w", **prof) as d:
-            d.write(arr)
-        paths.append(p)
+        transform = from_origin(500000 + 10 * c, 4000000 - 10 * r, 10, 10)
+        paths.append(write_raster(tmp_path / f"o{i}.tif", arr, crs="EPSG:32617",
+                                  transform=transform, nodata=0))  # fmt: skip
     return paths
 
 

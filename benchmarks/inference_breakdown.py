@@ -53,20 +53,19 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-_FIRST: list[float] = []  # when the model was first called in the current run
-_LAST: list[float] = [0.0]  # when its last call of the current run ended
+#: When the model was first called ("first") and its last call ended ("last"), this run.
+_SPAN: dict[str, float] = {}
 
 
 def _span(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` noting its first start (:data:`_FIRST`) and last end (:data:`_LAST`)."""
+    """``fn`` noting its first start and last end in :data:`_SPAN`."""
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if not _FIRST:
-            _FIRST.append(time.perf_counter())
+        _SPAN.setdefault("first", time.perf_counter())
         try:
             return fn(*args, **kwargs)
         finally:
-            _LAST[0] = time.perf_counter()
+            _SPAN["last"] = time.perf_counter()
 
     return wrapper
 
@@ -79,8 +78,7 @@ def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
 
     mosaic.Mosaic.read = _timed("read", mosaic.Mosaic.read)  # type: ignore[method-assign]
     # batches read through the relay: their time includes reading others' pieces
-    if hasattr(mosaic.Mosaic, "read_many"):  # (absent before the relay: A/B runs)
-        mosaic.Mosaic.read_many = _timed("read", mosaic.Mosaic.read_many)  # type: ignore[method-assign]
+    mosaic.Mosaic.read_many = _timed("read", mosaic.Mosaic.read_many)  # type: ignore[method-assign]
     graph.finalize_block = _timed("blend", graph.finalize_block)
     writer.BlockWriter.write = _timed("write", writer.BlockWriter.write)  # type: ignore[method-assign]
     writer.BlockWriter.finish = _timed("finish", writer.BlockWriter.finish)  # type: ignore[method-assign]
@@ -121,7 +119,7 @@ def main() -> int:
         type=float,
         metavar="SECONDS",
         help="a stand-in model that waits SECONDS per 16 windows (the GIL released), as "
-        "a thread waiting for a GPU does; reports when it was first called",
+        "a thread waiting for a GPU does",
     )
     ap.add_argument("--workers", type=int, help="reading/blending threads (default: cores + 1)")
     ap.add_argument("--json")
@@ -134,7 +132,7 @@ def main() -> int:
     out = []
     for i in range(args.runs + 1):
         _T.clear()
-        _FIRST.clear()
+        _SPAN.clear()
         stats: dict[str, Any] = {}
         t = time.perf_counter()
         predict(
@@ -152,15 +150,15 @@ def main() -> int:
         mpx = stats["width"] * stats["height"] / 1e6
         row = {"run": "warm-up" if i == 0 else i, "wall": wall, "mpx_per_s": mpx / wall}
         row.update({k: round(v, 3) for k, v in sorted(_T.items())})
-        if _FIRST:
-            row["first_model_call"] = round(_FIRST[0] - t, 3)
-            row["after_last_model_call"] = round(t + wall - _LAST[0], 3)
+        if _SPAN:
+            row["first_model_call"] = round(_SPAN["first"] - t, 3)
+            row["after_last_model_call"] = round(t + wall - _SPAN["last"], 3)
         out.append(row)
         parts = "  ".join(f"{k} {v:.2f}" for k, v in sorted(_T.items()))
-        if _FIRST:
+        if _SPAN:
             parts += (
-                f"  model first called at {_FIRST[0] - t:.2f} s, last done "
-                f"{t + wall - _LAST[0]:.2f} s before the end"
+                f"  model first called at {row['first_model_call']:.2f} s, last done "
+                f"{row['after_last_model_call']:.2f} s before the end"
             )
         print(
             f"{row['run']!s:>7}: wall {wall:6.2f} s  {mpx / wall:6.2f} Mpx/s ({mpx:.1f} Mpx, "

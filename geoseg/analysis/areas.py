@@ -9,8 +9,9 @@ a geographic CRS; never degrees.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from geoseg.errors import (
 )
 from geoseg.io.bands import BandSource, class_band, open_grid, raster_path
 from geoseg.io.grid import RasterGrid, pixel_areas
-from geoseg.io.outputs import atomic_path, check_output_path
+from geoseg.io.outputs import atomic_path, check_distinct, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
 #: Value of the ``zone`` column on the rows for the whole raster.
@@ -322,17 +323,39 @@ def plot_class_areas(
     return fig
 
 
+def check_stats_outputs(
+    path: str | Path,
+    *,
+    plot: bool,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
+) -> Path | None:
+    """Check the CSV at ``path`` and its chart (``.png`` beside it); the chart's path."""
+    csv = Path(path)
+    png = csv.with_suffix(".png") if plot else None
+    inputs = list(inputs)
+    check_output_path(csv, overwrite=overwrite, inputs=inputs)
+    if png is not None:
+        check_output_path(png, overwrite=overwrite, inputs=inputs)
+        check_distinct({"the CSV": csv, "its chart": png})
+    return png
+
+
 def write_stats(
     stats: pd.DataFrame,
     path: str | Path,
     *,
     plot: bool = True,
     overwrite: bool = False,
+    inputs: Iterable[str | Path | None] = (),
 ) -> tuple[Path, Path | None]:
     """Write class statistics to CSV and (``plot=True``) a bar chart beside it (``.png``).
 
+    ``inputs``: the files the statistics were computed from; neither output may be one.
+
     Returns:
-        (csv path, png path or None). Both are written atomically.
+        (csv path, png path or None). Both are written atomically, together: a failure
+        leaves neither.
     """
     csv = Path(path)
     n_classes = stats["class_id"].nunique() if len(stats) else 0
@@ -343,12 +366,12 @@ def write_stats(
             DataWarning,
         )
         plot = False
-    png = csv.with_suffix(".png") if plot else None
-    check_output_path(csv, overwrite=overwrite)
-    if png is not None:
-        check_output_path(png, overwrite=overwrite)
-    with atomic_path(csv, overwrite=overwrite) as tmp:
+    inputs = list(inputs)
+    png = check_stats_outputs(csv, plot=plot, overwrite=overwrite, inputs=inputs)
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(csv, overwrite=overwrite, inputs=inputs))
         stats.to_csv(tmp, index=False, float_format="%.6f")
-    if png is not None:
-        plot_class_areas(stats, png, overwrite=overwrite)
+        if png is not None:  # renamed first; the CSV only after it
+            tmp_png = stack.enter_context(atomic_path(png, overwrite=overwrite, inputs=inputs))
+            plot_class_areas(stats).savefig(tmp_png, format="png")
     return csv, png

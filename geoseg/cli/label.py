@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.automatic == bool(args.prompts):
         raise ConfigError("give either --prompts or --automatic (one of them)")
-    check_vector_path(args.output, overwrite=args.overwrite)
+    check_vector_path(
+        args.output, overwrite=args.overwrite, inputs=[*args.images, args.prompts, args.sam]
+    )
     sam = load_sam(
         args.sam, kind=args.sam_kind, model_type=args.sam_model_type, sam2_config=args.sam2_config
     )

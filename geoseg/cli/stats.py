@@ -40,9 +40,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``geoseg stats``."""
+    from geoseg.analysis.areas import check_stats_outputs
     from geoseg.io.outputs import check_output_path
 
-    check_output_path(args.output, overwrite=args.overwrite, inputs=(args.classmap, args.zones))
+    inputs = (args.classmap, args.zones)
+    check_output_path(args.output, overwrite=args.overwrite, inputs=inputs)
     if is_instance_map(args.classmap):
         objects = object_stats(
             args.classmap, zones=args.zones, zone_field=args.zone_field,
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(objects.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
         print(f"wrote {args.output}")
         return 0
+    check_stats_outputs(args.output, plot=not args.no_plot, overwrite=args.overwrite, inputs=inputs)
     stats = class_areas(
         args.classmap,
         zones=args.zones,
@@ -65,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
         nodata=args.nodata,
         progress=not args.quiet,
     )
-    csv, png = write_stats(stats, args.output, plot=not args.no_plot, overwrite=args.overwrite)
+    csv, png = write_stats(
+        stats, args.output, plot=not args.no_plot, overwrite=args.overwrite, inputs=inputs
+    )
     print(stats.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     print(f"wrote {csv}" + (f" and {png}" if png else ""))
     return 0

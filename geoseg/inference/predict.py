@@ -36,6 +36,7 @@ from geoseg.io.handles import gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
 from geoseg.io.outputs import (
     atomic_path,
+    check_distinct,
     check_output_path,
     remove_stale_temporaries,
     work_folder,
@@ -363,9 +364,7 @@ def _targets(
     targets = {
         k: check_output_path(p, overwrite=overwrite, inputs=inputs) for k, p in paths.items() if p
     }
-    resolved = [p.resolve() for p in targets.values()]
-    if len(set(resolved)) < len(resolved):
-        raise ConfigError(f"outputs must be different files, got {[str(p) for p in resolved]}")
+    check_distinct(targets)
     return targets
 
 

@@ -6,17 +6,22 @@ The rules every writer of geoseg follows (a user's data is never lost):
   on any failure or interruption the temporary file is removed;
 * ``overwrite`` replaces an existing *file*, never a folder;
 * an output is never one of the run's inputs (also through links), nor inside a folder
-  given as input (a later run would read it back as input).
+  given as input (a later run would read it back as input);
+* a file is more than its name: a Shapefile's ``.shx``/``.dbf``/``.prj``/``.cpg`` are
+  outputs (and inputs) too, and so are the files a VRT input reads;
+* the outputs of one command are different files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from geoseg.errors import OutputError
@@ -25,6 +30,75 @@ from geoseg.errors import OutputError
 # thread-safe inside running Dask threads).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+#: Files written with a Shapefile (``x.shp`` comes with these).
+SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg")
+#: Files that belong to a Shapefile input (read by OGR, or its indexes and metadata).
+_SHAPEFILE_INPUT_PARTS = (*SHAPEFILE_SIDECARS, ".qix", ".sbn", ".sbx", ".shp.xml", ".qmd")
+#: Nesting depth followed through VRTs that read other VRTs.
+_VRT_DEPTH = 8
+
+
+def output_files(path: str | Path) -> list[Path]:
+    """The files writing ``path`` creates: itself, and a Shapefile's sidecars."""
+    p = Path(path)
+    if p.suffix.lower() != ".shp":
+        return [p]
+    return [p, *(p.with_suffix(ext) for ext in SHAPEFILE_SIDECARS)]
+
+
+def input_files(path: str | os.PathLike[str], _depth: int = 0) -> list[Path]:
+    """The files reading ``path`` uses: itself, a Shapefile's parts, a VRT's sources.
+
+    Only local files that exist are listed; a VRT is followed into the VRTs it reads, up
+    to :data:`_VRT_DEPTH` levels.
+    """
+    p = Path(path)
+    out = [p]
+    suffix = p.suffix.lower()
+    if suffix == ".shp":
+        out += [q for ext in _SHAPEFILE_INPUT_PARTS if (q := p.with_suffix(ext)).exists()]
+    elif suffix == ".vrt" and p.is_file() and _depth < _VRT_DEPTH:
+        for src in _vrt_sources(p):
+            out += input_files(src, _depth + 1)
+    return out
+
+
+def _vrt_sources(vrt: Path) -> list[Path]:
+    """Local files a VRT names (``SourceFilename``), resolved as GDAL does."""
+    try:
+        # a local file the user named, read by GDAL too (expat >= 2.4 bounds entity expansion)
+        root = ET.parse(vrt).getroot()
+    except (ET.ParseError, OSError):
+        return []  # not readable as XML: the reader reports it
+    found = []
+    for el in root.iter("SourceFilename"):
+        name = (el.text or "").strip()
+        if not name or name.startswith("/vsi") or "://" in name:
+            continue
+        relative = el.get("relativeToVRT", "0") == "1" or el.get("relativetoVRT", "0") == "1"
+        found.append(vrt.parent / name if relative else Path(name))
+    return found
+
+
+def check_distinct(outputs: Mapping[str, str | Path | None]) -> None:
+    """OutputError when two of one command's outputs are the same file (or share one).
+
+    ``outputs`` maps an option name (``-o``, ``--instances-output``) to its path; a
+    Shapefile counts with its sidecars, links are followed.
+    """
+    seen: dict[Path, str] = {}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        for f in output_files(path):
+            key = f.resolve()
+            if key in seen and seen[key] != name:
+                raise OutputError(
+                    f"{name} {str(path)!r} and {seen[key]} are the same file "
+                    f"({str(f)!r}); the outputs of one command must be different files"
+                )
+            seen[key] = name
 
 
 def check_output_path(
@@ -63,14 +137,26 @@ def check_output_path(
         if item is not None and not isinstance(item, (str, os.PathLike)):
             continue  # an open dataset or an in-memory frame: not a path
         if item is not None:
-            _check_not_input(p, Path(item))
-    if p.exists() and not overwrite:
-        raise OutputError(f"output {str(p)!r} already exists; pass overwrite=True / --overwrite")
+            for part in input_files(item):
+                for out in output_files(p):
+                    _check_not_input(out, part, named=(p, Path(item)))
+    for out in output_files(p):
+        if out.is_dir():
+            raise OutputError(f"{str(out)!r}, written with {str(p)!r}, is a folder")
+        if out.exists() and not overwrite:
+            also = "" if out == p else f" (written with {str(p)!r})"
+            raise OutputError(
+                f"output {str(out)!r}{also} already exists; pass overwrite=True / --overwrite"
+            )
     return p
 
 
-def _check_not_input(output: Path, item: Path) -> None:
-    """OutputError when ``output`` is the input ``item`` or lies in the input folder."""
+def _check_not_input(output: Path, item: Path, named: tuple[Path, Path] | None = None) -> None:
+    """OutputError when ``output`` is the input ``item`` or lies in the input folder.
+
+    ``named``: the output and input as the user named them, when ``output`` is a sidecar
+    of the one or ``item`` a file the other reads (a Shapefile part, a VRT source).
+    """
     if not item.exists():
         return
     if item.is_dir():
@@ -84,9 +170,12 @@ def _check_not_input(output: Path, item: Path) -> None:
         )
     same = output.exists() and os.path.samefile(output, item)
     if same or output.resolve() == item.resolve():
+        how = ""
+        if named is not None and (named[0] != output or named[1] != item):
+            how = f" (written with {str(named[0])!r}; read with the input {str(named[1])!r})"
         raise OutputError(
-            f"output {str(output)!r} is the input {str(item)!r}; geoseg never writes over "
-            "its inputs: choose another output name"
+            f"output {str(output)!r} is the input {str(item)!r}{how}; geoseg never writes "
+            "over its inputs: choose another output name"
         )
 
 
@@ -129,8 +218,12 @@ def atomic_path(
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
-        for extra in tmp.parent.glob(tmp.name + ".*"):  # sidecars (.aux.xml, .ovr)
-            extra.unlink(missing_ok=True)
+        # sidecars: GDAL's .aux.xml / .ovr (tmp.name + ".*"), a Shapefile's .shx / .dbf
+        side = {*tmp.parent.glob(glob.escape(tmp.name) + ".*"),
+                *tmp.parent.glob(glob.escape(tmp.stem) + ".*")}  # fmt: skip
+        for extra in side:
+            if extra.is_file():
+                extra.unlink(missing_ok=True)
         if full and not isinstance(exc, OutputError):
             raise OutputError(
                 f"no space left on the device while writing {str(final)!r} (or its "
@@ -173,7 +266,8 @@ LOW_SPACE = 4 * 2**20
 def _low_space(folder: Path, exc: BaseException) -> bool:
     """An I/O error (not a bug in geoseg) while the disk has almost no space left."""
     io_error = isinstance(exc, OSError) or any(
-        word in type(exc).__name__ for word in ("IOError", "DataSource", "CPLE", "Write")
+        word in type(exc).__name__
+        for word in ("IOError", "DataSource", "CPLE", "Write", "FeatureError")
     )
     try:
         return io_error and shutil.disk_usage(folder).free < LOW_SPACE

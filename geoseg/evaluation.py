@@ -10,7 +10,7 @@ row-normalized confusion-matrix PNG.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def evaluate(
     overrides: Iterable[str] = (),
     datamodule: Any = None,
     device: str = "cpu",
-    overwrite: bool = True,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score a checkpoint on one split and optionally write the report.
@@ -91,7 +91,8 @@ def evaluate(
         overrides: dotted ``key=value`` overrides applied to the config.
         datamodule: use this data module instead of building one from the config.
         device: torch device to run the model on.
-        overwrite: replace existing outputs.
+        overwrite: replace existing output files (the JSON and its PNG); never an input
+            (the checkpoint, the config file, the imagery and label files it names).
         progress: show a progress bar.
 
     Returns:
@@ -106,7 +107,6 @@ def evaluate(
     """
     from tqdm.auto import tqdm
 
-    from geoseg.io.outputs import check_output_path
     from geoseg.models import get_adapter, load_model
     from geoseg.tasks import task_class
     from geoseg.training import make_datamodule
@@ -115,8 +115,11 @@ def evaluate(
         raise ConfigError(f"split: unknown split {split!r}; valid splits are {list(SPLITS)}")
     ckpt = Path(checkpoint)
     out_path = Path(output) if output is not None else None
+    inputs: list[str | Path | None] = [checkpoint]
+    if isinstance(config, str | Path):
+        inputs.append(config)
     if out_path is not None:
-        check_output_path(out_path, overwrite=overwrite, inputs=(checkpoint,))
+        _check_report_paths(out_path, overwrite, inputs)  # before the model loads
     model, meta = load_model(ckpt, device=device)
     if datamodule is None:
         exp = _experiment_for(meta, ckpt, config)
@@ -127,6 +130,8 @@ def evaluate(
         dm = datamodule
     stage, method = SPLITS[split]
     dm.setup(stage)
+    if out_path is not None and hasattr(dm, "input_files"):  # the files the data names
+        _check_report_paths(out_path, overwrite, [*inputs, *dm.input_files()])
     _check_compatible(dm, meta, ckpt)
     classes: ClassTable = meta.classes
     adapter = get_adapter(meta.adapter)
@@ -145,6 +150,19 @@ def evaluate(
     return report
 
 
+def report_paths(path: str | Path) -> tuple[Path, Path]:
+    """The JSON report at ``path`` and its confusion-matrix image beside it."""
+    json_path = Path(path)
+    return json_path, json_path.with_name(json_path.stem + "_confusion.png")
+
+
+def _check_report_paths(path: Path, overwrite: bool, inputs: Sequence[str | Path | None]) -> None:
+    from geoseg.io.outputs import check_output_path
+
+    for p in report_paths(path):
+        check_output_path(p, overwrite=overwrite, inputs=inputs)
+
+
 def write_report(
     report: Mapping[str, Any],
     path: str | Path,
@@ -160,8 +178,7 @@ def write_report(
     """
     from geoseg.io.outputs import atomic_path
 
-    json_path = Path(path)
-    png_path = json_path.with_name(json_path.stem + "_confusion.png")
+    json_path, png_path = report_paths(path)
     with atomic_path(json_path, overwrite=overwrite) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     counts = report["confusion_matrix"]["counts"]

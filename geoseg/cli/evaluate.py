@@ -27,6 +27,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="override a config value, e.g. data.batch_size=4 (repeatable)",
     )
     p.add_argument("-o", "--output", default=None, help="report JSON path")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing report (and its _confusion.png); never an input",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     return p
 
@@ -40,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         config=args.config,
         output=args.output,
+        overwrite=args.overwrite,
         overrides=args.overrides,
         device=args.device,
     )

@@ -153,6 +153,16 @@ class GeoDataModule(lightning.LightningDataModule):
         self._std: list[float] | None = None
 
     # -- scene -------------------------------------------------------------------------
+    def input_files(self) -> list[Path]:
+        """The imagery and label files the scene is read from (outputs may be none)."""
+        self.prepare_scene()
+        files = [s.path for s in self.imagery.sources]
+        if isinstance(self.labels, VectorLabelDataset):
+            files += [Path(p) for p in self.labels.label_files]
+        else:
+            files += [s.path for s in self.labels.sources]
+        return files
+
     def prepare_scene(self) -> None:
         """Open imagery and labels, check them, scan the scene and compute the splits.
 

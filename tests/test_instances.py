@@ -3,6 +3,8 @@ F1 / PQ scoring, and instance prediction equal for every block size and schedule
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from geoseg.classes import ClassTable
-from geoseg.errors import ConfigError, DataError
+from geoseg.classes import ClassTable, read_class_table, write_class_table
+from geoseg.errors import ConfigError, DataError, OutputError
 from geoseg.inference import predict
 from geoseg.inference.instances import decode_in_chunks
 from geoseg.instances import DecodeParams, EncodeParams, decode, encode
@@ -444,6 +446,52 @@ def test_panoptic_fusion_and_coco_export(tmp_path):
         dst.write(land.astype("uint8")[None])
     with pytest.raises(DataError, match="not on the grid"):
         fuse_panoptic(other, inst, tmp_path / "x.tif", tmp_path / "y.tif")
+
+
+def test_panoptic_outputs_are_checked_and_a_coco_export_is_replaced_whole(tmp_path, capsys):
+    from geoseg.analysis.panoptic import export_coco_panoptic
+    from geoseg.cli import main
+
+    inst, _ = _instance_map(tmp_path)
+    cls = tmp_path / "cls.tif"
+    with rasterio.open(inst) as src:
+        prof = src.profile | {"count": 1}
+        band2 = src.read(2)
+        table = read_class_table(src)
+    with rasterio.open(cls, "w", **prof) as dst:
+        dst.write(band2[None])
+        write_class_table(dst, table)
+    # two outputs that are one file, or the COCO JSON over the fused map
+    code = main(["panoptic", str(cls), str(inst), "-o", str(tmp_path / "f.tif"),
+                 "--instances-output", str(tmp_path / "f.tif"), "--overwrite"])  # fmt: skip
+    assert code == 1 and "same file" in capsys.readouterr().err
+    cc = tmp_path / "cc"
+    cc.mkdir()
+    code = main(["panoptic", str(cls), str(inst), "-o", str(cc / "panoptic.json"),
+                 "--instances-output", str(tmp_path / "i.tif"), "--coco", str(cc)])  # fmt: skip
+    assert code == 1 and "same file" in capsys.readouterr().err
+    assert not (tmp_path / "f.tif").exists() and not (tmp_path / "i.tif").exists()
+    # a user's file where a tile goes is not replaced without overwrite
+    coco = tmp_path / "coco"
+    (coco / "panoptic").mkdir(parents=True)
+    (coco / "panoptic" / "tile_r0_c0.png").write_text("mine")
+    with pytest.raises(OutputError, match=r"tile_r0_c0\.png"):
+        export_coco_panoptic(cls, inst, coco, tile_size=64)
+    assert (coco / "panoptic" / "tile_r0_c0.png").read_text() == "mine"
+    assert sorted(p.name for p in coco.iterdir()) == ["panoptic"]  # nothing half-written
+    # an export replaced by one with other tiles leaves none of the old ones
+    shutil.rmtree(coco)
+    export_coco_panoptic(cls, inst, coco, tile_size=64)
+    (coco / "panoptic" / "notes.txt").write_text("mine")
+    export_coco_panoptic(cls, inst, coco, tile_size=128, overwrite=True)
+    export = json.loads((coco / "panoptic.json").read_text())
+    listed = {a["file_name"] for a in export["annotations"]}
+    assert {p.name for p in (coco / "panoptic").iterdir()} == listed | {"notes.txt"}
+    # an input is never an output of the export (a class map named panoptic.json)
+    (tmp_path / "d").mkdir()
+    shutil.copy(cls, tmp_path / "d" / "panoptic.json")
+    with pytest.raises(OutputError, match="is the input"):
+        export_coco_panoptic(tmp_path / "d" / "panoptic.json", inst, tmp_path / "d", overwrite=True)
 
 
 def test_regularized_buildings_are_right_angled_and_do_not_overlap(tmp_path):

@@ -16,6 +16,9 @@ class) and the instance map (band 1: object id, 0 = none; band 2: the object's c
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,10 @@ import rasterio
 from rasterio.windows import Window
 
 from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_table
-from geoseg.errors import ConfigError, DataError
+from geoseg.errors import ConfigError, DataError, OutputError
 from geoseg.io.bands import INSTANCES_TAG, raster_path
 from geoseg.io.grid import same_grid_crs
-from geoseg.io.outputs import atomic_path, check_output_path
+from geoseg.io.outputs import atomic_path, check_distinct, check_output_path, work_folder
 
 
 def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
@@ -106,6 +109,7 @@ def fuse_panoptic(
         check_output_path(output, overwrite=overwrite, inputs=(cpath, ipath)),
         check_output_path(instances_output, overwrite=overwrite, inputs=(cpath, ipath)),
     )
+    check_distinct({"output": out, "instances_output": iout})
     with rasterio.open(ipath) as src:
         has_cls = src.count >= 2
         things = read_class_table(src)
@@ -184,30 +188,26 @@ def export_coco_panoptic(
         raise ConfigError(f"tile_size must be 16..8192 pixels, got {tile_size}")
     cpath, ipath, table = _open_pair(classes, instances)
     folder = Path(output_dir)
-    json_path = folder / "panoptic.json"
-    if folder.is_dir():
-        check_output_path(json_path, overwrite=overwrite)
-    else:
-        check_output_path(folder, overwrite=False)  # its parent must exist and be writable
-    (folder / "panoptic").mkdir(parents=True, exist_ok=True)
+    json_path, tiles = _coco_targets(folder, cpath, ipath, tile_size, overwrite)
     thing_ids = set(table.things)
     categories = [{"id": c.id, "name": c.name, "isthing": int(c.id in thing_ids),
                    "color": list(c.rgb)} for c in table]  # fmt: skip
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
-        nodata = c.nodata
-        for r in range(0, c.height, tile_size):
-            for col in range(0, c.width, tile_size):
-                w = Window(col, r, min(tile_size, c.width - col), min(tile_size, c.height - r))
+    # All or nothing: tiles are written into a work folder and moved in place only when
+    # every one of them is written (a full disk or an interruption leaves no half export).
+    folder.mkdir(exist_ok=True)
+    work = work_folder(folder, "coco")
+    try:
+        with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+            nodata = c.nodata
+            for w, name in tiles:
                 cls = c.read(1, window=w).astype(np.int64)
                 ids = i.read(1, window=w).astype(np.int64)
                 ocls = i.read(2, window=w).astype(np.int64) if i.count >= 2 else cls
                 seg, infos = _tile_segments(cls, ids, ocls, thing_ids, nodata, table.ids)
-                name = f"tile_r{r}_c{col}.png"
                 rgb = np.stack([seg % 256, (seg // 256) % 256, seg // 65536], -1).astype(np.uint8)
-                with atomic_path(folder / "panoptic" / name, overwrite=True) as tmp:
-                    Image.fromarray(rgb).save(tmp, format="PNG")
+                Image.fromarray(rgb).save(work / name, format="PNG")
                 image_id = len(images) + 1
                 t = rasterio.windows.transform(w, c.transform)
                 geo = {"crs": c.crs.to_string(), "transform": list(t)[:6]}
@@ -217,11 +217,64 @@ def export_coco_panoptic(
                 )  # fmt: skip
                 annotations.append({"image_id": image_id, "file_name": name,
                                     "segments_info": infos})  # fmt: skip
-    data = {"info": {"description": f"geoseg panoptic export of {cpath}"},
-            "images": images, "annotations": annotations, "categories": categories}  # fmt: skip
-    with atomic_path(json_path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
+        data = {"info": {"description": f"{COCO_DESCRIPTION} {cpath}"},
+                "images": images, "annotations": annotations, "categories": categories}  # fmt: skip
+        (work / "panoptic.json").write_text(json.dumps(data, indent=1))
+        stale = _previous_tiles(json_path, {name for _, name in tiles}) if overwrite else []
+        (folder / "panoptic").mkdir(exist_ok=True)
+        for _, name in tiles:
+            os.replace(work / name, folder / "panoptic" / name)
+        os.replace(work / "panoptic.json", json_path)
+        for old in stale:  # tiles of the export this one replaces
+            old.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return json_path
+
+
+#: ``info.description`` of geoseg's COCO exports (an export geoseg may replace).
+COCO_DESCRIPTION = "geoseg panoptic export of"
+
+
+def _coco_targets(
+    folder: Path, cpath: str, ipath: str, tile_size: int, overwrite: bool
+) -> tuple[Path, list[tuple[Window, str]]]:
+    """Check every file of a COCO export before any is written; the tiles to write."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--coco {str(folder)!r} is a file; give a folder (new or a COCO export)")
+    if folder.is_dir():
+        check_output_path(folder / "panoptic.json", overwrite=overwrite, inputs=(cpath, ipath))
+    else:  # a new folder: its parent must exist and be writable
+        check_output_path(folder, inputs=(cpath, ipath))
+    with rasterio.open(cpath) as c:
+        height, width = c.height, c.width
+    tiles = [
+        (Window(col, r, min(tile_size, width - col), min(tile_size, height - r)),
+         f"tile_r{r}_c{col}.png")
+        for r in range(0, height, tile_size)
+        for col in range(0, width, tile_size)
+    ]  # fmt: skip
+    if (folder / "panoptic").is_dir():
+        for _, name in tiles:
+            check_output_path(folder / "panoptic" / name, overwrite=overwrite,
+                              inputs=(cpath, ipath))  # fmt: skip
+    return folder / "panoptic.json", tiles
+
+
+def _previous_tiles(json_path: Path, keep: set[str]) -> list[Path]:
+    """Tiles listed by the geoseg export at ``json_path`` that the new export does not write."""
+    try:
+        old = json.loads(json_path.read_text())
+        if not str(old["info"]["description"]).startswith(COCO_DESCRIPTION):
+            return []  # not an export of ours: its files are the user's
+        names = [a["file_name"] for a in old["annotations"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [json_path.parent / "panoptic" / n for n in names
+            if isinstance(n, str) and n not in keep and _TILE_NAME.fullmatch(n)]  # fmt: skip
+
+
+_TILE_NAME = re.compile(r"tile_r\d+_c\d+\.png")
 
 
 def _tile_segments(

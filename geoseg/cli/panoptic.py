@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -34,9 +35,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``geoseg panoptic``."""
     from geoseg.analysis.panoptic import export_coco_panoptic, fuse_panoptic
     from geoseg.errors import ConfigError
+    from geoseg.io.outputs import check_distinct
 
     if args.output is None and args.coco is None:
         raise ConfigError("give -o (fuse the two maps) and/or --coco DIR (export them)")
+    coco_json = Path(args.coco) / "panoptic.json" if args.coco is not None else None
+    check_distinct({"-o": args.output, "--instances-output": args.instances_output,
+                    "--coco": coco_json})  # fmt: skip
     classes, instances = args.classes, args.instances
     if args.output is not None:
         if args.instances_output is None:

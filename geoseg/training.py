@@ -230,7 +230,7 @@ def train(
     """
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
-    _check_run_folder(out, overwrite)
+    _check_run_folder(out, overwrite, config if isinstance(config, str | Path) else None)
     tcfg: TrainingConfig = exp.training
     # fail fast, before any data is read
     task_class(exp.task)
@@ -249,17 +249,32 @@ def train(
         torch.set_num_threads(threads)
 
 
-def _check_run_folder(out: Path, overwrite: bool) -> None:
-    """A run folder must be new, or hold a previous run that ``overwrite`` may replace."""
+#: What a run writes into its folder (a folder holding any of them holds a run).
+RUN_FILES = ("model.safetensors", "metrics.json", "config.yaml", "logs/metrics.csv")
+
+
+def _check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None) -> None:
+    """A run folder must be new, or hold a previous run that ``overwrite`` may replace.
+
+    A previous run is any file a run writes, an interrupted run's checkpoints included;
+    the config being trained is never replaced, not even with ``overwrite``.
+    """
     from geoseg.errors import OutputError
+    from geoseg.io.outputs import check_output_path
 
     if out.exists() and not out.is_dir():
         raise OutputError(f"output_dir {str(out)!r} is a file, not a folder")
-    previous = out / "model.safetensors"
-    if previous.exists() and not overwrite:
+    if config_file is not None:
+        # the run writes its resolved config as config.yaml: never over the input's
+        check_output_path(out / "config.yaml", overwrite=True, inputs=(config_file,))
+    found = [out / f for f in RUN_FILES if (out / f).exists()]
+    found += sorted((out / "logs" / "checkpoints").glob("*.ckpt"))
+    if found and not overwrite:
+        names = ", ".join(str(f.relative_to(out)) for f in found[:3])
         raise OutputError(
-            f"output_dir {str(out)!r} already holds a trained model ({previous.name}); "
-            "choose a new folder, or pass overwrite=True / --overwrite to replace that run"
+            f"output_dir {str(out)!r} already holds a run ({names}"
+            f"{', ...' if len(found) > 3 else ''}); choose a new folder, or pass "
+            "overwrite=True / --overwrite to replace that run"
         )
 
 

@@ -102,7 +102,7 @@ def test_training_into_a_run_folder_with_a_model_needs_overwrite(tmp_path):
            "training": {"max_epochs": 1, "progress_bar": False, "num_threads": 1}}  # fmt: skip
     first = train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule())
     before = first.checkpoint.read_bytes()
-    with pytest.raises(OutputError, match="already holds a trained model"):
+    with pytest.raises(OutputError, match="already holds a run"):
         train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule())
     assert first.checkpoint.read_bytes() == before
     again = train(cfg, output_dir=tmp_path / "run", datamodule=FakeDataModule(), overwrite=True)

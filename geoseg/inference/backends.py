@@ -153,6 +153,11 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
         RuntimeError: the export failed (callers fall back to the torch backend).
     """
     folder = cache_dir or default_cache_dir()
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"the cache folder {str(folder)!r} ($GEOSEG_CACHE_DIR or ~/.cache/geoseg) is a "
+            "file; point GEOSEG_CACHE_DIR at a folder"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     # the installed torch's version, read without importing torch (a cache hit needs none)
     key = (
@@ -162,7 +167,9 @@ def export_onnx(checkpoint: str | Path, tile_size: int, *, cache_dir: Path | Non
     out = folder / f"{key}.onnx"
     digest = out.with_suffix(".sha256")
     if out.is_file():
-        if digest.is_file() and digest.read_text().strip() == _file_digest(str(out)):
+        # bytes, not text: a damaged digest file is a mismatch (rebuilt), not an error
+        stored = digest.read_bytes().strip() if digest.is_file() else b""
+        if stored == _file_digest(str(out)).encode():
             return out
         # a cached file that is truncated, corrupt or from an interrupted export: rebuild
         warn(f"cached ONNX model {str(out)!r} is damaged or incomplete; exporting it again")

@@ -7,7 +7,9 @@ nearest-neighbour ``WarpedVRT`` (ids are never interpolated).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError
 from geoseg.io.grid import RasterGrid
-from geoseg.io.handles import HANDLES, file_key, open_dataset
+from geoseg.io.handles import HANDLES, file_key, file_stamp, open_dataset
 
 
 def ensure_integers(values: np.ndarray, valid: np.ndarray, where: str) -> np.ndarray:
@@ -78,10 +80,23 @@ class BandSource:
     nodata: float | None = None
     #: (crs wkt, transform, width, height): read through a nearest-neighbour WarpedVRT
     warp: tuple[str, tuple[float, ...], int, int] | None = None
+    #: the file's version (:func:`~geoseg.io.handles.file_stamp`) when the source was made;
+    #: every read checks it, so a file replaced during a run stops the run
+    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.stamp == (0, 0):
+            with contextlib.suppress(OSError):  # a missing file is reported when read
+                object.__setattr__(self, "stamp", file_stamp(os.stat(self.path)))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Return (ids as int64, valid mask) for ``window``."""
         key = file_key(self.path, self.warp)
+        if self.stamp != (0, 0) and tuple(key[1:3]) != self.stamp:
+            raise InputFileError(
+                f"input {self.path!r} changed on disk during the run (modified or replaced); "
+                "the result would mix the old and the new file: run again once it is stable"
+            )
         with HANDLES.use(key, self._open) as handle:
             return self._read(handle.dataset, window)
 

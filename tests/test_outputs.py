@@ -184,3 +184,15 @@ def test_a_class_map_replaced_during_a_run_stops_its_reads(tmp_path):
     with pytest.raises(InputFileError, match="changed on disk during the run"):
         source.read(Window(0, 0, 8, 8))
     assert vals.size == 64
+
+
+def test_a_completed_run_removes_the_resume_folder_of_its_outputs(ckpt, tmp_path):
+    from geoseg.inference import predict
+    from geoseg.inference.resume import PREFIX, ResumeStore
+
+    out = tmp_path / "m.tif"
+    kept = ResumeStore.open(tmp_path, "interrupted", [out]).folder  # as --resume left it
+    other = ResumeStore.open(tmp_path, "another", [tmp_path / "other.tif"]).folder
+    predict(ckpt, RGB, out, progress=False)
+    assert not kept.exists() and other.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(PREFIX)] == [other.name]

@@ -28,7 +28,7 @@ from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.instances import decode_instances, task_map
 from geoseg.inference.objects import ObjectDecoder, number_objects
 from geoseg.inference.products import DECODERS
-from geoseg.inference.resume import ResumeStore, file_digest, fingerprint
+from geoseg.inference.resume import ResumeStore, discard_outdated, file_digest, fingerprint
 from geoseg.inference.tiling import axis_starts, check_tiling
 from geoseg.instances.objects import check_key_space
 from geoseg.io.cog import BlockWriter
@@ -526,6 +526,8 @@ def _run_plan(
         _finish_products(plan, writer, tmp, work, task_map(client, scheduler, workers), progress)
         if store is not None:
             store.remove()
+        else:  # the outputs are written: a kept resume folder for them is of no use now
+            discard_outdated(first.parent, targets.values())
     return n_windows, len(keys)
 
 

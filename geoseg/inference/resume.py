@@ -11,7 +11,8 @@ writes the kept blocks and computes only the missing ones: block results do not 
 on which blocks run together (:mod:`geoseg.inference.graph`), so the final files are
 bit-for-bit those of an uninterrupted run. Any change to the inputs or options gives
 another fingerprint, hence a fresh start (and the outdated folder of the same outputs is
-removed). The folder is removed when the run completes.
+removed). The folder is removed when the run completes, and by a run that writes the
+same outputs without ``--resume`` (its blocks are of no use once they are written).
 
 Without ``resume`` nothing is kept: an interrupted run is cleaned up entirely.
 """
@@ -53,6 +54,29 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _names(outputs: Iterable[Path]) -> list[str]:
+    return sorted(str(Path(p).resolve()) for p in outputs)
+
+
+def discard_outdated(parent: Path, outputs: Iterable[Path], keep: str | None = None) -> None:
+    """Remove the resume folders in ``parent`` made for ``outputs`` (except ``keep``'s).
+
+    Their blocks belong to other inputs or options, or (``keep=None``: after a run that
+    wrote ``outputs`` completely) to outputs that are already written: never usable.
+    """
+    names = _names(outputs)
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(parent):
+            if not entry.name.startswith(PREFIX) or entry.name == f"{PREFIX}{keep}":
+                continue
+            manifest = Path(entry.path) / "manifest.json"
+            try:
+                if json.loads(manifest.read_text()).get("outputs") == names:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            except (OSError, ValueError):
+                continue
+
+
 @dataclass(frozen=True)
 class ResumeStore:
     """The resume folder of one prediction (see the module docstring)."""
@@ -66,23 +90,13 @@ class ResumeStore:
         An outdated folder is one made for the same ``outputs`` with another key: its
         blocks belong to other inputs or options and can never be used.
         """
-        names = sorted(str(Path(p).resolve()) for p in outputs)
-        with contextlib.suppress(OSError):
-            for entry in os.scandir(parent):
-                if not entry.name.startswith(PREFIX) or entry.name == PREFIX + key:
-                    continue
-                manifest = Path(entry.path) / "manifest.json"
-                try:
-                    if json.loads(manifest.read_text()).get("outputs") == names:
-                        shutil.rmtree(entry.path, ignore_errors=True)
-                except (OSError, ValueError):
-                    continue
+        discard_outdated(parent, outputs, keep=key)
         folder = parent / (PREFIX + key)
         folder.mkdir(exist_ok=True)
         manifest = folder / "manifest.json"
         if not manifest.exists():
             tmp = folder / ".manifest.tmp"
-            tmp.write_text(json.dumps({"outputs": names}))
+            tmp.write_text(json.dumps({"outputs": _names(outputs)}))
             os.replace(tmp, manifest)
         return cls(folder)
 

@@ -55,6 +55,35 @@ OUTPUT_NAMES = {
 }
 
 
+#: Written into each folder the demo fills: files of the demo's names there are its own,
+#: replaced by a rerun; without it such files are the user's and the demo stops.
+DEMO_MARK = ".geoseg-demo"
+
+
+def _tile_name(r: int, c: int) -> str:
+    return f"nc_landsat2000_r{r}c{c}.tif"
+
+
+def _claim_folder(folder: Path, names: Sequence[str]) -> None:
+    """Make ``folder`` the demo's (see :data:`DEMO_MARK`); OutputError when it is not."""
+    from geoseg.errors import OutputError
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(
+            f"output {str(folder)!r} is a file; the demo writes a folder of outputs: give a "
+            "new folder name (--output)"
+        )
+    if folder.is_dir() and not (folder / DEMO_MARK).exists():
+        clash = [n for n in names if (folder / n).exists()]
+        if clash:
+            raise OutputError(
+                f"{str(folder)!r} already holds {clash[:3]}, not written by geoseg demo; the "
+                "demo replaces only its own outputs: choose another folder (--output)"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARK).write_text("written by geoseg demo: a rerun replaces its outputs here\n")
+
+
 @dataclass
 class DemoResult:
     """Where the demo wrote everything, and what the model scored on its test split.
@@ -124,6 +153,9 @@ def make_nc_mosaic(
     from geoseg.io.outputs import atomic_path
 
     out = Path(output_dir)
+    names = [_tile_name(r, c) for r in range(grid[0]) for c in range(grid[1])]
+    if overwrite:
+        _claim_folder(out, names)  # never over tiles of the same names that are the user's
     out.mkdir(parents=True, exist_ok=True)
     arrays, valid, profile = [], None, None
     for name in NC_BAND_FILES:
@@ -176,7 +208,7 @@ def make_nc_mosaic(
                 "compress": "deflate",
                 "predictor": 3,
             }
-            path = out / f"nc_landsat2000_r{r}c{c}.tif"
+            path = out / _tile_name(r, c)
             with atomic_path(path, overwrite=overwrite) as tmp:
                 with rasterio.open(tmp, "w", **tile_profile) as dst:
                     dst.write(stack[:, r0:r1, c0:c1])
@@ -279,7 +311,7 @@ def run_demo(
 
     meta = read_metadata(model_path)
     folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    _claim_folder(folder, [v for k, v in OUTPUT_NAMES.items() if k != "mosaic"])
     paths = {k: folder / v for k, v in OUTPUT_NAMES.items()}
     rep = _Reporter(out, total=6)
     print(

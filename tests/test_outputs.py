@@ -196,3 +196,16 @@ def test_a_completed_run_removes_the_resume_folder_of_its_outputs(ckpt, tmp_path
     predict(ckpt, RGB, out, progress=False)
     assert not kept.exists() and other.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(PREFIX)] == [other.name]
+
+
+def test_the_demo_replaces_only_its_own_outputs(tmp_path, capsys):
+    model = str(ROOT / "models" / "nc_landcover.safetensors")
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "-o", str(tmp_path / "file"), "--model", model]) == 1
+    assert "is a file" in capsys.readouterr().err
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "landcover.tif").write_text("my own map")
+    assert main(["demo", "-o", str(proj), "--model", model]) == 1
+    assert "not written by geoseg demo" in capsys.readouterr().err
+    assert (proj / "landcover.tif").read_text() == "my own map"

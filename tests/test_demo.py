@@ -17,7 +17,7 @@ import pytest
 import rasterio
 
 from geoseg.classes import read_class_table
-from geoseg.demo import DEMO_MODEL, DemoResult, format_metrics, run_demo
+from geoseg.demo import DEMO_MARK, DEMO_MODEL, DemoResult, format_metrics, run_demo
 from geoseg.errors import InputFileError
 from geoseg.models import read_metadata
 
@@ -27,12 +27,14 @@ _CACHE: dict[str, object] = {}
 def cached_demo() -> tuple[DemoResult, str, float]:
     """Run the demo once per session: (result, printed text, wall seconds).
 
-    Stale files are planted where the demo writes, to prove it replaces its own outputs.
+    Stale files of an earlier demo run (its mark beside them) are planted where the demo
+    writes, to prove it replaces its own outputs.
     """
     if "result" not in _CACHE:
         if not DEMO_MODEL.is_file():
             pytest.fail(f"the shipped demo model {DEMO_MODEL} is missing")
         out = Path(tempfile.mkdtemp(prefix="geoseg-demo-"))
+        (out / DEMO_MARK).write_text("an earlier demo run")
         (out / "landcover.tif").write_text("stale")
         (out / "map.html").write_text("stale")
         buf = io.StringIO()

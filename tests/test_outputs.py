@@ -209,3 +209,41 @@ def test_the_demo_replaces_only_its_own_outputs(tmp_path, capsys):
     assert main(["demo", "-o", str(proj), "--model", model]) == 1
     assert "not written by geoseg demo" in capsys.readouterr().err
     assert (proj / "landcover.tif").read_text() == "my own map"
+
+
+def test_a_file_system_error_is_one_clear_line(monkeypatch, capsys, tmp_path):
+    import errno
+
+    import geoseg.cli.stats as stats_cli
+
+    def full_disk(args):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "/data/run/best.ckpt")
+        except OSError as exc:
+            raise RuntimeError("a library's own wrapper") from exc
+
+    monkeypatch.setattr(stats_cli, "run", full_disk)
+    assert main(["stats", str(STRATA), "-o", str(tmp_path / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "error: No space left on device ('/data/run/best.ckpt')" in err
+
+    def bug(args):
+        raise RuntimeError("a bug in geoseg")  # not the machine's: the traceback stays
+
+    monkeypatch.setattr(stats_cli, "run", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["stats", str(STRATA), "-o", str(tmp_path / "x.csv")])
+
+
+def test_an_interrupted_training_says_so(monkeypatch, capsys, tmp_path):
+    import geoseg.cli.train as train_cli
+
+    def lightning_interrupt(args):  # what Lightning does on Ctrl-C / SIGTERM
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None
+
+    monkeypatch.setattr(train_cli, "run", lightning_interrupt)
+    assert main(["train", str(tmp_path / "c.yaml")]) == 130
+    assert "interrupted" in capsys.readouterr().err

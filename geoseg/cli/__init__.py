@@ -8,7 +8,9 @@ printing only: everything a command does is a public function a notebook can cal
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -53,6 +55,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What an interrupted command leaves (training keeps its run folder: see ``train``).
+_AFTER_INTERRUPT = (
+    "partial outputs removed (geoseg train keeps the logs and checkpoints of the "
+    "interrupted run in its run folder; a rerun into it needs --overwrite)"
+)
+
+#: Errors of the machine, not of geoseg: a full disk, a read-only or forbidden folder.
+_FILESYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def filesystem_error(exc: BaseException) -> str | None:
+    """A one-line reason when ``exc`` (or its causes) is a file system error, else None."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in _FILESYSTEM_ERRNOS:
+            where = f" ({cur.filename!r})" if cur.filename else ""
+            return (
+                f"{cur.strerror or os.strerror(cur.errno)}{where}: free space, or write to "
+                "a folder you can write to"
+            )
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
     parser = build_parser()
@@ -67,8 +95,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"geoseg {args.command}: interrupted; partial outputs removed", file=sys.stderr)
+        print(f"geoseg {args.command}: interrupted; {_AFTER_INTERRUPT}", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        # Lightning turns an interrupt of training into exit(1) after its own shutdown
+        if not isinstance(exc.__context__, KeyboardInterrupt):
+            raise
+        print(f"geoseg {args.command}: interrupted; {_AFTER_INTERRUPT}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        reason = filesystem_error(exc)
+        if reason is None:
+            raise
+        print(f"geoseg {args.command}: error: {reason}", file=sys.stderr)
+        return 1
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

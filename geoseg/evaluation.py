@@ -179,16 +179,17 @@ def write_report(
     from geoseg.io.outputs import atomic_path
 
     json_path, png_path = report_paths(path)
-    with atomic_path(json_path, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
     counts = report["confusion_matrix"]["counts"]
-    with atomic_path(png_path, overwrite=overwrite) as tmp:
-        plot_confusion_matrix(
-            counts,
-            classes,
-            tmp,
-            title=title or f"{report.get('split', '')} mIoU {_fmt(report.get('miou'))}",
-        )
+    # both land together: the JSON is renamed only after the chart is written
+    with atomic_path(json_path, overwrite=overwrite) as tmp_json:
+        tmp_json.write_text(json.dumps(report, indent=2))
+        with atomic_path(png_path, overwrite=overwrite) as tmp:
+            plot_confusion_matrix(
+                counts,
+                classes,
+                tmp,
+                title=title or f"{report.get('split', '')} mIoU {_fmt(report.get('miou'))}",
+            )
     return json_path, png_path
 
 

@@ -247,3 +247,9 @@ def test_an_interrupted_training_says_so(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(train_cli, "run", lightning_interrupt)
     assert main(["train", str(tmp_path / "c.yaml")]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_an_output_that_names_a_new_folder_is_refused(ckpt, tmp_path, capsys):
+    code = main(["predict", str(ckpt), str(RGB), "-o", f"{tmp_path}/newdir/", "--quiet"])
+    assert code == 1 and "names a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -34,12 +34,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``geoseg panoptic``."""
     from geoseg.analysis.panoptic import export_coco_panoptic, fuse_panoptic
-    from geoseg.errors import ConfigError
+    from geoseg.errors import ConfigError, OutputError
     from geoseg.io.outputs import check_distinct
 
     if args.output is None and args.coco is None:
         raise ConfigError("give -o (fuse the two maps) and/or --coco DIR (export them)")
     coco_json = Path(args.coco) / "panoptic.json" if args.coco is not None else None
+    if args.coco is not None and Path(args.coco).exists() and not Path(args.coco).is_dir():
+        raise OutputError(f"--coco {args.coco!r} is a file; give a folder (new or a COCO export)")
     check_distinct({"-o": args.output, "--instances-output": args.instances_output,
                     "--coco": coco_json})  # fmt: skip
     classes, instances = args.classes, args.instances

@@ -121,6 +121,11 @@ def check_output_path(
     """
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
+    if str(path).endswith(("/", os.sep)) and not p.exists():
+        raise OutputError(
+            f"output {str(path)!r} names a folder (it ends with {os.sep!r}); geoseg writes "
+            "files: give a file name"
+        )
     if p.is_dir():
         raise OutputError(
             f"output {str(p)!r} is a folder; geoseg writes files and never replaces a folder "

@@ -95,6 +95,41 @@ def _setup(work: Path) -> None:
     save_file(
         state, str(user / "nested.safetensors"), metadata={"geoseg": "[" * 100_000 + "]" * 100_000}
     )
+    _setup_second_audit(user)
+
+
+def _setup_second_audit(user: Path) -> None:
+    """Inputs of the cases a second data-safety audit found (2026-12-04)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    tile = user / "tiles" / "nc_landsat2000_r0c0.tif"
+    with rasterio.open(tile) as src:
+        w, h, t, n = src.width, src.height, src.transform, src.count
+        x, y = src.xy(10, 10)
+        crs = src.crs
+    bands = "".join(
+        f'<VRTRasterBand dataType="Float32" band="{b}"><SimpleSource><SourceFilename '
+        f'relativeToVRT="1">tiles/{tile.name}</SourceFilename><SourceBand>{b}</SourceBand>'
+        "</SimpleSource></VRTRasterBand>"
+        for b in range(1, n + 1)
+    )
+    (user / "m.vrt").write_text(
+        f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}"><GeoTransform>{t.c}, {t.a}, {t.b}, '
+        f"{t.f}, {t.d}, {t.e}</GeoTransform>{bands}</VRTDataset>"
+    )
+    for part in (ROOT / "data" / "nc-landsat7-landcover").glob("landsat96_polygons.*"):
+        shutil.copy(part, user / ("zones" + part.suffix))
+    (user / "v.dbf").write_text("precious")
+    shutil.copy(STRATA, user / "map.png")  # a GeoTIFF under the stats chart's name
+    shutil.copy(ROOT / "configs" / "nc_landcover.yaml", user / "exp.yaml")
+    prompts = gpd.GeoDataFrame({"class": [1]}, geometry=[shapely.Point(x, y)], crs=crs)
+    prompts.to_file(user / "prompts.gpkg")
+    (user / "run_i" / "logs" / "checkpoints").mkdir(parents=True)
+    (user / "run_i" / "logs" / "checkpoints" / "best-epoch=2.ckpt").write_text("precious")
+    (user / "proj").mkdir()
+    (user / "proj" / "landcover.tif").write_text("precious")
 
 
 #: one quick training run (used twice: the second must refuse to replace the first)
@@ -153,7 +188,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "train over a trained run, again",
         TRAIN_QUICK,
         "error",
-        "already holds a trained model",
+        "already holds a run",
     ),
     (
         "checkpoint tile_size 1e9",
@@ -238,7 +273,36 @@ CASES: list[tuple[str, str, str, str]] = [
     ("binary config", "train binary.yaml -o run_c", "error", "not UTF-8"),
     ("negative learning rate", "train badlr.yaml -o run_d", "error", "training.lr"),
     ("empty config", "train empty.yaml -o run_e", "error", "is empty"),
-]
+    # found by a second audit (2026-12-04)
+    ("a file a VRT reads as output (predict)",
+     "predict model.safetensors m.vrt -o tiles/nc_landsat2000_r0c0.tif --overwrite",
+     "error", "is the input"),
+    ("zones .dbf as output (stats)",
+     "stats map.tif --zones zones.shp -o zones.dbf --overwrite --no-plot", "error",
+     "is the input"),
+    (".shp over a user's .dbf (vectorize)", "vectorize map.tif -o v.shp", "error",
+     "already exists"),
+    ("chart = CSV (stats)", "stats map.tif -o out/s.png --overwrite", "error", "same file"),
+    ("chart over the input (stats)", "stats map.png -o map.csv --overwrite", "error",
+     "is the input"),
+    ("report over its config (evaluate)",
+     "evaluate model.safetensors --config exp.yaml -o exp.yaml --overwrite", "error",
+     "is the input"),
+    ("report over a file, no --overwrite (evaluate)",
+     "evaluate model.safetensors --config exp.yaml -o notes.txt", "error", "already exists"),
+    ("labels over the prompts (label)",
+     "label map.tif --prompts prompts.gpkg --sam nosam -o prompts.gpkg --overwrite", "error",
+     "is the input"),
+    ("one file for two outputs (panoptic)",
+     "panoptic map.tif map.tif -o out/f.tif --instances-output out/f.tif --overwrite", "error",
+     "same file"),
+    ("train into an interrupted run", "train {root}/configs/nc_landcover.yaml -o run_i",
+     "error", "already holds a run"),
+    ("demo over a user's files", "demo -o proj --model model.safetensors", "error",
+     "not written by geoseg demo"),
+    ("output names a new folder (predict)", "predict model.safetensors refl.tif -o newdir/",
+     "error", "names a folder"),
+]  # fmt: skip
 
 
 def run_case(work: Path, cmd: str, timeout: float) -> dict:

@@ -230,7 +230,7 @@ def train(
     """
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
-    _check_run_folder(out, overwrite, config if isinstance(config, str | Path) else None)
+    check_run_folder(out, overwrite, config if isinstance(config, str | Path) else None)
     tcfg: TrainingConfig = exp.training
     # fail fast, before any data is read
     task_class(exp.task)
@@ -253,7 +253,7 @@ def train(
 RUN_FILES = ("model.safetensors", "metrics.json", "config.yaml", "logs/metrics.csv")
 
 
-def _check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None) -> None:
+def check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None) -> None:
     """A run folder must be new, or hold a previous run that ``overwrite`` may replace.
 
     A previous run is any file a run writes, an interrupted run's checkpoints included;
@@ -264,7 +264,7 @@ def _check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None
 
     if out.exists() and not out.is_dir():
         raise OutputError(f"output_dir {str(out)!r} is a file, not a folder")
-    if config_file is not None:
+    if config_file is not None and out.is_dir():
         # the run writes its resolved config as config.yaml: never over the input's
         check_output_path(out / "config.yaml", overwrite=True, inputs=(config_file,))
     found = [out / f for f in RUN_FILES if (out / f).exists()]

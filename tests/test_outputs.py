@@ -149,6 +149,9 @@ def test_a_run_folder_with_an_interrupted_run_or_the_input_config(tmp_path):
     shutil.copy(ROOT / "configs" / "nc_landcover.yaml", cfg)
     with pytest.raises(OutputError, match="is the input"):
         train(cfg, output_dir=cfg.parent, overwrite=True)  # the run writes config.yaml
+    from geoseg.training import check_run_folder
+
+    check_run_folder(tmp_path / "new", False, cfg)  # a new run folder: nothing to check
 
 
 def test_a_damaged_digest_or_a_cache_that_is_a_file(ckpt, tmp_path):

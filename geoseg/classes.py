@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, DataError
 
 #: Mask value for pixels excluded from loss and metrics (no-data, ignored labels).
 #: Masks hold class *indices* (0..K-1, model output channels), never raw class ids.
@@ -21,6 +22,9 @@ IGNORE_INDEX = -100
 
 #: GeoTIFF tag holding a class table as JSON on every class map geoseg writes.
 CLASSES_TAG = "GEOSEG_CLASSES"
+
+#: Largest class id: geoseg writes class maps as uint8 or uint16 (with a colour table).
+MAX_CLASS_ID = 65535
 
 # A qualitative palette (Tableau 10) used when a class has no colour of its own.
 DEFAULT_COLORS = (
@@ -93,16 +97,20 @@ class ClassTable(Sequence[ClassInfo]):
         if not self._classes:
             raise ConfigError("classes: the class table is empty; list at least one class")
         ids = [c.id for c in self._classes]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dup:
-            raise ConfigError(f"classes: duplicate class ids {dup}; each id must be unique")
-        if min(ids) < 0:
-            raise ConfigError(f"classes: class ids must be >= 0, got {min(ids)}")
+            raise ConfigError(f"classes: duplicate class ids {dup[:20]}; each id must be unique")
+        if min(ids) < 0 or max(ids) > MAX_CLASS_ID:
+            bad = min(ids) if min(ids) < 0 else max(ids)
+            raise ConfigError(
+                f"classes: class ids must be 0..{MAX_CLASS_ID} (a uint16 class map), got {bad}; "
+                "renumber the classes"
+            )
         names = [c.name for c in self._classes]
-        dup_names = sorted({n for n in names if names.count(n) > 1})
+        dup_names = sorted(n for n, k in Counter(names).items() if k > 1)
         if dup_names:
             raise ConfigError(
-                f"classes: duplicate class names {dup_names}; each class needs its own name "
+                f"classes: duplicate class names {dup_names[:20]}; each class needs its own name "
                 "(reports and outputs are keyed by name)"
             )
         self._index = {c.id: i for i, c in enumerate(self._classes)}
@@ -142,7 +150,7 @@ class ClassTable(Sequence[ClassInfo]):
         for k, (cid, spec) in enumerate(items):
             try:
                 ident = int(cid)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ConfigError(f"{where}: class id {cid!r} is not an integer") from None
             thing = False
             if isinstance(spec, Mapping):
@@ -215,13 +223,19 @@ class ClassTable(Sequence[ClassInfo]):
         """Ids of the thing classes (countable objects), in model-output order."""
         return [c.id for c in self._classes if c.thing]
 
+    def has_id(self, class_id: int) -> bool:
+        """True when ``class_id`` is one of the table's ids (constant time)."""
+        return int(class_id) in self._index
+
     def index_of(self, class_id: int) -> int:
         """Model-output channel of ``class_id``; KeyError-free: raises ConfigError."""
         try:
             return self._index[int(class_id)]
         except KeyError:
+            shown = self.ids[:50]
+            more = f" and {len(self) - 50} more" if len(self) > 50 else ""
             raise ConfigError(
-                f"class id {class_id} is not in the class table (ids: {self.ids})"
+                f"class id {class_id} is not in the class table (ids: {shown}{more})"
             ) from None
 
     def by_id(self, class_id: int) -> ClassInfo:
@@ -263,11 +277,23 @@ def read_class_table(src: Any, band: int = 1) -> ClassTable | None:
     """The class table of an open rasterio dataset, or None if it has none.
 
     Reads the :data:`CLASSES_TAG` tag written by :func:`write_class_table`.
+
+    Raises:
+        DataError: the tag is not a valid class table (bad JSON, wrong shape, bad ids);
+            the message names the file and the tag.
     """
     text = src.tags().get(CLASSES_TAG)
-    if text:
+    if not text:
+        return None
+    try:
         return ClassTable.from_json(text)
-    return None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, ConfigError
+        detail = str(exc).removeprefix("classes: ")
+        raise DataError(
+            f"{getattr(src, 'name', 'raster')!r}: its {CLASSES_TAG} tag is not a valid class "
+            f"table ({detail}); fix the tag or remove it, e.g. "
+            f"`gdal_edit.py -mo {CLASSES_TAG}= FILE`"
+        ) from None
 
 
 def parse_classes(value: Any) -> tuple[list[int] | None, dict[int, str]]:
@@ -335,6 +361,6 @@ def names_for(table: ClassTable | None, overrides: Mapping[int, str]) -> Callabl
 
 def class_color(table: ClassTable | None, cid: int, k: int) -> str:
     """The colour of class ``cid`` (table colour, else the default palette by position)."""
-    if table is not None and cid in table.ids:
+    if table is not None and table.has_id(cid):
         return table.by_id(cid).color
     return DEFAULT_COLORS[k % len(DEFAULT_COLORS)]

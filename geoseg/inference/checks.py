@@ -12,29 +12,25 @@ import os
 
 import numpy as np
 
-from geoseg.errors import DataError, DataWarning, NoDataWarning, warn
-from geoseg.io.grid import PixelWindow
+from geoseg.errors import DataWarning, NoDataWarning, warn
+from geoseg.io.grid import MAX_PIXELS, PixelWindow, check_size
 from geoseg.io.mosaic import Mosaic
 
 #: Largest output grid accepted (pixels); ``GEOSEG_MAX_PIXELS`` raises it.
-MAX_OUTPUT_PIXELS = 20_000_000_000
+MAX_OUTPUT_PIXELS = MAX_PIXELS
 #: Warn when the input files cover less than this share of the output grid's bounding box.
 MIN_COVERAGE = 0.05
 #: Warn when the typical input value lies this many training standard deviations away.
 MAX_Z = 8.0
+#: ... or when the input's values are this many times smaller than the training values.
+MAX_SCALE = 20.0
 
 
 def check_grid(mosaic: Mosaic) -> None:
     """DataError for an output grid beyond :data:`MAX_OUTPUT_PIXELS`; warn when sparse."""
-    limit = int(os.environ.get("GEOSEG_MAX_PIXELS", MAX_OUTPUT_PIXELS))
     n = mosaic.height * mosaic.width
-    if n > limit:
-        raise DataError(
-            f"the output grid would be {mosaic.width} x {mosaic.height} px "
-            f"({n / 1e9:.1f} Gpx, more than {limit / 1e9:.0f} Gpx): check the inputs' "
-            "resolution and CRS and the resolution/dst_crs options (set GEOSEG_MAX_PIXELS "
-            "to allow a grid this large)"
-        )
+    hint = "check the inputs' resolution and CRS and the resolution/dst_crs options"
+    check_size(mosaic.width, mosaic.height, "the output grid would be", hint)
     covered = sum((s.bbox[2] - s.bbox[0]) * (s.bbox[3] - s.bbox[1]) for s in mosaic.sources)
     if n > 10_000_000 and covered < MIN_COVERAGE * n:
         warn(
@@ -66,9 +62,17 @@ def check_value_range(
     values = [data[:, valid] for data, valid in reads if valid.any()]
     if not values:
         return
-    med = np.median(np.concatenate(values, axis=1), axis=1)
+    sample = np.concatenate(values, axis=1)
+    med = np.median(sample, axis=1)
     z = np.abs(med - mean) / np.maximum(std, 1e-12)
     far = [i for i in range(len(z)) if z[i] > MAX_Z]
+    # values on another scale (reflectance 0-1 given to a model of 0-255 DN) can sit
+    # within MAX_Z deviations of a mean near 0: compare magnitudes too
+    p10, p90 = np.percentile(sample, [10, 90], axis=1)
+    size = np.abs(med) + (p90 - p10)
+    scale = float(np.median(size / np.maximum(np.abs(mean) + std, 1e-12)))
+    if not far and scale < 1 / MAX_SCALE:
+        far = list(range(len(z)))
     if far:
         shown = ", ".join(
             f"{band_names[i]}: median {med[i]:.4g} vs training {mean[i]:.4g} +- {std[i]:.4g}"

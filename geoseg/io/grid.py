@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,13 +25,47 @@ from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from rasterio.crs import CRS
 
-from geoseg.errors import DataError
+from geoseg.errors import ConfigError, DataError
 
 Box = tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in CRS units
 
 #: Two CRSs whose coordinates agree to within this fraction of a pixel over a raster's
 #: footprint are treated as the same grid (no resampling, no warning).
 CRS_TOLERANCE_PX = 0.1
+
+#: Largest raster (pixels) any command reads or writes; ``GEOSEG_MAX_PIXELS`` raises it.
+MAX_PIXELS = 20_000_000_000
+
+
+def max_pixels() -> int:
+    """:data:`MAX_PIXELS`, or the ``GEOSEG_MAX_PIXELS`` environment variable when set."""
+    raw = os.environ.get("GEOSEG_MAX_PIXELS")
+    if raw is None or not raw.strip():
+        return MAX_PIXELS
+    try:
+        value = int(float(raw)) if raw.strip().lower() not in ("nan", "inf", "-inf") else -1
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise ConfigError(
+            f"GEOSEG_MAX_PIXELS={raw!r} is not a positive number of pixels (e.g. 40000000000)"
+        )
+    return value
+
+
+def check_size(width: int, height: int, what: str, hint: str) -> None:
+    """DataError ``"{what} W x H px (...): {hint}"`` beyond :func:`max_pixels` pixels."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise DataError(
+            f"{what} {width} x {height} px ({_gpx(width * height)}, more than "
+            f"{_gpx(limit)}): {hint} (set GEOSEG_MAX_PIXELS to allow a raster this large)"
+        )
+
+
+def _gpx(n: int) -> str:
+    return f"{n / 1e9:.1f} Gpx" if n < 10**300 else "more than 1e300 px"
+
 
 #: A file is on the working grid when its pixel size and origin agree to this fraction.
 ALIGN_TOLERANCE_PX = 0.01

@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.files import expand_inputs
-from geoseg.io.grid import PixelWindow, same_grid_crs
+from geoseg.io.grid import PixelWindow, check_size, same_grid_crs
 from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
 from geoseg.io.relay import RELAY
 
@@ -350,11 +350,11 @@ def _select_bands(
                 f"({names}); select exactly that many"
             )
         return tuple(sel)
+    desc = list(ds.descriptions)
+    if all(desc.count(n) == 1 for n in names):  # every model band named once: by name
+        return tuple(desc.index(n) + 1 for n in names)
     if ds.count == len(names):
         return tuple(range(1, ds.count + 1))
-    desc = list(ds.descriptions)
-    if all(n in desc for n in names):
-        return tuple(desc.index(n) + 1 for n in names)
     raise DataError(
         f"input {str(path)!r} has {ds.count} bands but the checkpoint expects "
         f"{len(names)} ({names}); pass bands=[...] / --bands to choose which input bands "
@@ -438,8 +438,15 @@ def _open_mosaic(
     left = ox + math.floor((min(b[0] for b in boxes) - ox) / res[0] + 1e-9) * res[0]
     top = oy + math.ceil((max(b[3] for b in boxes) - oy) / res[1] - 1e-9) * res[1]
     right, bottom = max(b[2] for b in boxes), min(b[1] for b in boxes)
-    width = max(1, math.ceil((right - left) / res[0] - 1e-9))
-    height = max(1, math.ceil((top - bottom) / res[1] - 1e-9))
+    cols, rows = (right - left) / res[0], (top - bottom) / res[1]
+    if not (math.isfinite(cols) and math.isfinite(rows)) or max(cols, rows) > 2**31:
+        raise DataError(
+            f"the output grid would be {cols:.3g} x {rows:.3g} px at a pixel size of "
+            f"{res[0]:.3g} x {res[1]:.3g}: check the inputs' resolution and CRS and the "
+            "resolution/dst_crs options"
+        )
+    width = max(1, math.ceil(cols - 1e-9))
+    height = max(1, math.ceil(rows - 1e-9))
     transform = Affine(res[0], 0.0, left, 0.0, -res[1], top)
     sources = [
         _place(info, b, same, grid_crs, transform, height, width)
@@ -519,6 +526,8 @@ def _scan_inputs(
                         "to say which CRS its coordinates are in"
                     )
                 src_crs = user_crs
+            _check_georeferenced(p, ds)
+            check_size(ds.width, ds.height, f"input {str(p)!r} is", "a wrong header or VRT size?")
             check_complete(ds, st.st_size)
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
                                 file_stamp(st)))  # fmt: skip
@@ -529,6 +538,21 @@ def _scan_inputs(
         except OSError as exc:
             raise InputFileError(f"input {str(p)!r} cannot be read: {exc}") from exc
     return infos, band_sel
+
+
+def _check_georeferenced(path: Path, ds: Any) -> None:
+    """DataError for a raster placed by GCPs or RPCs only, or not placed at all."""
+    if not ds.transform.is_identity:
+        return
+    if ds.gcps[0]:
+        raise DataError(
+            f"input {str(path)!r} is georeferenced by ground control points only, not by a "
+            "grid: warp it onto one first (gdalwarp -tps or -order 1)"
+        )
+    raise DataError(
+        f"input {str(path)!r} has no georeferencing (no geotransform): geoseg maps "
+        "georeferenced rasters; give it a geotransform (gdal_translate -a_ullr) first"
+    )
 
 
 def _pooled_handle(path: str, st: os.stat_result, user_wkt: str | None) -> Any | None:
@@ -606,6 +630,8 @@ def _place(
         same
         and t.b == 0
         and t.d == 0
+        and t.a > 0  # a bottom-up (e > 0) or mirrored file is warped, never placed as is
+        and t.e < 0
         and abs(abs(t.a) - res[0]) < 1e-9 * res[0]
         and abs(abs(t.e) - res[1]) < 1e-9 * res[1]
         and abs(col_f - round(col_f)) < 1e-6

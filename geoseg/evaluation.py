@@ -113,6 +113,9 @@ def evaluate(
 
     if split not in SPLITS:
         raise ConfigError(f"split: unknown split {split!r}; valid splits are {list(SPLITS)}")
+    from geoseg.inference.backends import resolve_device
+
+    device = resolve_device(device)  # a clear error for an unknown or absent device
     ckpt = Path(checkpoint)
     out_path = Path(output) if output is not None else None
     inputs: list[str | Path | None] = [checkpoint]

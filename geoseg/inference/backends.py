@@ -111,9 +111,16 @@ def resolve_device(device: str) -> str:
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError("device: 'cuda' requested but no CUDA GPU is visible; use cpu")
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device!r} requested but no CUDA GPU is visible; use cpu")
+        index = device.partition(":")[2]
+        if index and not (index.isdigit() and int(index) < torch.cuda.device_count()):
+            raise ConfigError(
+                f"device: {device!r} does not exist; this machine has "
+                f"{torch.cuda.device_count()} CUDA GPU(s): cuda:0 .. cuda:"
+                f"{torch.cuda.device_count() - 1}"
+            )
         return device
     raise ConfigError(f"device: unknown device {device!r}; valid values are cpu, cuda, auto")
 

@@ -116,3 +116,24 @@ def test_evaluate_names_an_unknown_device(ckpt):
 
     with pytest.raises(ConfigError, match="unknown device 'tpu'"):
         evaluate(ckpt, device="tpu")
+
+
+def test_a_vrt_with_a_missing_source_names_it(ckpt, tmp_path):
+    from geoseg.errors import InputFileError
+
+    data, prof = _crop(64)
+    t = prof["transform"]
+    vrt = tmp_path / "m.vrt"
+    vrt.write_text(
+        f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:32618</SRS><GeoTransform>'
+        f"{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>"
+        + "".join(
+            f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource><SourceFilename '
+            f'relativeToVRT="1">gone.tif</SourceFilename><SourceBand>{b}</SourceBand>'
+            "</SimpleSource></VRTRasterBand>"
+            for b in (1, 2, 3)
+        )
+        + "</VRTDataset>"
+    )
+    with pytest.raises(InputFileError, match="gone.tif"):
+        predict(ckpt, vrt, tmp_path / "a.tif", progress=False)

@@ -43,6 +43,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {exc}") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(
+            f"config file {str(p)!r} holds a value that cannot be read "
+            f"({str(exc).split(';')[0]}); a config's numbers are small: fix that value"
+        ) from exc
     except RecursionError as exc:
         raise ConfigError(f"config file {str(p)!r} is nested too deeply") from exc
     if data is None:
@@ -104,6 +109,10 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             value = raw
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise ConfigError(
+                f"override {key!r}: the value cannot be read ({str(exc).split(';')[0]})"
+            ) from exc
         check_size(value, where=f"override {key!r}")
         node = out
         for part in parts[:-1]:
@@ -115,6 +124,30 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+def check_class_ids(value: Any, where: str) -> None:
+    """ConfigError when a class id of a class table is a float or a bool.
+
+    Ids are whole numbers (``id: 1``); a digit string (``"1"``, as JSON object keys
+    are) stays accepted. ``1.5`` or ``true`` would silently become ``1``.
+    """
+    if isinstance(value, Mapping):
+        ids = [(f"{where}[{k!r}]", k) for k in value]
+    elif isinstance(value, (list, tuple)):
+        ids = [
+            (f"{where}[{i}].id", e["id"])
+            for i, e in enumerate(value)
+            if isinstance(e, Mapping) and "id" in e
+        ]
+    else:
+        return
+    for key, ident in ids:
+        if isinstance(ident, (bool, float)):
+            raise ConfigError(
+                f"{key}: class id {ident!r} is not a whole number; give an integer such "
+                "as 1 (the value of those pixels in the class raster)"
+            )
 
 
 def unknown_key_error(key: str, valid: Iterable[str], where: str) -> ConfigError:

@@ -47,6 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from geoseg.classes import ClassTable
+from geoseg.config.base import check_class_ids
+from geoseg.errors import ConfigError
+
+#: Most random training tiles per epoch (``data.train_samples``): more would run for
+#: days per epoch, which is never what a config means.
+MAX_TRAIN_SAMPLES = 100_000_000
 
 
 @dataclass
@@ -205,7 +211,7 @@ class DataConfig:
         augment: see :class:`AugmentConfig`.
         tile_size: tile side in pixels.
         batch_size: tiles per batch.
-        train_samples: random training tiles per epoch.
+        train_samples: random training tiles per epoch (1 to 100000000).
         train_sampler: ``"random"`` (torchgeo RandomGeoSampler) or ``"random_batch"``
             (RandomBatchGeoSampler: each batch from one region).
         eval_stride: stride in pixels of the val/test grid tiles; None = ``tile_size``
@@ -235,6 +241,16 @@ class DataConfig:
     crs: str | None = None
     resolution: float | None = None
     root: str | None = None
+
+    def __post_init__(self) -> None:
+        """Sizes and class ids are checked here, before they size a run."""
+        ts = self.train_samples
+        if isinstance(ts, int) and not 1 <= ts <= MAX_TRAIN_SAMPLES:
+            raise ConfigError(
+                f"data.train_samples: {ts} is not valid; it must be an integer from 1 to "
+                f"{MAX_TRAIN_SAMPLES} (random tiles per epoch)"
+            )
+        check_class_ids(self.classes, "data.classes")
 
     def class_table(self) -> ClassTable:
         """The :class:`~geoseg.classes.ClassTable` described by ``classes``."""

@@ -94,3 +94,22 @@ class TrainingConfig:
             )
         if self.num_threads is not None and not 1 <= self.num_threads <= 4096:
             raise ConfigError(f"training.num_threads: {self.num_threads} must be 1 to 4096")
+        if isinstance(self.class_weights, (list, tuple)):
+            check_class_weights(self.class_weights)
+
+
+def check_class_weights(weights: list[Any] | tuple[Any, ...]) -> None:
+    """ConfigError unless every weight is a finite number >= 0 and not all are zero."""
+    for i, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(
+                f"training.class_weights[{i}]: {w!r} is not a finite number; give one "
+                "weight >= 0 per class, or 'balanced'"
+            )
+        if w < 0:
+            raise ConfigError(f"training.class_weights[{i}]: {w!r} is negative; weights are >= 0")
+    if weights and not any(weights):
+        raise ConfigError(
+            "training.class_weights: every weight is 0, so nothing would be learnt; give "
+            "at least one weight > 0"
+        )

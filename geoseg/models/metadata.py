@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.classes import ClassTable
+from geoseg.config.base import check_class_ids
+from geoseg.config.model import check_model_kwargs
 from geoseg.errors import CheckpointError, ConfigError, InputFileError
 from geoseg.models.families import DEFAULT_ADAPTER, adapter_size_divisor, check_adapter_name
 from geoseg.models.outputs import OutputSpec
@@ -32,6 +34,12 @@ MAX_BANDS = 1024
 MAX_CLASSES = 65535
 MAX_TILE_SIZE = 8192
 MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: Normalization must hold in float32: means at most this in size, stds at least
+#: MIN_STD (a smaller one divides to infinity).
+FLOAT32_MAX = 3.4028234663852886e38
+MIN_STD = 1e-12
+
+_MISSING: Any = object()
 
 
 @dataclass
@@ -128,42 +136,41 @@ class ModelMetadata:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "checkpoint") -> ModelMetadata:
-        """Inverse of :meth:`to_dict`, with version and bounds checks (reads versions 1, 2)."""
+        """Inverse of :meth:`to_dict`, with version and bounds checks (reads versions 1, 2).
+
+        Every key is type-checked before use: a bad one is a CheckpointError naming
+        ``source``, the key and the value.
+        """
         if not isinstance(data, Mapping) or data.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{source} is not a geoseg checkpoint (no geoseg header)")
-        version = data.get("format_version")
-        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
-            raise CheckpointError(
-                f"{source} has checkpoint format version {version!r}, written by geoseg "
-                f"{data.get('geoseg_version', '?')}; this geoseg reads versions up to "
-                f"{CHECKPOINT_VERSION}. Upgrade geoseg to load it"
-            )
+        _check_version(data, source)
+        h = _HeaderReader(data, source)
         try:
             meta = cls(
-                arch=str(data["arch"]),
-                encoder=str(data["encoder"]),
-                bands=[str(b) for b in _bounded_list(data["bands"], MAX_BANDS, "bands")],
-                mean=[float(v) for v in _bounded_list(data["mean"], MAX_BANDS, "mean")],
-                std=[float(v) for v in _bounded_list(data["std"], MAX_BANDS, "std")],
-                classes=ClassTable.from_config(
-                    _bounded_list(data["classes"], MAX_CLASSES, "classes")
-                ),
-                task=str(data.get("task", DEFAULT_TASK)),
-                adapter=str(data.get("adapter", DEFAULT_ADAPTER)),
-                outputs=[OutputSpec.from_dict(o) for o in data.get("outputs") or []],
-                task_options=dict(data.get("task_options") or {}),
-                tile_size=int(data.get("tile_size", 256)),
-                resolution=data.get("resolution"),
-                crs=data.get("crs"),
-                image_nodata=data.get("image_nodata"),
-                model_kwargs=dict(data.get("model_kwargs") or {}),
-                metrics=dict(data.get("metrics") or {}),
-                config=dict(data.get("config") or {}),
-                pretrained=dict(data.get("pretrained") or {}),
+                arch=h.text("arch"),
+                encoder=h.text("encoder"),
+                bands=[str(b) for b in h.items("bands", MAX_BANDS)],
+                mean=h.numbers("mean"),
+                std=h.numbers("std"),
+                classes=h.classes(),
+                task=h.text("task", DEFAULT_TASK),
+                adapter=h.text("adapter", DEFAULT_ADAPTER),
+                outputs=h.outputs(),
+                task_options=h.mapping("task_options"),
+                tile_size=h.integer("tile_size", 256),
+                resolution=h.resolution(),
+                crs=h.crs(),
+                image_nodata=h.nodata(),
+                model_kwargs=h.model_kwargs(),
+                metrics=h.mapping("metrics"),
+                config=h.mapping("config"),
+                pretrained=h.mapping("pretrained"),
                 geoseg_version=str(data.get("geoseg_version", "")),
                 created=str(data.get("created", "")),
             )
-        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, CheckpointError):
+                raise
             raise CheckpointError(f"{source} has an invalid geoseg header: {exc}") from exc
         meta.validate(source)
         return meta
@@ -175,15 +182,16 @@ class ModelMetadata:
                 f"{source}: {len(self.bands)} bands but {len(self.mean)} means and "
                 f"{len(self.std)} stds"
             )
-        bad = [s for s in self.std if not (math.isfinite(s) and s > 0)]
-        if bad or not all(math.isfinite(m) for m in self.mean):
+        bad = [s for s in self.std if not MIN_STD <= s <= FLOAT32_MAX]
+        if bad or not all(abs(m) <= FLOAT32_MAX for m in self.mean):
             raise CheckpointError(
-                f"{source}: normalization must be finite with std > 0, got mean "
-                f"{self.mean} and std {self.std}; the model cannot be used as is"
+                f"{source}: normalization must be finite in float32 with std > 0 (at least "
+                f"{MIN_STD}), got mean {_short(self.mean, 200)} and std {_short(self.std, 200)}; "
+                "the model cannot be used as is"
             )
         if not 8 <= self.tile_size <= MAX_TILE_SIZE:
             raise CheckpointError(
-                f"{source}: tile_size {self.tile_size} is outside 8..{MAX_TILE_SIZE} pixels"
+                f"{source}: tile_size {_short(self.tile_size)} is outside 8..{MAX_TILE_SIZE} pixels"
             )
         try:
             adapter = check_adapter_name(self.adapter)
@@ -216,6 +224,158 @@ def _bounded_list(value: Any, limit: int, key: str) -> list[Any]:
     return value
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return "<a number with thousands of digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_version(data: Mapping[str, Any], source: str) -> None:
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"{source}: header key 'format_version' is {_short(version)}, not a version "
+            f"number 1 to {CHECKPOINT_VERSION}; the header is damaged: re-export the model "
+            "(geoseg train or save_checkpoint)"
+        )
+    if version > CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{source} has checkpoint format version {version!r}, written by geoseg "
+            f"{str(data.get('geoseg_version', '?'))[:40]}; this geoseg reads versions up to "
+            f"{CHECKPOINT_VERSION}. Upgrade geoseg to load it"
+        )
+
+
+class _HeaderReader:
+    """Typed access to a header's keys; CheckpointError naming the file and the key."""
+
+    def __init__(self, data: Mapping[str, Any], source: str) -> None:
+        self.data, self.source = data, source
+
+    def error(self, key: str, problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"{self.source}: header key {key!r} {problem}; the header is damaged or was "
+            "edited: re-export the model (geoseg train or save_checkpoint)"
+        )
+
+    def get(self, key: str, default: Any = _MISSING) -> Any:
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise self.error(key, "is missing")
+        return default
+
+    def text(self, key: str, default: Any = _MISSING) -> str:
+        value = self.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, got {_short(value)}")
+        return value
+
+    def items(self, key: str, limit: int) -> list[Any]:
+        value = self.get(key)
+        if not isinstance(value, list):
+            raise self.error(key, f"must be a list, got {type(value).__name__} {_short(value)}")
+        if len(value) > limit:
+            raise self.error(key, f"has {len(value)} entries (at most {limit})")
+        return value
+
+    def numbers(self, key: str) -> list[float]:
+        out = []
+        for i, v in enumerate(self.items(key, MAX_BANDS)):
+            if not _is_number(v):
+                raise self.error(f"{key}[{i}]", f"must be a number, got {_short(v)}")
+            try:
+                out.append(float(v))
+            except OverflowError:
+                raise self.error(f"{key}[{i}]", "is not a finite number") from None
+        return out
+
+    def integer(self, key: str, default: Any = _MISSING) -> int:
+        value = self.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self.error(key, f"must be a whole number, got {_short(value)}")
+        return value
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.get(key, None)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.error(
+                key, f"must be a mapping (JSON object), got {type(value).__name__} {_short(value)}"
+            )
+        return dict(value)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        try:
+            return check_model_kwargs(self.mapping("model_kwargs"), "model_kwargs")
+        except ConfigError as exc:
+            raise self.error("model_kwargs", f"is invalid: {exc}") from exc
+
+    def classes(self) -> ClassTable:
+        value = self.items("classes", MAX_CLASSES)
+        try:
+            check_class_ids(value, "classes")
+            return ClassTable.from_config(value, "classes")
+        except (ConfigError, OverflowError) as exc:
+            raise self.error("classes", f"is invalid: {exc}") from exc
+
+    def outputs(self) -> list[OutputSpec]:
+        value = self.get("outputs", None)
+        if value is None:
+            return []
+        out = []
+        for i, entry in enumerate(self.items("outputs", MAX_CLASSES)):
+            channels = entry.get("channels", 0) if isinstance(entry, Mapping) else None
+            if not isinstance(entry, Mapping) or not _is_number(channels):
+                raise self.error(f"outputs[{i}]", f"is not an output description: {_short(entry)}")
+            try:
+                out.append(OutputSpec.from_dict(entry))
+            except (CheckpointError, OverflowError) as exc:
+                raise self.error(f"outputs[{i}]", f"is invalid: {exc}") from exc
+        return out
+
+    def resolution(self) -> float | None:
+        value = self.get("resolution", None)
+        if value is None:
+            return None
+        if not _is_number(value) or not (math.isfinite(float(value)) and value > 0):
+            raise self.error(
+                "resolution", f"must be a pixel size > 0 in CRS units or null, got {_short(value)}"
+            )
+        return float(value)
+
+    def crs(self) -> str | None:
+        value = self.get("crs", None)
+        if value is None:
+            return None
+        problem = "must be a CRS (EPSG code or WKT) or null"
+        if isinstance(value, str) and 0 < len(value) <= 100_000:
+            from rasterio.crs import CRS
+
+            try:
+                CRS.from_user_input(value)
+                return value
+            except Exception as exc:  # rasterio raises CRSError and others for odd text
+                problem += f" ({_short(str(exc), 120)})"
+        raise self.error("crs", f"{problem}, got {_short(value)}")
+
+    def nodata(self) -> float | None:
+        value = self.get("image_nodata", None)
+        if value is not None and not _is_number(value):
+            raise self.error("image_nodata", f"must be a number or null, got {_short(value)}")
+        try:
+            return None if value is None else float(value)
+        except OverflowError:
+            raise self.error("image_nodata", f"is out of range: {_short(value)}") from None
+
+
 def read_metadata(path: str | Path) -> ModelMetadata:
     """Read only the metadata of a checkpoint (cheap: no weights are loaded)."""
     from safetensors import safe_open
@@ -240,4 +400,9 @@ def read_metadata(path: str | Path) -> ModelMetadata:
         data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint {str(p)!r} has a corrupt header: {exc}") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} has a header value that cannot be read "
+            f"({str(exc).split(';')[0]}); re-export the model (geoseg train or save_checkpoint)"
+        ) from exc
     return ModelMetadata.from_dict(data, source=f"checkpoint {str(p)!r}")

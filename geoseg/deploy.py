@@ -132,6 +132,7 @@ def export_model(
 
     if format not in FORMATS:
         raise ConfigError(f"format: unknown export format {format!r}; valid names are {FORMATS}")
+    check_export_options(tile_size, overlap_percent, nodata)
     out = check_output_path(output, overwrite=overwrite, inputs=(checkpoint,))
     if out.suffix.lower() != ".onnx":
         raise ConfigError(f"output {str(out)!r}: an exported model is an .onnx file")
@@ -151,8 +152,6 @@ def export_model(
             f"tile_size {tile}: the {meta.arch}/{meta.encoder} model needs a multiple of "
             f"{factor} px between 16 and 8192"
         )
-    if overlap_percent is not None and not 0 <= overlap_percent < 50:
-        raise ConfigError(f"overlap_percent must be 0 to 50 (exclusive), got {overlap_percent}")
     nodata = meta.image_nodata if nodata is None else nodata
     pixel = [o for o in meta.outputs if o.per_pixel]
     keep = (
@@ -183,6 +182,27 @@ def export_model(
         _export(wrapped, meta.in_channels, tile, names, tmp)
         _add_metadata(tmp, props)
     return out
+
+
+def check_export_options(tile_size: Any, overlap_percent: Any, nodata: Any) -> None:
+    """ConfigError naming the option when a number given to :func:`export_model` is unusable.
+
+    Runs before anything is read, warned about or written.
+    """
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int)):
+        raise ConfigError(f"tile_size: {tile_size!r} is not a whole number of pixels")
+    if overlap_percent is not None and not (
+        isinstance(overlap_percent, (int, float))
+        and not isinstance(overlap_percent, bool)
+        and math.isfinite(overlap_percent)
+        and 0 <= overlap_percent < 50
+    ):
+        raise ConfigError(
+            f"overlap_percent must be a number from 0 to 50 (exclusive), got {overlap_percent!r}; "
+            "leave --overlap-percent out to use geoseg's default overlap"
+        )
+    if nodata is not None and (isinstance(nodata, bool) or not isinstance(nodata, (int, float))):
+        raise ConfigError(f"nodata: {nodata!r} is not a number; give the raw no-data value")
 
 
 def deepness_overlap_px(tile: int, percent: float) -> int:

@@ -111,7 +111,7 @@ def test_cli_reports_bad_options_without_a_traceback(ckpt, tmp_path, capsys):
 
 def test_an_absurd_output_grid_is_refused_before_any_work(ckpt, tmp_path, monkeypatch):
     monkeypatch.setenv("GEOSEG_MAX_PIXELS", "100000")
-    with pytest.raises(DataError, match=r"output grid would be 791 x 718 px"):
+    with pytest.raises(DataError, match=r"is 791 x 718 px \(0.57 Mpx"):  # the file, then the grid
         predict(ckpt, RGB, tmp_path / "o.tif", progress=False)
 
 

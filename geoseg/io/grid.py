@@ -64,7 +64,9 @@ def check_size(width: int, height: int, what: str, hint: str) -> None:
 
 
 def _gpx(n: int) -> str:
-    return f"{n / 1e9:.1f} Gpx" if n < 10**300 else "more than 1e300 px"
+    if n >= 10**300:
+        return "more than 1e300 px"
+    return f"{n / 1e9:.1f} Gpx" if n >= 10**9 else f"{n / 1e6:.2f} Mpx"
 
 
 #: A file is on the working grid when its pixel size and origin agree to this fraction.

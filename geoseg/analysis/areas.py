@@ -29,15 +29,22 @@ from geoseg.errors import (
     DataError,
     DataWarning,
     InputFileError,
+    NoDataWarning,
     ReprojectionWarning,
     warn,
 )
-from geoseg.io.bands import BandSource, class_band, open_grid, raster_path
+from geoseg.io.bands import (
+    BandSource,
+    class_band,
+    open_grid,
+    raster_dtype,
+    raster_path,
+    warn_if_not_classes,
+)
 from geoseg.io.grid import RasterGrid, pixel_areas
 from geoseg.io.outputs import atomic_path, check_distinct, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
-#: Value of the ``zone`` column on the rows for the whole raster.
 #: Value of the ``zone`` column on the rows for the whole raster.
 ALL_ZONES = "(all)"
 
@@ -213,20 +220,51 @@ def class_areas(
             m = inside & valid
             if m.any():
                 _accumulate(acc, z, vals[m], weights[m])
-    n_values = len({c for _, c in acc})
-    if n_values > MAX_CLASS_VALUES:
-        warn(
-            f"{path!r} holds {n_values} distinct values: that is not a class map of a few "
-            "classes (continuous values, ids of objects?); the table lists every value",
-            DataWarning,
-        )
+    _check_result(acc, path, keep, unique_labels, table is not None, raster_dtype(path, band))
     return _stats_frame(acc, unique_labels, table, overrides, zones is not None)
 
 
 #: A chart shows at most this many classes.
 MAX_CHART_CLASSES = 60
-#: More distinct values than this in a "class map" is suspicious (warned).
-MAX_CLASS_VALUES = 1000
+
+
+def _check_result(
+    acc: dict[tuple[int, int], list[float]],
+    path: str,
+    keep: list[int] | None,
+    zones: list[str],
+    has_table: bool,
+    dtype: str,
+) -> None:
+    """Warn about a result that is probably not what the user wanted."""
+    present = {c for z, c in acc if z < 0}
+    if not present:
+        what = (
+            f"none of the classes {keep[:10]} occurs in it" if keep else "it holds no valid pixel"
+        )
+        warn(
+            f"{path!r}: the statistics are empty: {what} (all no-data, or a wrong nodata "
+            "value, band or --classes?)",
+            NoDataWarning,
+        )
+        return
+    absent = sorted(set(keep) - present) if keep is not None else []
+    if absent:
+        warn(
+            f"{path!r}: class(es) {absent[:10]} requested but absent from the map (or all "
+            "no-data); they have no row",
+            DataWarning,
+        )
+    warn_if_not_classes(path, len({c for _, c in acc}), has_table=has_table, dtype=dtype)
+    empty = sorted(set(range(len(zones))) - {z for z, _ in acc if z >= 0})
+    if empty:
+        names = [zones[z] for z in empty[:5]]
+        warn(
+            f"{len(empty)} zone(s) {names}{' ...' if len(empty) > 5 else ''} cover no valid "
+            "pixel of the map and have no row (outside the map, smaller than a pixel, "
+            "or with coordinates the map's CRS cannot place?)",
+            DataWarning,
+        )
 
 
 def _accumulate(
@@ -313,7 +351,8 @@ def plot_class_areas(
     ax.set_xticklabels(zones, rotation=30 if len(zones) > 4 else 0, ha="right")
     ax.set_ylabel({"ha": "area (ha)", "m2": "area (m²)", "percent": "share of zone (%)"}[unit])
     ax.set_title("Area per class" + (" and zone" if len(zones) > 1 else ""))
-    ax.legend(fontsize="small", ncol=2, frameon=False)
+    if len(classes):
+        ax.legend(fontsize="small", ncol=2, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     if path is not None:

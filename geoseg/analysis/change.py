@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,14 @@ from rasterio.windows import Window
 from geoseg.analysis.areas import raster_windows
 from geoseg.classes import class_table_for
 from geoseg.errors import DataError, ReprojectionWarning, warn
-from geoseg.io.bands import BandSource, class_band, open_grid, raster_path
+from geoseg.io.bands import (
+    BandSource,
+    class_band,
+    open_grid,
+    raster_dtype,
+    raster_path,
+    warn_if_not_classes,
+)
 from geoseg.io.grid import RasterGrid, pixel_areas, same_grid_crs
 from geoseg.io.outputs import atomic_path, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE, collect, prepare_job
@@ -29,6 +36,9 @@ _CODE_BITS = 20
 
 
 _CODE_MASK = (1 << _CODE_BITS) - 1
+
+#: A transition matrix shows at most this many distinct classes (rows and columns).
+MAX_MATRIX_CLASSES = 1024
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,8 @@ def change(
     def name(c: int) -> str:
         return names.get(int(c), f"class_{int(c)}")
 
-    matrix = _transition_matrix(src_b, src_a, grid, chunk_size, name, progress)
+    tabled = {p for p, t in ((bpath, tb), (apath, ta)) if t is not None}
+    matrix = _transition_matrix(src_b, src_a, grid, chunk_size, name, progress, tabled)
     polys = _change_polygons(
         TransitionSource(src_b, src_a), grid, name, simplify=simplify, min_area=min_area,
         connectivity=connectivity, chunk_size=chunk_size, workers=workers, progress=progress,
@@ -203,6 +214,7 @@ def _transition_matrix(
     chunk_size: int,
     name: Callable[[int], str],
     progress: bool,
+    tabled: Collection[str] = (),
 ) -> pd.DataFrame:
     """From-to areas in m², chunk by chunk (rows: before class, columns: after class)."""
     from tqdm.auto import tqdm
@@ -210,6 +222,7 @@ def _transition_matrix(
     # transition matrix, chunk by chunk
     row_area = pixel_areas(grid)
     acc: dict[tuple[int, int], float] = defaultdict(float)
+    seen: set[int] = set()
     for win in tqdm(
         list(raster_windows(grid, chunk_size)), desc="change matrix", disable=not progress
     ):
@@ -220,6 +233,15 @@ def _transition_matrix(
             continue
         _check_code_range(b[m], a[m])
         w = np.broadcast_to(row_area[win.row_off : win.row_off + win.height, None], b.shape)[m]
+        seen.update(np.unique(b[m]).tolist())
+        seen.update(np.unique(a[m]).tolist())
+        if len(seen) > MAX_MATRIX_CLASSES:
+            raise DataError(
+                f"{src_b.path!r} and {src_a.path!r} hold more than {MAX_MATRIX_CLASSES} distinct "
+                "values together: a from-to matrix of that many classes is not a change of "
+                "land cover (object ids, continuous values or imagery?); give class maps of a "
+                "few classes"
+            )
         codes = (b[m] << _CODE_BITS) | a[m]
         u, inv = np.unique(codes, return_inverse=True)
         for code, area in zip(u.tolist(), np.bincount(inv, weights=w).tolist()):
@@ -227,6 +249,10 @@ def _transition_matrix(
     if not acc:
         raise DataError(f"{src_b.path!r} and {src_a.path!r} have no valid pixels in common")
     ids = sorted({k for pair in acc for k in pair})
+    for k, src in enumerate((src_b, src_a)):
+        n = len({pair[k] for pair in acc})
+        dtype = raster_dtype(src.path, src.band)
+        warn_if_not_classes(src.path, n, has_table=src.path in tabled, dtype=dtype)
     pos = {c: k for k, c in enumerate(ids)}
     table = np.zeros((len(ids), len(ids)))
     for (f, t_), area in acc.items():

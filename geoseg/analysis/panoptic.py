@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_table
 from geoseg.errors import ConfigError, DataError, OutputError
-from geoseg.io.bands import INSTANCES_TAG, raster_path
+from geoseg.io.bands import INSTANCES_TAG, raster_path, refuse_probabilities
 from geoseg.io.grid import same_grid_crs
 from geoseg.io.outputs import atomic_path, check_distinct, check_output_path, work_folder
 
@@ -36,6 +36,7 @@ from geoseg.io.outputs import atomic_path, check_distinct, check_output_path, wo
 def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
     """Check the two rasters are one grid; the class table covering both."""
     cpath, ipath = raster_path(classes), raster_path(instances)
+    refuse_probabilities(cpath)
     with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
         if c.crs is None or i.crs is None:
             raise DataError(f"{cpath!r} and {ipath!r} both need a CRS for a panoptic map")
@@ -117,6 +118,13 @@ def fuse_panoptic(
         raise ConfigError(
             f"thing_class: {ipath!r} has no class band; give the objects' class id (--thing-class)"
         )
+    if thing_class is not None:
+        known = {*land.ids, *(things.ids if things else [])}
+        if isinstance(thing_class, bool) or int(thing_class) not in known:
+            raise ConfigError(
+                f"thing_class: {thing_class!r} is not a class of {cpath!r} or {ipath!r} (class "
+                f"ids: {sorted(known)[:50]}); give the id of the objects' class"
+            )
     thing_ids = [thing_class] if thing_class is not None else (things.things if things else [])
     table = _merged_table(land, things, thing_ids)
     nodata = table.nodata_value()

@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from geoseg.classes import CLASSES_TAG
 from geoseg.errors import ConfigError, DataError, InputFileError
 from geoseg.io.grid import RasterGrid
 from geoseg.io.handles import HANDLES, file_key, file_stamp, open_dataset
@@ -119,9 +120,12 @@ class BandSource:
         return _Handle(vrt, src)
 
     def _read(self, src: Any, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        a = src.read(self.band, window=window)
+        try:
+            a = src.read(self.band, window=window)
+            valid = src.read_masks(self.band, window=window) > 0
+        except rasterio.errors.RasterioError as exc:
+            raise InputFileError(read_failure(self.path, exc)) from None
         nodata = self.nodata if self.nodata is not None else src.nodata
-        valid = src.read_masks(self.band, window=window) > 0
         if nodata is not None:
             valid &= ~(np.isnan(a) if np.isnan(nodata) else (a == nodata))
         if a.dtype.kind == "f":
@@ -129,15 +133,86 @@ class BandSource:
         return ensure_integers(a, valid, f"{self.path} band {self.band}"), valid
 
 
+def max_pixels() -> int:
+    """The largest raster accepted (pixels): ``GEOSEG_MAX_PIXELS``, else predict's limit."""
+    from geoseg.inference.checks import MAX_OUTPUT_PIXELS
+
+    text = os.environ.get("GEOSEG_MAX_PIXELS")
+    if text is None:
+        return MAX_OUTPUT_PIXELS
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"GEOSEG_MAX_PIXELS={text[:40]!r} is not a positive whole number of pixels; "
+            f"unset it or give e.g. {MAX_OUTPUT_PIXELS}"
+        )
+    return value
+
+
+def missing_vrt_sources(path: str) -> list[str]:
+    """Source files a VRT names that do not exist (plain paths only; [] for other files)."""
+    if not path.lower().endswith(".vrt"):
+        return []
+    import xml.etree.ElementTree as ET
+
+    try:
+        if os.path.getsize(path) > 50_000_000:
+            return []
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    missing: list[str] = []
+    for el in root.iter("SourceFilename"):
+        name = (el.text or "").strip()
+        if not name or name.startswith("/vsi") or ":" in name[2:]:
+            continue  # GDAL virtual files, URLs and driver prefixes are not checked
+        full = os.path.join(os.path.dirname(path), name) if el.get("relativeToVRT") == "1" else name
+        if not os.path.exists(full) and full not in missing:
+            missing.append(full)
+    return missing
+
+
+def read_failure(path: str, exc: Exception) -> str:
+    """The error text of a failed read of ``path``: names a VRT's missing sources."""
+    missing = missing_vrt_sources(path)
+    if missing:
+        return (
+            f"{path!r} cannot be read: the VRT's source file(s) {missing[:5]} do not exist; "
+            "restore them or rebuild the VRT (gdalbuildvrt)"
+        )
+    return f"{path!r} cannot be read (corrupt, truncated or a broken VRT?): {exc}"
+
+
+def _check_size(src: Any, what: str, path: str) -> None:
+    limit = max_pixels()
+    n = int(src.width) * int(src.height)
+    if n > limit:
+        raise DataError(
+            f"{what} {path!r} is {src.width} x {src.height} px ({n:,} px, more than "
+            f"{limit:,} px): check that it is the right file (set GEOSEG_MAX_PIXELS "
+            "to allow a raster this large)"
+        )
+
+
 def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> RasterGrid:
-    """Open ``path`` and return its grid; clear errors for missing files, bands and CRS."""
+    """Open ``path`` and return its grid; clear errors for missing files, bands and CRS.
+
+    Also refuses a raster larger than :func:`max_pixels` and a VRT whose sources are missing.
+    """
     p = str(path)
     if not Path(p).exists():
         raise InputFileError(f"{what} {p!r} does not exist")
+    missing = missing_vrt_sources(p)
+    if missing:
+        raise InputFileError(f"{what} " + read_failure(p, OSError()))
     try:
         with rasterio.open(p) as src:
             if band < 1 or band > src.count:
                 raise DataError(f"{what} {p!r} has {src.count} band(s); band {band} is invalid")
+            _check_size(src, what, p)
             if src.crs is None:
                 raise DataError(
                     f"{what} {p!r} has no CRS, so polygons and areas cannot be georeferenced; "
@@ -165,21 +240,91 @@ def raster_path(labels: Any) -> str:
     raise ConfigError(f"expected a raster path or an open rasterio dataset, got {type(labels)}")
 
 
+def is_probability_raster(src: Any) -> bool:
+    """True for a geoseg probability raster (predict --probabilities) or one like it.
+
+    Those carry the class table tag but hold one scaled band per class (0-1 as 0-254),
+    not class ids.
+    """
+    tags = src.tags()
+    if CLASSES_TAG not in tags or INSTANCES_TAG in tags:
+        return False
+    scaled = any(s is not None and s != 1.0 for s in src.scales)
+    per_class = False
+    if src.count > 1:
+        import json
+
+        try:
+            names = [c.get("name") for c in json.loads(tags[CLASSES_TAG])]
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            names = []
+        per_class = len(names) == src.count and list(src.descriptions) == names
+    return scaled or per_class
+
+
+def refuse_probabilities(path: str, *, what: str = "class map") -> None:
+    """DataError when ``path`` is a probability raster, not a class map."""
+    try:
+        with rasterio.open(path) as src:
+            probs, count = is_probability_raster(src), src.count
+    except rasterio.errors.RasterioIOError:
+        return  # the caller's own open reports the unreadable file clearly
+    if probs:
+        raise DataError(
+            f"{what} {path!r} is a probability raster ({count} scaled band(s), one per class), "
+            "not a class map of class ids: give the class map predict wrote beside it (or "
+            "its per-pixel argmax); use it with --probabilities where a command takes one"
+        )
+
+
 def class_band(path: str, band: int | None, *, what: str = "class map") -> int:
     """The band of class ids to read: ``band``, or 1 for a one-band (or tagged) class map.
 
     Raises:
         DataError: ``band`` is None and the raster has several bands and no class table:
-            it looks like imagery (a reflectance stack), not a class map.
+            it looks like imagery (a reflectance stack), not a class map; or the raster
+            is a probability raster.
     """
+    refuse_probabilities(path, what=what)
     if band is not None:
         return band
     with rasterio.open(path) as src:
         count, tags, dtype = src.count, src.tags(), src.dtypes[0]
-    if count > 1 and "GEOSEG_CLASSES" not in tags and INSTANCES_TAG not in tags:
+    if count > 1 and CLASSES_TAG not in tags and INSTANCES_TAG not in tags:
         raise DataError(
             f"{what} {path!r} has {count} bands of {dtype} and no class table: it looks like "
             "imagery, not a class map (one band of class ids); pass band=N / --band N to use "
             "one of its bands as class ids"
         )
     return 1
+
+
+#: More distinct values than this in a class map is suspicious (warned).
+MAX_CLASS_VALUES = 1000
+#: More distinct values than this in a float raster without a class table: imagery (warned).
+MAX_FLOAT_CLASSES = 60
+
+
+def warn_if_not_classes(path: str, n_values: int, *, has_table: bool, dtype: str) -> None:
+    """Warn when a "class map" holds so many distinct values that it looks like imagery."""
+    from geoseg.errors import DataWarning, warn
+
+    if n_values > MAX_CLASS_VALUES or (
+        not has_table and dtype.startswith("float") and n_values > MAX_FLOAT_CLASSES
+    ):
+        warn(
+            f"{path!r} holds {n_values} distinct values ({dtype}"
+            f"{'' if has_table else ', no class table'}): that is not a class map of a few "
+            "classes (imagery, continuous values, ids of objects?); the result is probably "
+            "meaningless: check the input",
+            DataWarning,
+        )
+
+
+def raster_dtype(path: str, band: int = 1) -> str:
+    """The data type of ``band`` of ``path`` ('' when it cannot be read)."""
+    try:
+        with rasterio.open(path) as src:
+            return str(src.dtypes[band - 1]) if 1 <= band <= src.count else ""
+    except rasterio.errors.RasterioIOError:
+        return ""

@@ -15,8 +15,16 @@ import rasterio
 import shapely
 
 from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
-from geoseg.errors import ConfigError, DataError
-from geoseg.io.bands import BandSource, is_instance_map, open_grid, raster_path
+from geoseg.errors import ConfigError, DataError, InputFileError, NoDataWarning, warn
+from geoseg.io.bands import (
+    BandSource,
+    is_instance_map,
+    open_grid,
+    raster_dtype,
+    raster_path,
+    refuse_probabilities,
+    warn_if_not_classes,
+)
 from geoseg.io.grid import RasterGrid
 from geoseg.vectorize.chunks import chunk_windows, default_workers, run_tasks, trim_heap
 from geoseg.vectorize.clean import attributes, clean
@@ -48,6 +56,11 @@ class VectorizeJob:
     object_score: dict[int, float] | None = None
     #: building regularization tolerance in pixels (0: none)
     regularize_px: float = 0.0
+    #: the raster file (set when the job reads a file): an empty or imagery-like
+    #: result is warned about
+    path: str | None = None
+    #: the file has a class table (no imagery warning then)
+    has_table: bool = False
 
 
 def prepare_job(
@@ -80,6 +93,8 @@ def prepare_job(
         is_inst = is_instance_map(path) if instances is None else bool(instances)
         if is_inst:
             _check_instance_options(classes, probabilities, sieve)
+        else:
+            refuse_probabilities(path)
     if connectivity not in CONNECTIVITY:
         raise ConfigError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
     for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes),
@@ -89,7 +104,9 @@ def prepare_job(
     if sieve < 0:
         raise ConfigError(f"sieve must be >= 0 pixels, got {sieve!r}")
     class_source = None
+    file_path = None
     if source is None:
+        file_path = path
         grid = open_grid(path, band=band)
         source = BandSource(path, band, 0 if is_inst and nodata is None else nodata)
         table = class_table_for(path, band=band)
@@ -99,31 +116,7 @@ def prepare_job(
         raise ConfigError("prepare_job: a computed source needs its grid")
     keep, overrides = parse_classes(classes)
     name_of = names_for(table, overrides)
-    prob_path = None
-    prob_index: tuple[tuple[int, int], ...] = ()
-    if probabilities is not None:
-        prob_path = raster_path(probabilities)
-        pgrid = open_grid(prob_path, what="probability raster")
-        if table is None:
-            raise DataError(
-                "probabilities need the class map's class table (GEOSEG_CLASSES tag) to know "
-                "which band belongs to which class; write it with geoseg.classes.write_class_table"
-            )
-        with rasterio.open(prob_path) as ps:
-            if ps.count != len(table):
-                raise DataError(
-                    f"probability raster {prob_path!r} has {ps.count} band(s) but the class "
-                    f"table has {len(table)} classes ({table.names}); one band per class"
-                )
-        if (pgrid.height, pgrid.width) != (
-            grid.height,
-            grid.width,
-        ) or not pgrid.transform.almost_equals(grid.transform):
-            raise DataError(
-                f"probability raster {prob_path!r} is not on the class map's grid "
-                f"({pgrid.width}x{pgrid.height} vs {grid.width}x{grid.height})"
-            )
-        prob_index = tuple((c.id, i) for i, c in enumerate(table))
+    prob_path, prob_index = _probability_index(probabilities, table, grid)
     simplify_px = simplify / grid.pixel_size_m() if simplify > 0 else 0.0
     opts = Options(
         source=source,
@@ -141,6 +134,7 @@ def prepare_job(
     gtype = "Polygon" if connectivity == 4 else "MultiPolygon"
     job = VectorizeJob(grid, opts, name_of, probabilities is not None, simplify_px, gtype)
     job.instances = is_inst
+    job.path, job.has_table = file_path, table is not None
     if regularize > 0:
         if simplify > 0:
             raise ConfigError("regularize and simplify: choose one (regularize simplifies)")
@@ -148,6 +142,37 @@ def prepare_job(
     if objects is not None:
         job.object_score = read_object_scores(objects)
     return job
+
+
+def _probability_index(
+    probabilities: Any, table: ClassTable | None, grid: RasterGrid
+) -> tuple[str | None, tuple[tuple[int, int], ...]]:
+    """The probability raster's path and (class id, band index) pairs, checked."""
+    if probabilities is None:
+        return None, ()
+    prob_path = raster_path(probabilities)
+    pgrid = open_grid(prob_path, what="probability raster")
+    if table is None:
+        raise DataError(
+            "probabilities need the class map's class table (GEOSEG_CLASSES tag) to know "
+            "which band belongs to which class; write it with geoseg.classes.write_class_table"
+        )
+    with rasterio.open(prob_path) as ps:
+        if ps.count != len(table):
+            raise DataError(
+                f"probability raster {prob_path!r} has {ps.count} band(s) but the class "
+                f"table has {len(table)} classes ({table.names}); one band per class"
+            )
+    if (pgrid.height, pgrid.width) != (
+        grid.height,
+        grid.width,
+    ) or not pgrid.transform.almost_equals(grid.transform):
+        raise DataError(
+            f"probability raster {prob_path!r} is not on the class map's grid "
+            f"({pgrid.width}x{pgrid.height} vs {grid.width}x{grid.height})"
+        )
+    prob_index = tuple((c.id, i) for i, c in enumerate(table))
+    return prob_path, prob_index
 
 
 def _band_count(path: str) -> int:
@@ -168,14 +193,34 @@ def _check_instance_options(classes: Any, probabilities: Any, sieve: int) -> Non
 
 def read_object_scores(objects: Any) -> dict[int, float]:
     """``instance_id -> score`` from an objects table (a CSV path or a DataFrame)."""
-    table = objects if isinstance(objects, pd.DataFrame) else pd.read_csv(objects)
+    if isinstance(objects, pd.DataFrame):
+        table = objects
+    else:
+        try:
+            table = pd.read_csv(objects)
+        except FileNotFoundError:
+            raise InputFileError(
+                f"objects table {str(objects)!r} does not exist; give the CSV that geoseg "
+                "predict --objects wrote, or leave --objects out"
+            ) from None
+        except (OSError, ValueError, UnicodeDecodeError) as exc:  # pandas' parser errors
+            raise InputFileError(
+                f"objects table {str(objects)!r} cannot be read as a CSV: {exc}"
+            ) from None
     missing = {"instance_id", "score"} - set(table.columns)
     if missing:
         raise DataError(
             f"objects table {objects if not isinstance(objects, pd.DataFrame) else ''!s} has "
             f"no column(s) {sorted(missing)}; write it with geoseg predict --objects"
         )
-    return dict(zip(table["instance_id"].astype(int).tolist(), table["score"].astype(float)))
+    try:
+        ids = table["instance_id"].astype(int).tolist()
+        scores = table["score"].astype(float)
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"objects table {str(objects)[:200]!r}: bad instance_id/score ({exc})"
+        ) from None
+    return dict(zip(ids, scores))
 
 
 def names_array(class_id: np.ndarray, job: VectorizeJob) -> np.ndarray:
@@ -217,7 +262,35 @@ def frame(table: dict[str, Any], job: VectorizeJob) -> gpd.GeoDataFrame:
     )
 
 
-def iter_frames(
+def iter_frames(job: VectorizeJob, **kw: Any) -> Iterator[gpd.GeoDataFrame]:
+    """Yield GeoDataFrames of final polygons as chunks complete (see :func:`_iter_frames`).
+
+    A job reading a file warns when the result is empty (all no-data, or no kept class)
+    or when the raster looks like imagery (many distinct values, no class table).
+    """
+    n = 0
+    values: set[int] = set()
+    for gdf in _iter_frames(job, **kw):
+        n += len(gdf)
+        if len(values) <= 1000 and len(gdf):
+            values.update(np.unique(gdf["class_id"].to_numpy()).tolist())
+        yield gdf
+    if job.path is None:
+        return
+    if n == 0:
+        kept = job.opts.keep
+        why = f"none of the classes {list(kept)[:10]} occurs in it" if kept else "no valid pixel"
+        warn(
+            f"{job.path!r}: no polygon: {why} (all no-data, or a wrong nodata value, band or "
+            "classes?)",
+            NoDataWarning,
+        )
+    elif not job.instances:
+        dtype = raster_dtype(job.path, getattr(job.opts.source, "band", 1))
+        warn_if_not_classes(job.path, len(values), has_table=job.has_table, dtype=dtype)
+
+
+def _iter_frames(
     job: VectorizeJob,
     *,
     chunk_size: int,

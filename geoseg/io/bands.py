@@ -20,8 +20,9 @@ from rasterio.windows import Window
 
 from geoseg.classes import CLASSES_TAG
 from geoseg.errors import ConfigError, DataError, InputFileError
-from geoseg.io.grid import RasterGrid
+from geoseg.io.grid import RasterGrid, check_size
 from geoseg.io.handles import HANDLES, file_key, file_stamp, open_dataset
+from geoseg.io.outputs import input_files
 
 
 def ensure_integers(values: np.ndarray, valid: np.ndarray, where: str) -> np.ndarray:
@@ -133,46 +134,9 @@ class BandSource:
         return ensure_integers(a, valid, f"{self.path} band {self.band}"), valid
 
 
-def max_pixels() -> int:
-    """The largest raster accepted (pixels): ``GEOSEG_MAX_PIXELS``, else predict's limit."""
-    from geoseg.inference.checks import MAX_OUTPUT_PIXELS
-
-    text = os.environ.get("GEOSEG_MAX_PIXELS")
-    if text is None:
-        return MAX_OUTPUT_PIXELS
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ConfigError(
-            f"GEOSEG_MAX_PIXELS={text[:40]!r} is not a positive whole number of pixels; "
-            f"unset it or give e.g. {MAX_OUTPUT_PIXELS}"
-        )
-    return value
-
-
 def missing_vrt_sources(path: str) -> list[str]:
-    """Source files a VRT names that do not exist (plain paths only; [] for other files)."""
-    if not path.lower().endswith(".vrt"):
-        return []
-    import xml.etree.ElementTree as ET
-
-    try:
-        if os.path.getsize(path) > 50_000_000:
-            return []
-        root = ET.parse(path).getroot()
-    except (OSError, ET.ParseError):
-        return []
-    missing: list[str] = []
-    for el in root.iter("SourceFilename"):
-        name = (el.text or "").strip()
-        if not name or name.startswith("/vsi") or ":" in name[2:]:
-            continue  # GDAL virtual files, URLs and driver prefixes are not checked
-        full = os.path.join(os.path.dirname(path), name) if el.get("relativeToVRT") == "1" else name
-        if not os.path.exists(full) and full not in missing:
-            missing.append(full)
-    return missing
+    """Files a VRT reads that do not exist ([] for other files)."""
+    return [str(f) for f in input_files(path)[1:] if not f.exists()]
 
 
 def read_failure(path: str, exc: Exception) -> str:
@@ -184,17 +148,6 @@ def read_failure(path: str, exc: Exception) -> str:
             "restore them or rebuild the VRT (gdalbuildvrt)"
         )
     return f"{path!r} cannot be read (corrupt, truncated or a broken VRT?): {exc}"
-
-
-def _check_size(src: Any, what: str, path: str) -> None:
-    limit = max_pixels()
-    n = int(src.width) * int(src.height)
-    if n > limit:
-        raise DataError(
-            f"{what} {path!r} is {src.width} x {src.height} px ({n:,} px, more than "
-            f"{limit:,} px): check that it is the right file (set GEOSEG_MAX_PIXELS "
-            "to allow a raster this large)"
-        )
 
 
 def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> RasterGrid:
@@ -212,7 +165,8 @@ def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> Ra
         with rasterio.open(p) as src:
             if band < 1 or band > src.count:
                 raise DataError(f"{what} {p!r} has {src.count} band(s); band {band} is invalid")
-            _check_size(src, what, p)
+            check_size(src.width, src.height, f"{what} {p!r} is",
+                       "check that it is the right file")  # fmt: skip
             if src.crs is None:
                 raise DataError(
                     f"{what} {p!r} has no CRS, so polygons and areas cannot be georeferenced; "

@@ -73,3 +73,12 @@ def warn(message: str, category: type[Warning] = GeosegWarning) -> None:
         level += 1
     del frame
     warnings.warn(message, category, stacklevel=level)
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages about bad values."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        return "<a number with thousands of digits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, brief
 
 #: Largest integer accepted anywhere in a model's keyword arguments (channels, depths,
 #: queries, sizes): a larger one would size a multi-GB layer.
@@ -20,14 +20,6 @@ MAX_KWARG_NESTING = 8
 POSITIVE_KWARG_WORDS = ("channel", "depth", "dim", "size", "quer", "head", "layer")
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        return "<a number with thousands of digits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def check_model_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
     """``kwargs`` as a dict once every value is a sane size; ConfigError naming the key.
 
@@ -38,13 +30,13 @@ def check_model_kwargs(kwargs: Any, where: str) -> dict[str, Any]:
     if not isinstance(kwargs, Mapping):
         raise ConfigError(
             f"{where}: expected a mapping of keyword arguments such as "
-            f"{{encoder_depth: 3}}, got {type(kwargs).__name__} {_short(kwargs)}"
+            f"{{encoder_depth: 3}}, got {type(kwargs).__name__} {brief(kwargs)}"
         )
     _check_kwarg(kwargs, where, "", 0)
     depth = kwargs.get("encoder_depth")
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)):
         raise ConfigError(
-            f"{where}.encoder_depth: {_short(depth)} is not an integer; give the number "
+            f"{where}.encoder_depth: {brief(depth)} is not an integer; give the number "
             "of encoder stages, e.g. 3 or 5"
         )
     return dict(kwargs)
@@ -56,7 +48,7 @@ def _check_kwarg(value: Any, where: str, name: str, nesting: int) -> None:
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise ConfigError(f"{where}: key {_short(key)} is not a keyword name")
+                raise ConfigError(f"{where}: key {brief(key)} is not a keyword name")
             _check_kwarg(item, f"{where}.{key}" if where else key, key, nesting + 1)
     elif isinstance(value, (list, tuple)):
         if len(value) > MAX_KWARG_ITEMS:
@@ -70,7 +62,7 @@ def _check_kwarg(value: Any, where: str, name: str, nesting: int) -> None:
         low = 1 if any(w in name.lower() for w in POSITIVE_KWARG_WORDS) else 0
         if not low <= value <= MAX_KWARG_INT:
             raise ConfigError(
-                f"{where}: {_short(value)} is out of range; it must be an integer from "
+                f"{where}: {brief(value)} is out of range; it must be an integer from "
                 f"{low} to {MAX_KWARG_INT}"
             )
     elif isinstance(value, float):
@@ -78,7 +70,7 @@ def _check_kwarg(value: Any, where: str, name: str, nesting: int) -> None:
             raise ConfigError(f"{where}: {value!r} is not a finite number")
     else:
         raise ConfigError(
-            f"{where}: {type(value).__name__} {_short(value)} is not a keyword value "
+            f"{where}: {type(value).__name__} {brief(value)} is not a keyword value "
             "(use numbers, strings, true/false, lists or mappings)"
         )
 

@@ -19,7 +19,7 @@ from typing import Any
 from geoseg.classes import ClassTable
 from geoseg.config.base import check_class_ids
 from geoseg.config.model import check_model_kwargs
-from geoseg.errors import CheckpointError, ConfigError, InputFileError
+from geoseg.errors import CheckpointError, ConfigError, InputFileError, brief
 from geoseg.models.families import DEFAULT_ADAPTER, adapter_size_divisor, check_adapter_name
 from geoseg.models.outputs import OutputSpec
 from geoseg.tasks import DEFAULT_TASK, task_info
@@ -186,12 +186,12 @@ class ModelMetadata:
         if bad or not all(abs(m) <= FLOAT32_MAX for m in self.mean):
             raise CheckpointError(
                 f"{source}: normalization must be finite in float32 with std > 0 (at least "
-                f"{MIN_STD}), got mean {_short(self.mean, 200)} and std {_short(self.std, 200)}; "
+                f"{MIN_STD}), got mean {brief(self.mean, 200)} and std {brief(self.std, 200)}; "
                 "the model cannot be used as is"
             )
         if not 8 <= self.tile_size <= MAX_TILE_SIZE:
             raise CheckpointError(
-                f"{source}: tile_size {_short(self.tile_size)} is outside 8..{MAX_TILE_SIZE} pixels"
+                f"{source}: tile_size {brief(self.tile_size)} is outside 8..{MAX_TILE_SIZE} pixels"
             )
         try:
             adapter = check_adapter_name(self.adapter)
@@ -224,14 +224,6 @@ def _bounded_list(value: Any, limit: int, key: str) -> list[Any]:
     return value
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        return "<a number with thousands of digits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -240,7 +232,7 @@ def _check_version(data: Mapping[str, Any], source: str) -> None:
     version = data.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise CheckpointError(
-            f"{source}: header key 'format_version' is {_short(version)}, not a version "
+            f"{source}: header key 'format_version' is {brief(version)}, not a version "
             f"number 1 to {CHECKPOINT_VERSION}; the header is damaged: re-export the model "
             "(geoseg train or save_checkpoint)"
         )
@@ -274,13 +266,13 @@ class _HeaderReader:
     def text(self, key: str, default: Any = _MISSING) -> str:
         value = self.get(key, default)
         if not isinstance(value, str) or not value:
-            raise self.error(key, f"must be a non-empty string, got {_short(value)}")
+            raise self.error(key, f"must be a non-empty string, got {brief(value)}")
         return value
 
     def items(self, key: str, limit: int) -> list[Any]:
         value = self.get(key)
         if not isinstance(value, list):
-            raise self.error(key, f"must be a list, got {type(value).__name__} {_short(value)}")
+            raise self.error(key, f"must be a list, got {type(value).__name__} {brief(value)}")
         if len(value) > limit:
             raise self.error(key, f"has {len(value)} entries (at most {limit})")
         return value
@@ -289,7 +281,7 @@ class _HeaderReader:
         out = []
         for i, v in enumerate(self.items(key, MAX_BANDS)):
             if not _is_number(v):
-                raise self.error(f"{key}[{i}]", f"must be a number, got {_short(v)}")
+                raise self.error(f"{key}[{i}]", f"must be a number, got {brief(v)}")
             try:
                 out.append(float(v))
             except OverflowError:
@@ -299,7 +291,7 @@ class _HeaderReader:
     def integer(self, key: str, default: Any = _MISSING) -> int:
         value = self.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise self.error(key, f"must be a whole number, got {_short(value)}")
+            raise self.error(key, f"must be a whole number, got {brief(value)}")
         return value
 
     def mapping(self, key: str) -> dict[str, Any]:
@@ -308,7 +300,7 @@ class _HeaderReader:
             return {}
         if not isinstance(value, Mapping):
             raise self.error(
-                key, f"must be a mapping (JSON object), got {type(value).__name__} {_short(value)}"
+                key, f"must be a mapping (JSON object), got {type(value).__name__} {brief(value)}"
             )
         return dict(value)
 
@@ -334,7 +326,7 @@ class _HeaderReader:
         for i, entry in enumerate(self.items("outputs", MAX_CLASSES)):
             channels = entry.get("channels", 0) if isinstance(entry, Mapping) else None
             if not isinstance(entry, Mapping) or not _is_number(channels):
-                raise self.error(f"outputs[{i}]", f"is not an output description: {_short(entry)}")
+                raise self.error(f"outputs[{i}]", f"is not an output description: {brief(entry)}")
             try:
                 out.append(OutputSpec.from_dict(entry))
             except (CheckpointError, OverflowError) as exc:
@@ -347,7 +339,7 @@ class _HeaderReader:
             return None
         if not _is_number(value) or not (math.isfinite(float(value)) and value > 0):
             raise self.error(
-                "resolution", f"must be a pixel size > 0 in CRS units or null, got {_short(value)}"
+                "resolution", f"must be a pixel size > 0 in CRS units or null, got {brief(value)}"
             )
         return float(value)
 
@@ -363,17 +355,17 @@ class _HeaderReader:
                 CRS.from_user_input(value)
                 return value
             except Exception as exc:  # rasterio raises CRSError and others for odd text
-                problem += f" ({_short(str(exc), 120)})"
-        raise self.error("crs", f"{problem}, got {_short(value)}")
+                problem += f" ({brief(str(exc), 120)})"
+        raise self.error("crs", f"{problem}, got {brief(value)}")
 
     def nodata(self) -> float | None:
         value = self.get("image_nodata", None)
         if value is not None and not _is_number(value):
-            raise self.error("image_nodata", f"must be a number or null, got {_short(value)}")
+            raise self.error("image_nodata", f"must be a number or null, got {brief(value)}")
         try:
             return None if value is None else float(value)
         except OverflowError:
-            raise self.error("image_nodata", f"is out of range: {_short(value)}") from None
+            raise self.error("image_nodata", f"is out of range: {brief(value)}") from None
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

@@ -121,7 +121,7 @@ def test_evaluate_names_an_unknown_device(ckpt):
 def test_a_vrt_with_a_missing_source_names_it(ckpt, tmp_path):
     from geoseg.errors import InputFileError
 
-    data, prof = _crop(64)
+    _, prof = _crop(64)
     t = prof["transform"]
     vrt = tmp_path / "m.vrt"
     vrt.write_text(
@@ -135,5 +135,5 @@ def test_a_vrt_with_a_missing_source_names_it(ckpt, tmp_path):
         )
         + "</VRTDataset>"
     )
-    with pytest.raises(InputFileError, match="gone.tif"):
+    with pytest.raises(InputFileError, match=r"gone\.tif"):
         predict(ckpt, vrt, tmp_path / "a.tif", progress=False)

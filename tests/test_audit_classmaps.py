@@ -197,9 +197,14 @@ def test_stats_warns_on_empty_results_and_dropped_zones(tmp_path):
         ],
         crs="EPSG:32618",
     )
-    with pytest.warns(DataWarning, match=r"\['big'\]"):
+    # never dropped silently: counted (rasterio 1.5 burns these coordinates) or named
+    import warnings
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
         df = class_areas(m, zones=zones, zone_field="name", progress=False)
-    assert "ok" in set(df.zone)
+    named = any(issubclass(w.category, DataWarning) and "['big']" in str(w.message) for w in rec)
+    assert "ok" in set(df.zone) and (named or "big" in set(df.zone))
 
 
 def test_vectorize_warns_on_all_nodata(tmp_path):

@@ -18,7 +18,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from geoseg.classes import CLASSES_TAG
+from geoseg.classes import CLASSES_TAG, read_class_table
 from geoseg.errors import ConfigError, DataError, InputFileError
 from geoseg.io.grid import RasterGrid, check_size
 from geoseg.io.handles import HANDLES, file_key, file_stamp, open_dataset
@@ -204,16 +204,13 @@ def is_probability_raster(src: Any) -> bool:
     if CLASSES_TAG not in tags or INSTANCES_TAG in tags:
         return False
     scaled = any(s is not None and s != 1.0 for s in src.scales)
-    per_class = False
-    if src.count > 1:
-        import json
-
-        try:
-            names = [c.get("name") for c in json.loads(tags[CLASSES_TAG])]
-        except (ValueError, TypeError, AttributeError, RecursionError):
-            names = []
-        per_class = len(names) == src.count and list(src.descriptions) == names
-    return scaled or per_class
+    if scaled or src.count == 1:
+        return scaled
+    try:
+        table = read_class_table(src)
+    except DataError:
+        return False  # a broken tag: the caller's reading of the class table reports it
+    return table is not None and list(src.descriptions) == list(table.names)
 
 
 def refuse_probabilities(path: str, *, what: str = "class map") -> None:

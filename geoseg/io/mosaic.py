@@ -38,10 +38,10 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
+from geoseg.io.bands import read_failure
 from geoseg.io.files import expand_inputs
 from geoseg.io.grid import PixelWindow, check_size, same_grid_crs
 from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
-from geoseg.io.outputs import input_files
 from geoseg.io.relay import RELAY
 
 
@@ -533,13 +533,7 @@ def _scan_inputs(
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
                                 file_stamp(st)))  # fmt: skip
         except RasterioError as exc:
-            missing = [str(f) for f in input_files(p)[1:] if not f.exists()]
-            why = "corrupt or truncated?"
-            if missing:
-                why = f"it reads {missing[:3]}, which do(es) not exist"
-            raise InputFileError(
-                f"input {str(p)!r} is not a readable raster ({why}): {exc}"
-            ) from exc
+            raise InputFileError(f"input {read_failure(str(p), exc)}") from exc
         except OSError as exc:
             raise InputFileError(f"input {str(p)!r} cannot be read: {exc}") from exc
     return infos, band_sel

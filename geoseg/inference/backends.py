@@ -89,6 +89,9 @@ class RunnerSpec:
     onnx_path: str | None = None
     threads: int = 0
     threads_by_worker: tuple[tuple[str, int], ...] = ()
+    #: torch on a GPU: per-pixel outputs stay there as tensors (blended there by the
+    #: block tasks of the same process, :mod:`geoseg.inference.device`)
+    keep_on_device: bool = False
 
 
 #: Device nodes of GPU drivers torch can use (NVIDIA, ROCm, WSL2). On Linux without any of
@@ -371,6 +374,7 @@ def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outp
     lists = [o.name for o in meta.outputs if not o.per_pixel]
     device = torch.device(spec.device)
     bf16 = spec.precision == "bf16"
+    keep = spec.keep_on_device and device.type != "cpu"
 
     def run_torch(x: np.ndarray) -> Outputs:
         t = torch.from_numpy(x).to(device, non_blocking=True)
@@ -381,7 +385,10 @@ def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outp
         ):
             named = adapter.outputs(model(t), meta.outputs)
             out = {o.name: activate(named[o.name].float(), o.activation) for o in pixel}
-        result: Outputs = {name: v.cpu().numpy() for name, v in out.items()}
+        if keep:  # no copy back: the block tasks blend on the device
+            result: Outputs = dict(out)
+        else:
+            result = {name: v.cpu().numpy() for name, v in out.items()}
         result.update({name: named[name] for name in lists})
         return result
 

@@ -43,12 +43,14 @@ from typing import Any
 import numpy as np
 
 from geoseg.inference.backends import RunnerSpec, get_runner
+from geoseg.inference.device import blend_block_device, is_device_array, to_host
 from geoseg.inference.objects import ObjectLayout, window_objects
 from geoseg.inference.tiling import PixelWindow, axis_starts
 from geoseg.io.mosaic import Mosaic
 
 #: A batch result: per window, (named activated outputs, each (C, T, T), or None if the
-#: window was skipped; valid mask).
+#: window was skipped; valid mask). The outputs are numpy arrays, or torch tensors left
+#: on the model's GPU (:mod:`geoseg.inference.device`).
 BatchResult = list[tuple[dict[str, np.ndarray] | None, np.ndarray]]
 
 
@@ -149,7 +151,12 @@ def finalize_block(
         ``(block, path)`` of an ``.npz`` holding the decoder's product arrays, or
         ``(block, None)`` when the whole block is no-data.
     """
-    maps, valid = blend_block(block, batches, members, weight, spec.blend)
+    if _on_device(batches, spec.blend):
+        maps, valid = blend_block_device(block, batches, members, weight, spec.blend)
+        if maps is not None and not getattr(spec.decoder, "device_maps", False):
+            maps = to_host(maps)
+    else:
+        maps, valid = blend_block(block, batches, members, weight, spec.blend)
     if spec.claim is not None:
         found = window_objects(batches, members, spec.claim, spec.layout)
         if not found or not valid.any():
@@ -166,6 +173,15 @@ def finalize_block(
         np.savez(f, **arrays)
     os.replace(tmp, final)  # atomic: a retried task after a killed worker is harmless
     return block, final
+
+
+def _on_device(batches: list[BatchResult], names: tuple[str, ...]) -> bool:
+    """True when the batches' outputs were left on the model's device (torch tensors)."""
+    for batch in batches:
+        for outputs, _ in batch:
+            if outputs is not None:
+                return bool(names) and is_device_array(outputs[names[0]])
+    return False
 
 
 def blend_block(

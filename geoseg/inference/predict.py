@@ -269,6 +269,8 @@ def _predict(
     spec = _runner_spec(
         checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker),
         objects=objects_model,
+        # one process holds the batches and blends them: they can stay on the GPU
+        on_device=client is None and scheduler in ("threads", "synchronous"),
     )  # fmt: skip
     chosen = spec.backend
     plan = _Plan(
@@ -327,12 +329,19 @@ def _runner_spec(
     threads: tuple[int, tuple[tuple[str, int], ...]],
     *,
     objects: bool = False,
+    on_device: bool = False,
 ) -> RunnerSpec:
-    """The runner every worker builds (``auto`` resolved, ONNX exported when chosen)."""
+    """The runner every worker builds (``auto`` resolved, ONNX exported when chosen).
+
+    ``on_device``: the batches are blended in this process, so a torch model on a GPU
+    leaves its outputs there (not with test-time augmentation, which averages on the
+    host, nor for object-list models).
+    """
     chosen, onnx_path = choose_backend(
         backend, checkpoint=str(checkpoint), precision=precision, device=device, tile_size=tile,
         objects=objects,
     )  # fmt: skip
+    keep = on_device and chosen == "torch" and device != "cpu" and len(tta) == 1 and not objects
     return RunnerSpec(
         checkpoint=str(Path(checkpoint).resolve()),
         backend=chosen,
@@ -343,6 +352,7 @@ def _runner_spec(
         onnx_path=onnx_path,
         threads=threads[0],
         threads_by_worker=threads[1],
+        keep_on_device=keep,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.classes import CLASSES_TAG, ClassTable
+from geoseg.inference.device import argmax0, quantize
 from geoseg.instances.decoding import DecodeParams
 from geoseg.io.bands import INSTANCES_TAG
 from geoseg.io.cog import RasterProduct
@@ -46,6 +47,8 @@ class SemanticDecoder:
 
     classes: ClassTable
     probabilities: bool = False
+    #: decode() takes maps left on the model's device (geoseg.inference.device)
+    device_maps = True
 
     @classmethod
     def for_checkpoint(
@@ -83,13 +86,13 @@ class SemanticDecoder:
 
     def decode(self, maps: Mapping[str, np.ndarray], valid: np.ndarray) -> dict[str, np.ndarray]:
         """Arrays of the block's products from the blended outputs and the valid mask."""
-        p = maps["classes"]
+        p = maps["classes"]  # numpy, or a tensor on the model's device (device_maps)
         lut = np.asarray(self.classes.ids, dtype=np.int64)
-        classes = lut[np.argmax(p, axis=0)].astype(self.classes.dtype())
+        classes = lut[argmax0(p)].astype(self.classes.dtype())
         classes[~valid] = self.classes.nodata_value()
         arrays = {"classes": classes}
         if self.probabilities:
-            q = np.rint(np.clip(p, 0.0, 1.0) * float(PROB_SCALE)).astype(np.uint8)
+            q = quantize(p, float(PROB_SCALE))
             q[:, ~valid] = PROB_NODATA
             arrays["probabilities"] = q
         return arrays

@@ -1,0 +1,130 @@
+"""Blending on the model's GPU: window outputs stay where the model computed them.
+
+With a CUDA model and a local scheduler in one process, the torch runner leaves a
+batch's outputs in GPU memory (:attr:`RunnerSpec.keep_on_device`); block tasks blend
+them there and copy back only what the decoder produces: a class map is one byte per
+pixel, where the probabilities of a 7-class model are 28. On an H200 with 16 cores the
+host-side blending was about half of the CPU work of a prediction and the copies back
+a fifth of the model thread's time, and the CPU side, not the GPU, set the speed.
+
+Why by hand: no library blends overlapping window outputs into blocks on a device; the
+arithmetic here is that of :func:`geoseg.inference.graph.blend_block`, operation by
+operation and in the same window order (float32 multiply, add, maximum, divide; the
+first maximum for the argmax). These are correctly rounded IEEE operations on CUDA as in
+numpy, and no operation is fused (no multiply-add), so the maps equal the host blend's
+bit for bit (tests compare the two with CPU tensors; ``benchmarks/gpu_check.py`` on a
+GPU). torch is imported only when a device array is met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from geoseg.inference.tiling import PixelWindow
+
+#: The blend weights copied to each device, newest last (a few: one per prediction).
+_WEIGHTS: list[tuple[np.ndarray, Any, Any]] = []
+_MAX_WEIGHTS = 4
+
+
+def is_device_array(a: Any) -> bool:
+    """True for a torch tensor (the runner's outputs kept on its device)."""
+    return type(a).__module__.startswith("torch")
+
+
+def _device_weight(weight: np.ndarray, device: Any) -> Any:
+    """``weight`` as a float32 tensor on ``device`` (copied once per prediction)."""
+    import torch
+
+    for w, dev, t in _WEIGHTS:
+        if w is weight and dev == device:
+            return t
+    t = torch.from_numpy(np.ascontiguousarray(weight, dtype=np.float32)).to(device)
+    _WEIGHTS.append((weight, device, t))
+    del _WEIGHTS[:-_MAX_WEIGHTS]
+    return t
+
+
+def blend_block_device(
+    block: PixelWindow,
+    batches: list[Any],
+    members: list[tuple[PixelWindow, int, int]],
+    weight: np.ndarray,
+    names: tuple[str, ...],
+) -> tuple[dict[str, Any] | None, np.ndarray]:
+    """:func:`geoseg.inference.graph.blend_block` for outputs that are torch tensors.
+
+    Returns:
+        ``(maps, valid)``: blended (C, h, w) float32 tensors on the outputs' device by
+        name (None when no window of the block was run) and the block's valid mask
+        (numpy, as the windows' masks are).
+    """
+    import torch
+
+    acc: dict[str, Any] = {}
+    wsum: Any = None
+    wt: Any = None
+    valid = np.zeros((block.height, block.width), dtype=bool)
+    with torch.inference_mode():  # the outputs are inference tensors
+        for win, b, k in members:
+            outputs, vmask = batches[b][k]
+            r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
+            c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
+            dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
+            src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
+            valid[dst] |= vmask[src]
+            if outputs is None:
+                continue
+            if wt is None:
+                device = outputs[names[0]].device
+                wt = _device_weight(weight, device)
+                wsum = torch.zeros((block.height, block.width), dtype=torch.float32, device=device)
+            w = wt[src]
+            for name in names:
+                probs = outputs[name]
+                if name not in acc:
+                    shape = (probs.shape[0], block.height, block.width)
+                    acc[name] = torch.zeros(shape, dtype=torch.float32, device=probs.device)
+                acc[name][(slice(None), *dst)] += probs[(slice(None), *src)] * w
+            wsum[dst] += w
+        if not acc:
+            return None, valid
+        denom = torch.clamp_min(wsum, np.float32(1e-30).item())
+        for a in acc.values():
+            a.div_(denom)
+    return acc, valid
+
+
+def to_host(maps: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Blended maps as numpy arrays (device tensors copied back)."""
+    return {k: v.cpu().numpy() if is_device_array(v) else v for k, v in maps.items()}
+
+
+def argmax0(p: Any) -> np.ndarray:
+    """``np.argmax(p, axis=0)`` of a numpy array or a device tensor, as a host array.
+
+    On a device the index is computed there and copied back in the smallest integer
+    type that holds it (one byte per pixel up to 256 classes).
+    """
+    if not is_device_array(p):
+        return np.argmax(p, axis=0)
+    import torch
+
+    with torch.inference_mode():
+        idx = torch.argmax(p, dim=0)
+        small = torch.uint8 if p.shape[0] <= 256 else torch.int32
+        return idx.to(small).cpu().numpy()
+
+
+def quantize(p: Any, scale: float) -> np.ndarray:
+    """``rint(clip(p, 0, 1) * scale)`` as uint8, of a numpy array or a device tensor."""
+    if not is_device_array(p):
+        return np.rint(np.clip(p, 0.0, 1.0) * scale).astype(np.uint8)
+    import torch
+
+    with torch.inference_mode():
+        # torch.round rounds half to even, as np.rint does
+        return torch.round(torch.clamp(p, 0.0, 1.0) * scale).to(torch.uint8).cpu().numpy()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from rasterio.enums import Resampling
 from geoseg.classes import ClassTable, write_class_table
 from geoseg.io.files import load_npz
 from geoseg.io.grid import PixelWindow
+from geoseg.io.overviews import ModeLevels, overview_factors, vrt_with_overviews
 
 #: Internal tile size of written COGs (pixels).
 COG_BLOCKSIZE = 512
@@ -59,14 +61,6 @@ class RasterProduct:
     scale: float | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     interleave: str | None = None
-
-
-def _overview_factors(height: int, width: int, blocksize: int = COG_BLOCKSIZE) -> list[int]:
-    factors, f = [], 2
-    while max(height, width) / (f // 2) > blocksize:
-        factors.append(f)
-        f *= 2
-    return factors
 
 
 class BlockWriter:
@@ -105,6 +99,10 @@ class BlockWriter:
         }
         self.tmp: dict[str, Path] = {}
         self._ds: dict[str, Any] = {}
+        self._work = Path(work_dir)
+        self._factors = overview_factors(height, width, COG_BLOCKSIZE)
+        #: class maps' overview levels, made block by block (geoseg.io.overviews)
+        self._modes: dict[str, ModeLevels] = {}
         for p in products:
             self.tmp[p.name] = Path(work_dir) / f"{p.name}.tif"
             extra = {"interleave": p.interleave} if p.interleave else {}
@@ -126,6 +124,21 @@ class BlockWriter:
                 ds.set_band_description(i, desc)
             if p.tags:
                 ds.update_tags(**dict(p.tags))
+            if p.resampling == "mode" and p.count == 1 and self._factors:
+                self._modes[p.name] = ModeLevels(
+                    partial(self._open_level, p, base=base),
+                    height, width, self._factors, p.nodata,
+                )  # fmt: skip
+
+    def _level_path(self, name: str, factor: int) -> Path:
+        return self._work / f"{name}.level{factor}.tif"
+
+    def _open_level(self, p: RasterProduct, factor: int, *, base: dict[str, Any]) -> Any:
+        """A writable GTiff of product ``p`` on the grid of overview ``factor``."""
+        profile = dict(base, height=-(-self.height // factor), width=-(-self.width // factor),
+                       transform=base["transform"] @ Affine.scale(factor))  # fmt: skip
+        return rasterio.open(self._level_path(p.name, factor), "w+", count=1, dtype=p.dtype,
+                             nodata=p.nodata, **profile)  # fmt: skip
 
     def write(self, block: PixelWindow, path: str | None, *, keep: bool = False) -> None:
         """Write one finished block (``path`` from the block task; None = all no-data).
@@ -139,6 +152,8 @@ class BlockWriter:
             for name, p in self.products.items():
                 fill = np.full((p.count, block.height, block.width), p.nodata, dtype=p.dtype)
                 self._ds[name].write(fill, window=win)
+                if name in self._modes:
+                    self._modes[name].write(block.row, block.col, fill[0])
             return
         self.write_arrays(block, load_npz(path, list(self.products)))
         if not keep:
@@ -152,20 +167,40 @@ class BlockWriter:
         for name in self.products:
             arr = arrays[name]
             self._ds[name].write(arr[None] if arr.ndim == 2 else arr, window=win)
+            if name in self._modes:
+                self._modes[name].write(block.row, block.col, arr if arr.ndim == 2 else arr[0])
 
     def close(self) -> None:
         """Close the intermediate files."""
         for ds in self._ds.values():
             ds.close()
+        for levels in self._modes.values():
+            levels.close()
 
     def finish(self, outputs: Mapping[str, Path]) -> None:
         """Build overviews and copy each product named in ``outputs`` to a COG there."""
+        for ds in self._ds.values():
+            ds.close()
+        for name, levels in self._modes.items():
+            if name in outputs:
+                levels.finish(partial(_read_rows, self.tmp[name]))
         self.close()
-        factors = _overview_factors(self.height, self.width)
         for name, dst in outputs.items():
             product = self.products[name]
-            _to_cog(self.tmp[name], dst, factors, Resampling[product.resampling],
-                    **cog_compression(product))  # fmt: skip
+            if name in self._modes:
+                paths = [self._level_path(name, f) for f in self._factors]
+                src = vrt_with_overviews(self.tmp[name], paths, self._work / f"{name}.vrt")
+                _to_cog(src, dst, [], Resampling.mode, cog_compression(product), overviews=True)
+                continue
+            _to_cog(self.tmp[name], dst, self._factors, Resampling[product.resampling],
+                    cog_compression(product))  # fmt: skip
+
+
+def _read_rows(path: Path, row0: int, row1: int) -> np.ndarray:
+    from rasterio.windows import Window
+
+    with rasterio.open(path) as ds:
+        return ds.read(1, window=Window(0, row0, ds.width, row1 - row0))
 
 
 def cog_compression(product: RasterProduct) -> dict[str, str]:
@@ -182,8 +217,19 @@ def cog_compression(product: RasterProduct) -> dict[str, str]:
 
 
 def _to_cog(
-    src: Path, dst: Path, factors: list[int], resampling: Resampling, **options: str
+    src: Path,
+    dst: Path,
+    factors: list[int],
+    resampling: Resampling,
+    options: Mapping[str, str],
+    *,
+    overviews: bool = False,
 ) -> None:
+    """Copy ``src`` to the COG ``dst``.
+
+    The overviews are GDAL's at ``factors``, or the source's own with ``overviews`` (the
+    VRT of :func:`vrt_with_overviews`).
+    """
     from rasterio.shutil import copy
 
     if factors:
@@ -196,10 +242,10 @@ def _to_cog(
             driver="COG",
             COMPRESS="DEFLATE",
             BLOCKSIZE=COG_BLOCKSIZE,
-            OVERVIEWS="FORCE_USE_EXISTING" if factors else "NONE",
+            OVERVIEWS="FORCE_USE_EXISTING" if factors or overviews else "NONE",
             NUM_THREADS="ALL_CPUS",
             BIGTIFF="IF_SAFER",
-            **options,
+            **dict(options),
         )
 
 

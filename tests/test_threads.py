@@ -148,3 +148,60 @@ def test_a_failing_load_probe_never_stops_the_model_thread(monkeypatch):
             time.sleep(0.02)
             assert pool.submit(on_model_thread, _where).result(timeout=5)[0] == "geoseg-model"
         assert pool.mode == "safe" and pool.model.is_alive()
+
+
+def test_prepare_runs_on_the_model_thread_and_is_not_a_model_call(fast):
+    fast["cores"] = 0.0  # an idle machine: the workers would go quiet after a model call
+    with model_pool(2) as pool:
+        started = threading.Event()
+        release = threading.Event()
+
+        def load():
+            started.set()
+            release.wait(5)
+            return threading.current_thread().name
+
+        future = pool.prepare(load)
+        assert started.wait(5)
+        time.sleep(0.1)
+        assert pool.mode == "safe"  # preparing is not a model call: nobody goes quiet
+        assert not future.done()
+        release.set()
+        assert future.result(5) == "geoseg-model"
+        # a failing preparation stays in its future; the model thread keeps working
+        bad = pool.prepare(lambda: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            bad.result(5)
+        assert pool.call(lambda: threading.current_thread().name) == "geoseg-model"
+
+
+def test_predict_loads_the_model_while_the_first_batch_is_read(tmp_path, monkeypatch):
+    """The runner is built on the model thread, started before the first batch's reads
+    are done (so a model's load, a GPU's start-up, overlaps the reading)."""
+    from _inference_helpers import RGB, tiny_checkpoint
+
+    from geoseg.inference import backends, predict
+    from geoseg.io.mosaic import Mosaic
+
+    events: list[tuple[str, float, str]] = []
+    init, read_many = backends.Runner.__init__, Mosaic.read_many
+
+    def runner_init(self, spec):
+        events.append(("load", time.perf_counter(), threading.current_thread().name))
+        time.sleep(0.3)  # a slow model load
+        init(self, spec)
+
+    def reads(self, strips):
+        out = read_many(self, strips)
+        events.append(("read", time.perf_counter(), threading.current_thread().name))
+        return out
+
+    monkeypatch.setattr(backends.Runner, "__init__", runner_init)
+    monkeypatch.setattr(Mosaic, "read_many", reads)
+    ckpt = tiny_checkpoint(tmp_path / "fresh.safetensors", seed=11)  # a runner not cached
+    predict(ckpt, RGB, tmp_path / "o.tif", backend="torch", progress=False, tile_size=64,
+            scheduler="threads")  # fmt: skip
+    loads = [e for e in events if e[0] == "load"]
+    first_read = min(t for kind, t, _ in events if kind == "read")
+    assert len(loads) == 1 and loads[0][2] == "geoseg-model"
+    assert loads[0][1] < first_read

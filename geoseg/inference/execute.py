@@ -31,11 +31,13 @@ def execute_graph(
     progress: bool,
     store: ResumeStore | None = None,
     valid_before: int = 0,
+    prepare: Callable[[], Any] | None = None,
 ) -> None:
     """Run the graph, writing each block as soon as it is done.
 
     With a resume ``store``, finished blocks stay in its folder (``valid_before``: valid
-    blocks already written from it).
+    blocks already written from it). ``prepare`` (loading the model) runs on the model
+    thread of the threads scheduler while the first batch is read.
     """
     from tqdm.auto import tqdm
 
@@ -62,7 +64,7 @@ def execute_graph(
         if client is not None:
             run_distributed(dsk, keys, client, done)
         else:
-            run_local(dsk, keys, scheduler, workers, done)
+            run_local(dsk, keys, scheduler, workers, done, prepare)
     finally:
         bar.close()
     check_not_empty(valid_blocks)
@@ -74,6 +76,7 @@ def run_local(
     scheduler: str,
     workers: int | None,
     done: Callable[[Any], None],
+    prepare: Callable[[], Any] | None = None,
 ) -> None:
     """Compute ``keys`` of ``dsk`` with a local scheduler, calling ``done`` per key."""
     import dask
@@ -107,6 +110,8 @@ def run_local(
         with pool as executor:
             if executor is not None:
                 kwargs["pool"] = executor
+                if prepare is not None and keys:
+                    executor.prepare(prepare)  # the model loads while batches are read
             get(dsk, keys, **kwargs)
     except BrokenProcessPool as exc:
         raise SchedulerError(

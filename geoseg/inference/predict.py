@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from geoseg.errors import ConfigError, SchedulerError, warn
 from geoseg.inference.backends import (
     RunnerSpec,
     choose_backend,
+    get_runner,
     resolve_device,
     tta_transforms,
 )
@@ -524,7 +526,7 @@ def _run_plan(
         try:
             execute_graph(dsk, todo, writer=writer, client=client, scheduler=scheduler,
                      workers=workers, progress=progress, store=store,
-                     valid_before=valid_before)  # fmt: skip
+                     valid_before=valid_before, prepare=partial(get_runner, plan.spec))  # fmt: skip
         except BaseException:
             if store is not None:
                 warn(

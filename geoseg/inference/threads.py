@@ -120,6 +120,8 @@ class _Job:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
+    #: preparation ahead of the model calls (loading it), not a model call
+    prepare: bool = False
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():
@@ -229,6 +231,20 @@ class ModelPool(Executor):
             self._call_ready.notify()
         return future.result()
 
+    def prepare(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue ``fn(*args)`` on the model thread without waiting for it.
+
+        For loading the model while the first batch is read: the first model call then
+        finds it loaded. Not counted as a model call (the workers' quiet mode waits for
+        one); an exception stays in the returned future (the model call that needs the
+        model raises it again).
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            self._calls.append(_Job(future, fn, args, {}, prepare=True))
+            self._call_ready.notify()
+        return future
+
     def _model_loop(self) -> None:
         while True:
             with self._lock:
@@ -239,7 +255,7 @@ class ModelPool(Executor):
                 if not self._calls:
                     return
                 job = self._calls.popleft()
-                self._model_called = True
+                self._model_called |= not job.prepare
                 now = time.monotonic()
                 self._watch(now - start)
                 if self.mode == "quiet":  # (only the part of the wait spent quiet)

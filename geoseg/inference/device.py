@@ -71,10 +71,7 @@ def blend_block_device(
     with torch.inference_mode():  # the outputs are inference tensors
         for win, b, k in members:
             outputs, vmask = batches[b][k]
-            r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
-            c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
-            dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
-            src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
+            dst, src = block.overlap_slices(win)
             valid[dst] |= vmask[src]
             if outputs is None:
                 continue

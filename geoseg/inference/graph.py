@@ -203,10 +203,7 @@ def blend_block(
     valid = np.zeros((block.height, block.width), dtype=bool)
     for win, b, k in members:
         outputs, vmask = batches[b][k]
-        r0, r1 = max(block.row, win.row), min(block.row_stop, win.row_stop)
-        c0, c1 = max(block.col, win.col), min(block.col_stop, win.col_stop)
-        dst = (slice(r0 - block.row, r1 - block.row), slice(c0 - block.col, c1 - block.col))
-        src = (slice(r0 - win.row, r1 - win.row), slice(c0 - win.col, c1 - win.col))
+        dst, src = block.overlap_slices(win)
         valid[dst] |= vmask[src]
         if outputs is None:
             continue
@@ -216,7 +213,7 @@ def blend_block(
             if name not in acc:
                 acc[name] = np.zeros((probs.shape[0], block.height, block.width), np.float32)
                 scratch[name] = np.empty_like(acc[name])
-            prod = scratch[name][:, : r1 - r0, : c1 - c0]
+            prod = scratch[name][:, : w.shape[0], : w.shape[1]]
             np.multiply(probs[(slice(None), *src)], w, out=prod)
             acc[name][(slice(None), *dst)] += prod
         wsum[dst] += w

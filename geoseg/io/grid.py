@@ -96,6 +96,19 @@ class PixelWindow:
         """One past the last column."""
         return self.col + self.width
 
+    def overlap_slices(self, other: PixelWindow) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+        """Where ``self`` and ``other`` share pixels, as (rows, cols) slices.
+
+        The first pair indexes an array of ``self``, the second one of ``other`` (empty
+        slices when the two do not meet).
+        """
+        r0, r1 = max(self.row, other.row), min(self.row_stop, other.row_stop)
+        c0, c1 = max(self.col, other.col), min(self.col_stop, other.col_stop)
+        return (
+            (slice(r0 - self.row, r1 - self.row), slice(c0 - self.col, c1 - self.col)),
+            (slice(r0 - other.row, r1 - other.row), slice(c0 - other.col, c1 - other.col)),
+        )
+
     def intersects(self, other: PixelWindow) -> bool:
         """True when the two windows share at least one pixel."""
         return (

@@ -19,6 +19,7 @@ import glob
 import os
 import re
 import shutil
+import signal
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
@@ -184,6 +185,156 @@ def _check_not_input(output: Path, item: Path, named: tuple[Path, Path] | None =
         )
 
 
+class OutputBatch:
+    """The outputs of one run: they appear together, or none of them does.
+
+    Each output is written under a temporary name beside its target (:meth:`path`), or
+    in a work folder on the same file system (:meth:`adopt`). :meth:`commit` moves every
+    one into place with Ctrl-C and SIGTERM held back, so an interruption finds either all
+    the previous files or all the new ones; :meth:`discard` removes the temporaries and
+    the folders the batch made. Use it through :func:`atomic_outputs`.
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []  # (written, target)
+        self._targets: dict[Path, Path] = {}  # resolved target -> target
+        self._remove: list[Path] = []
+        self._made: list[Path] = []
+        self._swept: set[Path] = set()
+        self._done = False
+
+    @property
+    def targets(self) -> list[Path]:
+        """The outputs of the batch, in the order they were added."""
+        return [final for _, final in self._moves]
+
+    def path(
+        self,
+        path: str | Path,
+        *,
+        overwrite: bool = False,
+        inputs: Iterable[str | os.PathLike[str] | None] = (),
+    ) -> Path:
+        """A temporary path to write the output ``path`` to, beside it.
+
+        ``path`` is checked as by :func:`check_output_path` (never a folder, never an
+        input) and against the batch's other outputs.
+        """
+        final = check_output_path(path, overwrite=overwrite, inputs=inputs)
+        parent = final.parent.resolve()
+        if parent not in self._swept:
+            remove_stale_temporaries(final.parent)
+            self._swept.add(parent)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.stem}.{os.getpid()}-", suffix=f".tmp{final.suffix}",
+            dir=final.parent or ".",
+        )  # fmt: skip
+        os.close(fd)
+        tmp = Path(tmp_name)
+        tmp.unlink()  # writers (GDAL, OGR) want to create the file themselves
+        self._add(tmp, final)
+        return tmp
+
+    def adopt(self, written: str | Path, path: str | Path) -> None:
+        """Move the finished file ``written`` (same file system) onto ``path`` at commit.
+
+        ``path`` is the caller's to check; its missing folders are made at commit.
+        """
+        self._add(Path(written), Path(path))
+
+    def remove(self, path: str | Path) -> None:
+        """Delete ``path`` at commit: a file of the output this batch replaces."""
+        self._remove.append(Path(path))
+
+    def folder(self, path: str | Path) -> Path:
+        """Make the folder ``path`` (if missing) now; :meth:`discard` removes it if empty."""
+        p = Path(path)
+        if p.resolve() in self._targets:
+            raise OutputError(f"{str(p)!r} is both a file and a folder of this run's outputs")
+        if not p.is_dir():
+            p.mkdir()
+            self._made.append(p)
+        return p
+
+    def _add(self, written: Path, final: Path) -> None:
+        key = final.resolve()
+        if key in self._targets:
+            raise OutputError(
+                f"output {str(final)!r} is also {str(self._targets[key])!r}; the outputs of "
+                "one command must be different files"
+            )
+        if any(key == made.resolve() for made in self._made):
+            raise OutputError(f"{str(final)!r} is both a file and a folder of this run's outputs")
+        self._targets[key] = final
+        self._moves.append((written, final))
+
+    def commit(self) -> None:
+        """Move every output into place and delete the files it replaces."""
+        for written, final in self._moves:
+            if final.is_dir():  # appeared while we worked: never replaced
+                raise OutputError(f"output {str(final)!r} became a folder during the run")
+            if written.is_file():
+                # some writers create private (0600) files; give outputs normal permissions
+                os.chmod(written, 0o666 & ~_UMASK)
+        keep = set(self._targets)
+        with interrupts_deferred():
+            for written, final in self._moves:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(written, final)
+            for old in self._remove:
+                if old.resolve() not in keep:
+                    old.unlink(missing_ok=True)
+            self._done = True
+
+    def discard(self) -> None:
+        """Remove what the batch wrote (nothing once committed); never a previous file."""
+        if self._done:
+            return
+        for written, _ in self._moves:
+            if written.is_dir():
+                shutil.rmtree(written, ignore_errors=True)
+            else:
+                written.unlink(missing_ok=True)
+            # sidecars: GDAL's .aux.xml / .ovr (name + ".*"), a Shapefile's .shx / .dbf
+            side = {*written.parent.glob(glob.escape(written.name) + ".*"),
+                    *written.parent.glob(glob.escape(written.stem) + ".*")}  # fmt: skip
+            for extra in side:
+                if extra.is_file() and _TEMPORARY.match(extra.name):
+                    extra.unlink(missing_ok=True)
+        for made in reversed(self._made):
+            with contextlib.suppress(OSError):
+                made.rmdir()  # only when empty: what is left there is not ours
+
+
+@contextlib.contextmanager
+def atomic_outputs() -> Iterator[OutputBatch]:
+    """An :class:`OutputBatch` committed when the block succeeds, discarded on any exception.
+
+    Interruptions included, a failed run leaves every previous file as it was and none
+    of its own. A failure on a (nearly) full disk is an :class:`OutputError` saying so.
+    """
+    batch = OutputBatch()
+    try:
+        yield batch
+        batch.commit()
+    except BaseException as exc:
+        # measured before the temporaries go: a write that failed on a (nearly) full disk
+        # is reported as such even when the library's message does not say so (pyogrio:
+        # "Failed to commit transaction")
+        targets = batch.targets
+        folder = targets[0].parent if targets else Path(".")
+        full = isinstance(exc, Exception) and (disk_full(exc) or _low_space(folder, exc))
+        batch.discard()
+        if full and targets and not isinstance(exc, OutputError):
+            more = f" and {len(targets) - 1} other output(s)" if len(targets) > 1 else ""
+            raise OutputError(
+                f"no space left on the device while writing {str(targets[0])!r}{more} (or "
+                f"the temporaries beside them); nothing was written. Free space in "
+                f"{str(folder)!r} or write the output elsewhere"
+            ) from exc
+        raise
+
+
 @contextlib.contextmanager
 def atomic_path(
     path: str | Path,
@@ -195,47 +346,29 @@ def atomic_path(
 
     On any exception (interruptions included) the temporary file is removed, so a failed
     run never leaves a half-written output behind. The output is checked as by
-    :func:`check_output_path` (never a folder, never an input).
+    :func:`check_output_path` (never a folder, never an input). Several outputs that
+    succeed or fail together: :func:`atomic_outputs`.
     """
-    final = check_output_path(path, overwrite=overwrite, inputs=inputs)
-    remove_stale_temporaries(final.parent)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.stem}.{os.getpid()}-", suffix=f".tmp{final.suffix}",
-        dir=final.parent or ".",
-    )  # fmt: skip
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # writers (GDAL, OGR) want to create the file themselves
+    with atomic_outputs() as batch:
+        yield batch.path(path, overwrite=overwrite, inputs=inputs)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM back in this thread until the block ends.
+
+    A signal that arrives meanwhile is delivered when the block ends. Threads started
+    inside the block, and processes they start, inherit the blocked signals (on POSIX);
+    elsewhere this does nothing.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
-        yield tmp
-        if tmp.is_file():
-            # Some writers create private (0600) files; give the output normal permissions.
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        if final.is_dir():  # appeared while we worked: never replaced
-            raise OutputError(f"output {str(final)!r} became a folder during the run")
-        os.replace(tmp, final)
-    except BaseException as exc:
-        # measured before the temporaries go: a write that failed on a (nearly) full disk
-        # is reported as such even when the library's message does not say so (pyogrio:
-        # "Failed to commit transaction")
-        full = isinstance(exc, Exception) and (disk_full(exc) or _low_space(final.parent, exc))
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-        # sidecars: GDAL's .aux.xml / .ovr (tmp.name + ".*"), a Shapefile's .shx / .dbf
-        side = {*tmp.parent.glob(glob.escape(tmp.name) + ".*"),
-                *tmp.parent.glob(glob.escape(tmp.stem) + ".*")}  # fmt: skip
-        for extra in side:
-            if extra.is_file():
-                extra.unlink(missing_ok=True)
-        if full and not isinstance(exc, OutputError):
-            raise OutputError(
-                f"no space left on the device while writing {str(final)!r} (or its "
-                f"temporaries beside it); nothing was written. Free space in "
-                f"{str(final.parent)!r} or write the output elsewhere"
-            ) from exc
-        raise
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 #: What GDAL, SQLite (GeoPackage) and the OS say when a disk is full.

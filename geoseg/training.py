@@ -12,21 +12,29 @@ the validation and test splits, and writes to the output folder:
 * ``metrics.json``: per-epoch history plus the final validation and test reports;
 * ``config.yaml``: the resolved config (after overrides);
 * ``logs/``: Lightning's CSV logs and its ``.ckpt`` files.
+
+A run works in a hidden folder inside the run folder and moves its files into place
+only when it completes: an interrupted or failed run leaves the run folder as it was
+(a previous run in it included, byte for byte) and removes its work folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
+import shutil
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from geoseg.classes import ClassTable
 from geoseg.config import ExperimentConfig, TrainingConfig
@@ -217,9 +225,10 @@ def train(
             ``config.data`` (it must offer the attributes of
             :class:`geoseg.data.GeoDataModule`: classes, band_names, mean, std,
             tile_size, ...).
-        overwrite: train into a run folder that already holds a model (its
-            ``model.safetensors``, ``metrics.json`` and ``config.yaml`` are replaced when
-            the new run succeeds); without it such a folder is refused.
+        overwrite: train into a run folder that already holds a run (its
+            ``model.safetensors``, ``metrics.json``, ``config.yaml`` and ``logs/`` files
+            are replaced when the new run succeeds, and left as they were when it fails
+            or is interrupted); without it such a folder is refused.
 
     Returns:
         A :class:`TrainResult` (checkpoint path, val/test reports, history).
@@ -238,19 +247,58 @@ def train(
     pick(OPTIMIZERS, tcfg.optimizer, "optimizer")
     pick(SCHEDULERS, tcfg.scheduler, "scheduler")
     build_loss(tcfg.loss, options=tcfg.loss_options)
-    out.mkdir(parents=True, exist_ok=True)
-
     threads = torch.get_num_threads()
     if tcfg.num_threads is not None:
         torch.set_num_threads(max(1, tcfg.num_threads))
     try:
-        return _fit(exp, out, datamodule)
+        with _run_folder(out) as work:
+            return _fit(exp, out, work, datamodule)
     finally:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def _run_folder(out: Path) -> Iterator[Path]:
+    """A work folder inside the run folder ``out``, made for one run and removed after it.
+
+    A run that fails or is interrupted leaves ``out`` as it was: its work folder goes,
+    and so does ``out`` itself (and its parents) if the run made them.
+    """
+    from geoseg.errors import OutputError
+    from geoseg.io.outputs import disk_full, remove_stale_temporaries, work_folder
+
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # the work folders of killed runs
+    work = work_folder(out, "train")
+    try:
+        yield work
+    except BaseException as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        for folder in made:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+        if isinstance(exc, Exception) and disk_full(exc):
+            raise OutputError(
+                f"no space left on the device for the run in {str(out)!r}; nothing was "
+                "written (a previous run there is as it was). Free space, or train into a "
+                "folder on another disk"
+            ) from exc
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
 #: What a run writes into its folder (a folder holding any of them holds a run).
 RUN_FILES = ("model.safetensors", "metrics.json", "config.yaml", "logs/metrics.csv")
+
+
+def previous_run_files(out: Path) -> list[Path]:
+    """The files of the run in ``out`` that a new run replaces (its checkpoints included)."""
+    names = (*RUN_FILES, "logs/hparams.yaml")
+    found = [out / f for f in names if (out / f).is_file()]
+    return found + sorted((out / "logs" / "checkpoints").glob("*.ckpt"))
 
 
 def check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None) -> None:
@@ -267,8 +315,7 @@ def check_run_folder(out: Path, overwrite: bool, config_file: str | Path | None)
     if config_file is not None and out.is_dir():
         # the run writes its resolved config as config.yaml: never over the input's
         check_output_path(out / "config.yaml", overwrite=True, inputs=(config_file,))
-    found = [out / f for f in RUN_FILES if (out / f).exists()]
-    found += sorted((out / "logs" / "checkpoints").glob("*.ckpt"))
+    found = previous_run_files(out)
     if found and not overwrite:
         names = ", ".join(str(f.relative_to(out)) for f in found[:3])
         raise OutputError(
@@ -314,18 +361,40 @@ def _make_task(exp: ExperimentConfig, dm: Any) -> BaseTask:
     return task
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's ``.ckpt`` files, written under a temporary name beside them and renamed.
+
+    Lightning's own writer copies a file from /tmp onto the target: a full disk left a
+    truncated checkpoint. Here a failed write leaves no file and is a clear error.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        """Write ``checkpoint`` to ``path`` atomically."""
+        from geoseg.io.outputs import atomic_path
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # serialized in memory first (as Lightning does): a full disk is then an OSError
+        # of the write, not torch's "iostream error"
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with atomic_path(target, overwrite=True) as tmp:
+            tmp.write_bytes(buffer.getbuffer())
+
+
 def _trainer(
-    tcfg: TrainingConfig, out: Path, monitor: str, has_val: bool
+    tcfg: TrainingConfig, work: Path, monitor: str, has_val: bool
 ) -> tuple[pl.Trainer, Any]:
-    """The Lightning trainer and its best-checkpoint callback."""
+    """The Lightning trainer (writing into the work folder) and its best-checkpoint callback."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    ckpt_dir = out / "logs" / "checkpoints"
-    for stale in ckpt_dir.glob("*.ckpt"):  # a previous run in the same folder
-        stale.unlink()
     ckpt_cb = ModelCheckpoint(
-        dirpath=ckpt_dir,
+        dirpath=work / "logs" / "checkpoints",
         filename="best-{epoch}",
         monitor=monitor if has_val else None,
         mode="max",
@@ -348,9 +417,10 @@ def _trainer(
         devices=tcfg.devices,
         precision=tcfg.precision,  # type: ignore[arg-type]
         deterministic="warn" if tcfg.deterministic else False,
-        logger=CSVLogger(str(out), name="logs", version=""),
+        logger=CSVLogger(str(work), name="logs", version=""),
         callbacks=callbacks,
-        default_root_dir=str(out),
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(work),
         limit_train_batches=tcfg.limit_train_batches,
         limit_val_batches=tcfg.limit_val_batches if has_val else 0,
         limit_test_batches=tcfg.limit_test_batches,
@@ -362,7 +432,7 @@ def _trainer(
     return trainer, ckpt_cb
 
 
-def _fit(exp: ExperimentConfig, out: Path, datamodule: Any) -> TrainResult:
+def _fit(exp: ExperimentConfig, out: Path, work: Path, datamodule: Any) -> TrainResult:
     tcfg = exp.training
     pl.seed_everything(tcfg.seed, workers=True, verbose=False)
     dm = datamodule if datamodule is not None else make_datamodule(exp)
@@ -371,7 +441,7 @@ def _fit(exp: ExperimentConfig, out: Path, datamodule: Any) -> TrainResult:
     dm.setup("fit")
     task = _make_task(exp, dm)
     has_val = _has_batches(dm, "val_dataloader")
-    trainer, ckpt_cb = _trainer(tcfg, out, task.monitor, has_val)
+    trainer, ckpt_cb = _trainer(tcfg, work, task.monitor, has_val)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -393,26 +463,32 @@ def _fit(exp: ExperimentConfig, out: Path, datamodule: Any) -> TrainResult:
         if _has_batches(dm, "test_dataloader", stage="test"):
             trainer.test(task, datamodule=dm, verbose=False)
             metrics["test"] = task.reports["test"]
-    return _write_run(exp, dm, task, out, metrics, best_epoch)
+    return _write_run(exp, dm, task, (out, work), metrics, best_epoch)
 
 
 def _write_run(
     exp: ExperimentConfig,
     dm: Any,
     task: BaseTask,
-    out: Path,
+    folders: tuple[Path, Path],
     metrics: dict[str, Any],
     best_epoch: int | None,
 ) -> TrainResult:
-    """Write ``model.safetensors``, ``metrics.json`` and ``config.yaml`` atomically."""
+    """Write the run's files and move them into the run folder, all at once.
+
+    ``model.safetensors``, ``metrics.json`` and ``config.yaml`` are written into the work
+    folder beside the logs; then all of them replace the previous run's files together.
+    """
     import yaml
 
-    from geoseg.io.outputs import atomic_path
+    from geoseg.io.outputs import atomic_outputs
 
+    out, work = folders
     metrics = _jsonable(metrics)
     history = _jsonable(task.history)
     meta = build_metadata(dm, exp, {**metrics, "best_epoch": best_epoch}, task.pretrained)
-    ckpt_path = save_checkpoint(task.model.cpu(), meta, out / "model.safetensors")
+    save_checkpoint(task.model.cpu(), meta, work / "model.safetensors")
+    ckpt_path = out / "model.safetensors"
     summary = {
         "best_epoch": best_epoch,
         "monitor": task.monitor,
@@ -420,10 +496,13 @@ def _write_run(
         **metrics,
         "checkpoint": str(ckpt_path),
     }
-    with atomic_path(out / "metrics.json", overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
-    with atomic_path(out / "config.yaml", overwrite=True) as tmp:
-        tmp.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    (work / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (work / "config.yaml").write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    with atomic_outputs() as batch:
+        for old in previous_run_files(out):
+            batch.remove(old)
+        for f in sorted(p for p in work.rglob("*") if p.is_file()):
+            batch.adopt(f, out / f.relative_to(work))
     return TrainResult(out, ckpt_path, metrics, history, best_epoch)
 
 

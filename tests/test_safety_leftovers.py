@@ -10,12 +10,19 @@ file that existed before as it was, byte for byte, and none of their own.
 
 from __future__ import annotations
 
+import errno
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fake_dm import FakeDataModule
 
 from geoseg.errors import OutputError
 
@@ -74,3 +81,138 @@ def test_an_output_batch_lands_whole_or_not_at_all(tmp_path):
         batch.path(batch.folder(tmp_path / "sub") / "b.txt").write_text("new b")
         batch.remove(tmp_path / "stale.txt")
     assert _snapshot(tmp_path) == {"a.txt": b"new a", "sub": None, "sub/b.txt": b"new b"}
+
+
+# -- train --overwrite ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def previous_run(tmp_path_factory) -> Path:
+    """A completed run (model, metrics, config, logs and its .ckpt)."""
+    from geoseg.training import train
+
+    out = tmp_path_factory.mktemp("prev") / "run"
+    train(_config(), output_dir=out, datamodule=FakeDataModule())
+    assert (out / "model.safetensors").is_file() and any(out.rglob("*.ckpt"))
+    return out
+
+
+def _copy_run(previous_run: Path, tmp_path: Path) -> tuple[Path, dict[str, bytes | None]]:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(previous_run, run)
+    return run, _snapshot(run)
+
+
+class _FailingTiles(FakeDataModule):
+    """Training data that fails in the second epoch (after the first checkpoint)."""
+
+    def __init__(self, error: BaseException) -> None:
+        from torch.utils.data import Dataset
+
+        super().__init__()
+        train, calls = self.sets["train"], [0]
+
+        class Tiles(Dataset):
+            def __len__(self):
+                return len(train)
+
+            def __getitem__(self, i):
+                calls[0] += 1
+                if calls[0] > len(train):
+                    raise error
+                return train[i]
+
+        self.sets["train"] = Tiles()
+
+
+def test_a_failed_overwrite_run_leaves_the_previous_run_byte_for_byte(previous_run, tmp_path):
+    from geoseg.training import train
+
+    run, before = _copy_run(previous_run, tmp_path)
+    with pytest.raises(RuntimeError, match="reading tile 9"):
+        train(_config(max_epochs=3), output_dir=run, overwrite=True,
+              datamodule=_FailingTiles(RuntimeError("reading tile 9 failed")))  # fmt: skip
+    assert _snapshot(run) == before  # no new log, checkpoint, or work folder
+    # a failed run into a new folder leaves no folder
+    with pytest.raises(RuntimeError, match="reading tile 9"):
+        train(_config(max_epochs=3), output_dir=tmp_path / "new" / "run",
+              datamodule=_FailingTiles(RuntimeError("reading tile 9 failed")))  # fmt: skip
+    assert not (tmp_path / "new").exists()
+    # a completed overwrite replaces the whole previous run: no old checkpoint stays
+    res = train(_config(), output_dir=run, overwrite=True, datamodule=FakeDataModule(n=4))
+    assert res.checkpoint == run / "model.safetensors" and res.checkpoint.is_file()
+    after = _snapshot(run)
+    assert sorted(after) == sorted(before)  # the same files (one epoch: best-epoch=0)
+    assert after["metrics.json"] != before["metrics.json"]
+    assert after["logs/metrics.csv"] != before["logs/metrics.csv"]
+    assert not [n for n in after if n.startswith(".")]
+
+
+def test_an_interrupted_overwrite_run_leaves_the_previous_run_byte_for_byte(previous_run, tmp_path):
+    """Ctrl-C in the second epoch of ``geoseg train --overwrite``: Lightning's own
+    shutdown, then exit 130 with one line; the previous run is as it was."""
+    run, before = _copy_run(previous_run, tmp_path)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(_config(max_epochs=5)))
+    marker = tmp_path / "second-epoch"
+    code = textwrap.dedent(f"""
+        import signal, sys, time
+        from pathlib import Path
+        from torch.utils.data import Dataset
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # also under nohup
+        sys.path.insert(0, {str(TESTS)!r})
+        from _fake_dm import FakeDataModule
+        import geoseg.training
+
+        class SlowTiles(FakeDataModule):
+            def __init__(self):
+                super().__init__()
+                train, calls = self.sets["train"], [0]
+                class Tiles(Dataset):
+                    def __len__(self):
+                        return len(train)
+                    def __getitem__(self, i):
+                        calls[0] += 1
+                        if calls[0] > len(train):  # the first checkpoint is written
+                            Path({str(marker)!r}).touch()
+                            time.sleep(60)
+                        return train[i]
+                self.sets["train"] = Tiles()
+
+        geoseg.training.make_datamodule = lambda exp: SlowTiles()
+        from geoseg.cli import main
+        sys.exit(main(["train", {str(cfg)!r}, "-o", {str(run)!r}, "--overwrite"]))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the run did not reach its second epoch"
+    assert any(run.glob(".geoseg-train-*/logs/checkpoints/*.ckpt"))  # the new run's
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "geoseg train: interrupted; no partial output was kept" in err
+    assert "Traceback" not in err
+    assert _snapshot(run) == before
+
+
+def test_a_checkpoint_is_never_left_truncated(previous_run, tmp_path, monkeypatch):
+    """A full disk while Lightning saves a .ckpt: a clear error, no truncated file; the
+    previous run is as it was."""
+    from geoseg.training import train
+
+    run, before = _copy_run(previous_run, tmp_path)
+    write_bytes = Path.write_bytes
+
+    def full_disk(self, data):
+        if self.name.endswith(".ckpt"):
+            write_bytes(self, bytes(data)[:1000])  # what a full disk leaves
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OutputError, match="no space left on the device for the run"):
+        train(_config(), output_dir=run, overwrite=True, datamodule=FakeDataModule(n=4))
+    assert _snapshot(run) == before

@@ -55,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: What an interrupted command leaves (training keeps its run folder: see ``train``).
-_AFTER_INTERRUPT = (
-    "partial outputs removed (geoseg train keeps the logs and checkpoints of the "
-    "interrupted run in its run folder; a rerun into it needs --overwrite)"
-)
+def interrupted(args: argparse.Namespace) -> str:
+    """The one line an interrupted command prints: what stopped and what it left."""
+    if getattr(args, "resume", False):
+        kept = "no output was written; the finished blocks are kept for --resume"
+    else:
+        kept = "no partial output was kept (files that existed before are as they were)"
+    return f"geoseg {args.command}: interrupted; {kept}"
+
 
 #: Errors of the machine, not of geoseg: a full disk, a read-only or forbidden folder.
 _FILESYSTEM_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
@@ -95,13 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"geoseg {args.command}: interrupted; {_AFTER_INTERRUPT}", file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return 130
     except SystemExit as exc:
         # Lightning turns an interrupt of training into exit(1) after its own shutdown
         if not isinstance(exc.__context__, KeyboardInterrupt):
             raise
-        print(f"geoseg {args.command}: interrupted; {_AFTER_INTERRUPT}", file=sys.stderr)
+        print(interrupted(args), file=sys.stderr)
         return 130
     except Exception as exc:
         reason = filesystem_error(exc)

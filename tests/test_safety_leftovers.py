@@ -18,13 +18,18 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _fake_dm import FakeDataModule
 
+from geoseg.classes import ClassTable
+from geoseg.cli import main
 from geoseg.errors import OutputError
+from geoseg.testing import write_raster
 
 TESTS = Path(__file__).parent
 STRATA = TESTS.parent / "data" / "nc-landsat7-landcover" / "strata.tif"
@@ -216,3 +221,73 @@ def test_a_checkpoint_is_never_left_truncated(previous_run, tmp_path, monkeypatc
     with pytest.raises(OutputError, match="no space left on the device for the run"):
         train(_config(), output_dir=run, overwrite=True, datamodule=FakeDataModule(n=4))
     assert _snapshot(run) == before
+
+
+# -- panoptic -o ... --coco DIR ------------------------------------------------------------
+def _panoptic_pair(folder: Path) -> tuple[Path, Path]:
+    """A land-cover map (from the NC strata raster) and an object map of its class 3."""
+    from scipy import ndimage
+
+    with rasterio.open(STRATA) as src:
+        strata = src.read(1)[:192, :160]
+        crs, transform = src.crs, src.transform
+    land = np.where(strata > 0, strata, 0).astype(np.uint8)
+    table = ClassTable.from_config({i: f"class{i}" for i in range(8)})
+    ids, _ = ndimage.label(land == 3)
+    cls = write_raster(folder / "land.tif", land, crs=crs, transform=transform, classes=table)
+    inst = write_raster(folder / "objects.tif", ids.astype(np.uint32), crs=crs,
+                        transform=transform)  # fmt: skip
+    return cls, inst
+
+
+@pytest.mark.parametrize("failure", ["disk full", "interrupt"])
+def test_a_failed_coco_export_leaves_no_fused_map(tmp_path, capsys, monkeypatch, failure):
+    from PIL import Image
+
+    cls, inst = _panoptic_pair(tmp_path)
+    argv = ["panoptic", str(cls), str(inst), "-o", str(tmp_path / "fused.tif"),
+            "--instances-output", str(tmp_path / "fused_ids.tif"), "--coco",
+            str(tmp_path / "coco"), "--tile-size", "64", "--thing-class"]  # fmt: skip
+    # a previous result (objects of class 3), replaced below only when all is written
+    assert main([*argv, "3"]) == 0
+    argv.append("5")  # the new run's objects are of class 5: other bytes everywhere
+    capsys.readouterr()
+    before = _snapshot(tmp_path)
+    save, calls = Image.Image.save, [0]
+
+    def failing_save(self, fp, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 4:  # the fused maps and three tiles are written by then
+            if failure == "interrupt":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    code = main([*argv, "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == (130 if failure == "interrupt" else 1), err
+    assert ("interrupted" if failure == "interrupt" else "no space left") in err
+    assert _snapshot(tmp_path) == before  # every file as it was; no temporary
+    # into new names: nothing at all is left
+    for p in (tmp_path / "fused.tif", tmp_path / "fused_ids.tif"):
+        p.unlink()
+    (tmp_path / "coco" / "panoptic.json").unlink()
+    for p in (tmp_path / "coco" / "panoptic").iterdir():
+        p.unlink()
+    (tmp_path / "coco" / "panoptic").rmdir()
+    (tmp_path / "coco").rmdir()
+    inputs = _snapshot(tmp_path)
+    calls[0] = 0
+    assert main(argv) == (130 if failure == "interrupt" else 1)
+    assert _snapshot(tmp_path) == inputs
+
+
+def test_the_fused_map_may_not_be_the_coco_folder(tmp_path, capsys):
+    cls, inst = _panoptic_pair(tmp_path)
+    before = _snapshot(tmp_path)
+    code = main(["panoptic", str(cls), str(inst), "-o", str(tmp_path / "cc"),
+                 "--instances-output", str(tmp_path / "i.tif"), "--coco", str(tmp_path / "cc"),
+                 "--thing-class", "3", "--overwrite"])  # fmt: skip
+    assert code == 1 and "is the --coco folder" in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before

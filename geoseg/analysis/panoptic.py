@@ -11,14 +11,15 @@ class) and the instance map (band 1: object id, 0 = none; band 2: the object's c
   one PNG per tile (segment id = R + 256 G + 256² B, 0 = void) and one JSON with
   ``images``, ``annotations`` (``segments_info`` with category, bbox and area) and
   ``categories`` (``isthing``, colour). Tiles keep their georeferencing in the JSON.
+* :func:`write_panoptic`: both in one go (``geoseg panoptic``), all or nothing: the
+  fused maps and the export appear together, or none of them does.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_ta
 from geoseg.errors import ConfigError, DataError, OutputError
 from geoseg.io.bands import INSTANCES_TAG, raster_path, refuse_probabilities
 from geoseg.io.grid import same_grid_crs
-from geoseg.io.outputs import atomic_path, check_distinct, check_output_path, work_folder
+from geoseg.io.outputs import OutputBatch, atomic_outputs, check_distinct, check_output_path
 
 
 def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
@@ -105,10 +106,29 @@ def fuse_panoptic(
         DataError: the maps are on different grids, or class ids clash.
         ConfigError: no class for the objects.
     """
+    with atomic_outputs() as batch:
+        out, iout, _ = _fuse(
+            batch, semantic, instances, (output, instances_output),
+            thing_class=thing_class, overwrite=overwrite, chunk_size=chunk_size,
+        )  # fmt: skip
+    return out, iout
+
+
+def _fuse(
+    batch: OutputBatch,
+    semantic: Any,
+    instances: Any,
+    outputs: tuple[str | Path, str | Path],
+    *,
+    thing_class: int | None,
+    overwrite: bool,
+    chunk_size: int,
+) -> tuple[Path, Path, tuple[Path, Path]]:
+    """Write the fused pair to temporaries of ``batch``; the targets and the temporaries."""
     cpath, ipath, land = _open_pair(semantic, instances)
     out, iout = (
-        check_output_path(output, overwrite=overwrite, inputs=(cpath, ipath)),
-        check_output_path(instances_output, overwrite=overwrite, inputs=(cpath, ipath)),
+        check_output_path(outputs[0], overwrite=overwrite, inputs=(cpath, ipath)),
+        check_output_path(outputs[1], overwrite=overwrite, inputs=(cpath, ipath)),
     )
     check_distinct({"output": out, "instances_output": iout})
     with rasterio.open(ipath) as src:
@@ -132,37 +152,34 @@ def fuse_panoptic(
         profile = c.profile | {"driver": "GTiff", "dtype": table.dtype(), "nodata": nodata,
                                "tiled": True, "blockxsize": 512, "blockysize": 512,
                                "compress": "deflate", "count": 1}  # fmt: skip
-    with atomic_path(out, overwrite=overwrite) as tc, atomic_path(iout, overwrite=overwrite) as ti:
-        with (
-            rasterio.open(cpath) as c,
-            rasterio.open(ipath) as i,
-            rasterio.open(tc, "w", **profile) as dc,
-            rasterio.open(
-                ti, "w", **(profile | {"dtype": "uint32", "count": 2, "nodata": 0})
-            ) as di,
-        ):
-            from geoseg.classes import write_class_table
+    tc = batch.path(out, overwrite=overwrite, inputs=(cpath, ipath))
+    ti = batch.path(iout, overwrite=overwrite, inputs=(cpath, ipath))
+    with (
+        rasterio.open(cpath) as c,
+        rasterio.open(ipath) as i,
+        rasterio.open(tc, "w", **profile) as dc,
+        rasterio.open(ti, "w", **(profile | {"dtype": "uint32", "count": 2, "nodata": 0})) as di,
+    ):
+        from geoseg.classes import write_class_table
 
-            write_class_table(dc, table)
-            di.update_tags(**{INSTANCES_TAG: "1", "GEOSEG_CLASSES": table.to_json()})
-            di.set_band_description(1, "instance_id")
-            di.set_band_description(2, "class_id")
-            for r in range(0, c.height, chunk_size):
-                for col in range(0, c.width, chunk_size):
-                    w = Window(
-                        col, r, min(chunk_size, c.width - col), min(chunk_size, c.height - r)
-                    )
-                    land_v = c.read(1, window=w, masked=True)
-                    ids = i.read(1, window=w).astype(np.uint32)
-                    cls = (i.read(2, window=w).astype(np.int64) if has_cls
-                           else np.full(ids.shape, thing_class, np.int64))  # fmt: skip
-                    fused = np.where(np.ma.getmaskarray(land_v), nodata, land_v.filled(nodata))
-                    obj = ids > 0
-                    fused = fused.astype(np.int64)
-                    fused[obj] = cls[obj]
-                    dc.write(fused.astype(table.dtype())[None], window=w)
-                    di.write(np.stack([ids, np.where(obj, cls, 0).astype(np.uint32)]), window=w)
-    return out, iout
+        write_class_table(dc, table)
+        di.update_tags(**{INSTANCES_TAG: "1", "GEOSEG_CLASSES": table.to_json()})
+        di.set_band_description(1, "instance_id")
+        di.set_band_description(2, "class_id")
+        for r in range(0, c.height, chunk_size):
+            for col in range(0, c.width, chunk_size):
+                w = Window(col, r, min(chunk_size, c.width - col), min(chunk_size, c.height - r))
+                land_v = c.read(1, window=w, masked=True)
+                ids = i.read(1, window=w).astype(np.uint32)
+                cls = (i.read(2, window=w).astype(np.int64) if has_cls
+                       else np.full(ids.shape, thing_class, np.int64))  # fmt: skip
+                fused = np.where(np.ma.getmaskarray(land_v), nodata, land_v.filled(nodata))
+                obj = ids > 0
+                fused = fused.astype(np.int64)
+                fused[obj] = cls[obj]
+                dc.write(fused.astype(table.dtype())[None], window=w)
+                di.write(np.stack([ids, np.where(obj, cls, 0).astype(np.uint32)]), window=w)
+    return out, iout, (tc, ti)
 
 
 def export_coco_panoptic(
@@ -190,71 +207,187 @@ def export_coco_panoptic(
     Returns:
         The JSON path.
     """
-    from PIL import Image
+    _check_tile_size(tile_size)
+    cpath, ipath, _ = _open_pair(classes, instances)
+    target = _coco_targets(Path(output_dir), (cpath, ipath), tile_size, overwrite)
+    # All or nothing: every file is written under a temporary name and renamed only when
+    # all of them are written (a full disk or an interruption leaves no half export).
+    with atomic_outputs() as batch:
+        _write_coco(batch, (cpath, ipath), target, overwrite=overwrite, source=cpath)
+    return target.json_path
 
-    if not 16 <= tile_size <= 8192:
+
+@dataclass
+class PanopticOutputs:
+    """What :func:`write_panoptic` wrote (None: not asked for).
+
+    Attributes:
+        classes: the fused class map.
+        instances: the fused instance map.
+        coco: the COCO export's ``panoptic.json``.
+    """
+
+    classes: Path | None = None
+    instances: Path | None = None
+    coco: Path | None = None
+
+
+def write_panoptic(
+    classes: Any,
+    instances: Any,
+    *,
+    output: str | Path | None = None,
+    instances_output: str | Path | None = None,
+    coco: str | Path | None = None,
+    thing_class: int | None = None,
+    tile_size: int = 1024,
+    overwrite: bool = False,
+    chunk_size: int = 2048,
+) -> PanopticOutputs:
+    """Fuse a class map with an instance map and/or export the pair as COCO panoptic.
+
+    All or nothing: the fused maps (``output``, ``instances_output``, as by
+    :func:`fuse_panoptic`) and the export of the fused pair into ``coco`` (as by
+    :func:`export_coco_panoptic`) are written under temporary names and moved into place
+    together once every one is complete; a failure or an interruption leaves every
+    existing file as it was and none of the run's.
+
+    Args:
+        classes: the land-cover class map (or the class map of a panoptic pair).
+        instances: the instance map on the same grid.
+        output: the fused class map; needs ``instances_output``.
+        instances_output: the fused instance map.
+        coco: the COCO export folder (new, or an export to replace with ``overwrite``).
+        thing_class: the objects' class id when the instance map has no class band.
+        tile_size: COCO image side in pixels.
+        overwrite: replace existing outputs (files, never folders).
+        chunk_size: rows and columns per chunk of the fusion.
+
+    Raises:
+        ConfigError: neither ``output`` nor ``coco``, or an option out of bounds.
+        OutputError: an output exists (without ``overwrite``), is an input, or is
+            another output.
+    """
+    if output is None and coco is None:
+        raise ConfigError("give -o / output (fuse the two maps) and/or --coco DIR (export them)")
+    if output is not None and instances_output is None:
+        raise ConfigError("--instances-output: the fused instance map's path is needed")
+    _check_tile_size(tile_size)
+    folder = Path(coco) if coco is not None else None
+    _check_panoptic_outputs(output, instances_output, folder)
+    cpath, ipath, _ = _open_pair(classes, instances)
+    target = _coco_targets(folder, (cpath, ipath), tile_size, overwrite) if folder else None
+    done = PanopticOutputs()
+    with atomic_outputs() as batch:
+        pair = (Path(cpath), Path(ipath))
+        if output is not None and instances_output is not None:
+            done.classes, done.instances, pair = _fuse(
+                batch, cpath, ipath, (output, instances_output),
+                thing_class=thing_class, overwrite=overwrite, chunk_size=chunk_size,
+            )  # fmt: skip
+        if target is not None:
+            # the export reads the fused pair from its temporaries; inputs stay the user's
+            _write_coco(batch, pair, target, overwrite=overwrite, inputs=(cpath, ipath),
+                        source=done.classes or cpath)  # fmt: skip
+            done.coco = target.json_path
+    return done
+
+
+def _check_tile_size(tile_size: int) -> None:
+    if isinstance(tile_size, bool) or not 16 <= tile_size <= 8192:
         raise ConfigError(f"tile_size must be 16..8192 pixels, got {tile_size}")
-    cpath, ipath, table = _open_pair(classes, instances)
-    folder = Path(output_dir)
-    json_path, tiles = _coco_targets(folder, cpath, ipath, tile_size, overwrite)
-    thing_ids = set(table.things)
-    categories = [{"id": c.id, "name": c.name, "isthing": int(c.id in thing_ids),
-                   "color": list(c.rgb)} for c in table]  # fmt: skip
-    images: list[dict[str, Any]] = []
-    annotations: list[dict[str, Any]] = []
-    # All or nothing: tiles are written into a work folder and moved in place only when
-    # every one of them is written (a full disk or an interruption leaves no half export).
-    folder.mkdir(exist_ok=True)
-    work = work_folder(folder, "coco")
-    try:
-        with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
-            nodata = c.nodata
-            for w, name in tiles:
-                cls = c.read(1, window=w).astype(np.int64)
-                ids = i.read(1, window=w).astype(np.int64)
-                ocls = i.read(2, window=w).astype(np.int64) if i.count >= 2 else cls
-                seg, infos = _tile_segments(cls, ids, ocls, thing_ids, nodata, table.ids)
-                rgb = np.stack([seg % 256, (seg // 256) % 256, seg // 65536], -1).astype(np.uint8)
-                Image.fromarray(rgb).save(work / name, format="PNG")
-                image_id = len(images) + 1
-                t = rasterio.windows.transform(w, c.transform)
-                geo = {"crs": c.crs.to_string(), "transform": list(t)[:6]}
-                images.append(
-                    {"id": image_id, "file_name": name.replace(".png", ".tif"),
-                     "width": int(w.width), "height": int(w.height), "geo": geo}
-                )  # fmt: skip
-                annotations.append({"image_id": image_id, "file_name": name,
-                                    "segments_info": infos})  # fmt: skip
-        data = {"info": {"description": f"{COCO_DESCRIPTION} {cpath}"},
-                "images": images, "annotations": annotations, "categories": categories}  # fmt: skip
-        (work / "panoptic.json").write_text(json.dumps(data, indent=1))
-        stale = _previous_tiles(json_path, {name for _, name in tiles}) if overwrite else []
-        (folder / "panoptic").mkdir(exist_ok=True)
-        for _, name in tiles:
-            os.replace(work / name, folder / "panoptic" / name)
-        os.replace(work / "panoptic.json", json_path)
-        for old in stale:  # tiles of the export this one replaces
-            old.unlink(missing_ok=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return json_path
+
+
+def _check_panoptic_outputs(
+    output: str | Path | None, instances_output: str | Path | None, folder: Path | None
+) -> None:
+    """The fused maps and the COCO export's files are different files, before any work."""
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise OutputError(f"--coco {str(folder)!r} is a file; give a folder (new or a COCO export)")
+    for name, path in (("-o", output), ("--instances-output", instances_output)):
+        if folder is not None and path is not None and Path(path).resolve() == folder.resolve():
+            raise OutputError(
+                f"{name} {str(path)!r} is the --coco folder; give the fused map a file name "
+                "of its own"
+            )
+    coco_json = folder / "panoptic.json" if folder is not None else None
+    check_distinct({"-o": output, "--instances-output": instances_output, "--coco": coco_json})
 
 
 #: ``info.description`` of geoseg's COCO exports (an export geoseg may replace).
 COCO_DESCRIPTION = "geoseg panoptic export of"
 
 
+@dataclass
+class _CocoTarget:
+    folder: Path
+    json_path: Path
+    tiles: list[tuple[Window, str]]
+
+
+def _write_coco(
+    batch: OutputBatch,
+    pair: tuple[str | Path, str | Path],
+    target: _CocoTarget,
+    *,
+    overwrite: bool,
+    source: str | Path,
+    inputs: tuple[str, str] | None = None,
+) -> None:
+    """Write the COCO export of ``pair`` to temporaries of ``batch``.
+
+    ``source`` is the class map the JSON names; ``inputs`` the run's inputs (default
+    ``pair``), which no output may be.
+    """
+    from PIL import Image
+
+    cpath, ipath, table = _open_pair(*pair)
+    inputs = inputs or (cpath, ipath)
+    tiles_dir = batch.folder(batch.folder(target.folder) / "panoptic")
+    thing_ids = set(table.things)
+    categories = [{"id": c.id, "name": c.name, "isthing": int(c.id in thing_ids),
+                   "color": list(c.rgb)} for c in table]  # fmt: skip
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+        nodata = c.nodata
+        for w, name in target.tiles:
+            cls = c.read(1, window=w).astype(np.int64)
+            ids = i.read(1, window=w).astype(np.int64)
+            ocls = i.read(2, window=w).astype(np.int64) if i.count >= 2 else cls
+            seg, infos = _tile_segments(cls, ids, ocls, thing_ids, nodata, table.ids)
+            rgb = np.stack([seg % 256, (seg // 256) % 256, seg // 65536], -1).astype(np.uint8)
+            tmp = batch.path(tiles_dir / name, overwrite=overwrite, inputs=inputs)
+            Image.fromarray(rgb).save(tmp, format="PNG")
+            image_id = len(images) + 1
+            t = rasterio.windows.transform(w, c.transform)
+            geo = {"crs": c.crs.to_string(), "transform": list(t)[:6]}
+            images.append(
+                {"id": image_id, "file_name": name.replace(".png", ".tif"),
+                 "width": int(w.width), "height": int(w.height), "geo": geo}
+            )  # fmt: skip
+            annotations.append({"image_id": image_id, "file_name": name,
+                                "segments_info": infos})  # fmt: skip
+    data = {"info": {"description": f"{COCO_DESCRIPTION} {source}"},
+            "images": images, "annotations": annotations, "categories": categories}  # fmt: skip
+    tmp = batch.path(target.json_path, overwrite=overwrite, inputs=inputs)
+    tmp.write_text(json.dumps(data, indent=1))
+    if overwrite:
+        for old in _previous_tiles(target.json_path, {name for _, name in target.tiles}):
+            batch.remove(old)  # tiles of the export this one replaces
+
+
 def _coco_targets(
-    folder: Path, cpath: str, ipath: str, tile_size: int, overwrite: bool
-) -> tuple[Path, list[tuple[Window, str]]]:
-    """Check every file of a COCO export before any is written; the tiles to write."""
+    folder: Path, inputs: tuple[str, str], tile_size: int, overwrite: bool
+) -> _CocoTarget:
+    """Check every file of a COCO export of ``inputs`` before any is written."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--coco {str(folder)!r} is a file; give a folder (new or a COCO export)")
     if folder.is_dir():
-        check_output_path(folder / "panoptic.json", overwrite=overwrite, inputs=(cpath, ipath))
+        check_output_path(folder / "panoptic.json", overwrite=overwrite, inputs=inputs)
     else:  # a new folder: its parent must exist and be writable
-        check_output_path(folder, inputs=(cpath, ipath))
-    with rasterio.open(cpath) as c:
+        check_output_path(folder, inputs=inputs)
+    with rasterio.open(inputs[0]) as c:
         height, width = c.height, c.width
     tiles = [
         (Window(col, r, min(tile_size, width - col), min(tile_size, height - r)),
@@ -264,9 +397,8 @@ def _coco_targets(
     ]  # fmt: skip
     if (folder / "panoptic").is_dir():
         for _, name in tiles:
-            check_output_path(folder / "panoptic" / name, overwrite=overwrite,
-                              inputs=(cpath, ipath))  # fmt: skip
-    return folder / "panoptic.json", tiles
+            check_output_path(folder / "panoptic" / name, overwrite=overwrite, inputs=inputs)
+    return _CocoTarget(folder, folder / "panoptic.json", tiles)
 
 
 def _previous_tiles(json_path: Path, keep: set[str]) -> list[Path]:

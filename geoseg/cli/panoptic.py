@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
@@ -32,30 +31,21 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``geoseg panoptic``."""
-    from geoseg.analysis.panoptic import export_coco_panoptic, fuse_panoptic
-    from geoseg.errors import ConfigError, OutputError
-    from geoseg.io.outputs import check_distinct
+    """Run ``geoseg panoptic``: every output is written, or none is."""
+    from geoseg.analysis.panoptic import write_panoptic
 
-    if args.output is None and args.coco is None:
-        raise ConfigError("give -o (fuse the two maps) and/or --coco DIR (export them)")
-    coco_json = Path(args.coco) / "panoptic.json" if args.coco is not None else None
-    if args.coco is not None and Path(args.coco).exists() and not Path(args.coco).is_dir():
-        raise OutputError(f"--coco {args.coco!r} is a file; give a folder (new or a COCO export)")
-    check_distinct({"-o": args.output, "--instances-output": args.instances_output,
-                    "--coco": coco_json})  # fmt: skip
-    classes, instances = args.classes, args.instances
-    if args.output is not None:
-        if args.instances_output is None:
-            raise ConfigError("--instances-output: the fused instance map's path is needed")
-        classes, instances = fuse_panoptic(
-            args.classes, args.instances, args.output, args.instances_output,
-            thing_class=args.thing_class, overwrite=args.overwrite,
-        )  # fmt: skip
-        print(f"wrote {classes} and {instances}")
-    if args.coco is not None:
-        path = export_coco_panoptic(
-            classes, instances, args.coco, tile_size=args.tile_size, overwrite=args.overwrite
-        )
-        print(f"wrote {path}")
+    done = write_panoptic(
+        args.classes,
+        args.instances,
+        output=args.output,
+        instances_output=args.instances_output,
+        coco=args.coco,
+        thing_class=args.thing_class,
+        tile_size=args.tile_size,
+        overwrite=args.overwrite,
+    )
+    if done.classes is not None:
+        print(f"wrote {done.classes} and {done.instances}")
+    if done.coco is not None:
+        print(f"wrote {done.coco}")
     return 0

@@ -11,6 +11,7 @@ file that existed before as it was, byte for byte, and none of their own.
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -291,3 +292,44 @@ def test_the_fused_map_may_not_be_the_coco_folder(tmp_path, capsys):
                  "--thing-class", "3", "--overwrite"])  # fmt: skip
     assert code == 1 and "is the --coco folder" in capsys.readouterr().err
     assert _snapshot(tmp_path) == before
+
+
+# -- Ctrl-C during vectorize --workers 2 ---------------------------------------------------
+def test_ctrl_c_during_a_parallel_vectorize_is_one_line(tmp_path):
+    """Ctrl-C in a terminal reaches the whole process group, Dask's workers included:
+    one line, exit 130, no worker traceback, nothing left."""
+    with rasterio.open(STRATA) as src:
+        strata, profile = src.read(1), src.profile
+    k = 4  # a larger map of the same classes, with noise: many chunks and polygons
+    big = np.kron(np.where(strata > 0, strata, 0).astype(np.uint8), np.ones((k, k), np.uint8))
+    rng = np.random.default_rng(0)
+    big = np.where(rng.random(big.shape) < 0.05, rng.integers(1, 8, big.shape), big)
+    table = ClassTable.from_config({i: f"class{i}" for i in range(8)})
+    src_path = write_raster(tmp_path / "big.tif", big.astype(np.uint8), crs=profile["crs"],
+                            transform=profile["transform"] * rasterio.Affine.scale(1 / k),
+                            classes=table)  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    code = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from geoseg.cli import main; "
+        f"sys.exit(main(['vectorize', {str(src_path)!r}, '-o', {str(out / 'v.gpkg')!r}, "
+        "'--chunk-size', '128', '--workers', '2', '--quiet']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(out.iterdir()) and proc.poll() is None:
+        time.sleep(0.05)  # the temporary output appears with the first chunks' polygons
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "geoseg vectorize: interrupted; no partial output was kept (files that existed "
+        "before are as they were)"
+    ], err[-3000:]
+    assert list(out.iterdir()) == []

@@ -41,6 +41,7 @@ exact merging), :mod:`~geoseg.vectorize.clean` (holes, minimum area, attributes 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -213,4 +214,6 @@ def vectorize_to_file(
     frames = iter_frames(
         job, chunk_size=chunk_size, workers=workers, client=client, progress=progress
     )
-    return stream_vector(frames, path, empty=empty, overwrite=overwrite)
+    # an interruption while a frame is written closes the run (and its workers) at once
+    with contextlib.closing(frames):
+        return stream_vector(frames, path, empty=empty, overwrite=overwrite)

@@ -6,7 +6,7 @@ import ctypes
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
@@ -239,7 +239,7 @@ def run_tasks(
     workers: int,
     client: Any,
     progress: bool,
-) -> Iterator[ChunkResult]:
+) -> Generator[ChunkResult, None, None]:
     """Run the chunk tasks; serially, on a given Dask client, or on a local Dask cluster.
 
     At most ``2 * workers`` chunks are in flight, so memory stays bounded.
@@ -253,32 +253,13 @@ def run_tasks(
                 yield chunk_task(opts, *w)
                 bar.update()
             return
-        import dask
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import as_completed
 
         own = client is None
         cluster = None
-        if own:
-            # Forked workers start in ~1 s; spawned ones re-import GDAL, shapely, geopandas
-            # (~10 s on a busy machine). Nothing holds a GDAL lock in this process while it
-            # forks. A non-default method set in the Dask config wins.
-            key = "distributed.worker.multiprocessing-method"
-            method = dask.config.get(key, "spawn")
-            if method == "spawn" and sys.platform.startswith("linux"):
-                method = "fork"
-            with dask.config.set({key: method}):
-                cluster = LocalCluster(
-                    n_workers=workers,
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                    silence_logs=logging.ERROR,
-                )
-            client = Client(cluster)
-            if method == "fork":
-                environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
-                client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
         try:
+            if own:
+                cluster, client = local_cluster(workers)
             opts_f = client.scatter(opts, broadcast=True)
             todo = list(windows)
             limit = 2 * max(workers, len(client.scheduler_info().get("workers", {})) or 1)
@@ -294,11 +275,56 @@ def run_tasks(
                 yield res
         finally:
             if own:
-                client.close()
+                if client is not None:
+                    client.close()
                 if cluster is not None:
                     cluster.close()
     finally:
         bar.close()
+
+
+def local_cluster(workers: int) -> tuple[Any, Any]:
+    """A local Dask cluster of ``workers`` processes and its client.
+
+    The worker processes never see Ctrl-C or SIGTERM: they are started with both signals
+    blocked (a Ctrl-C in a terminal reaches every process of the group, and each worker
+    printed its own traceback). This process handles the interrupt, and closing the
+    cluster stops them.
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    from geoseg.io.outputs import interrupts_deferred
+
+    # Forked workers start in ~1 s; spawned ones re-import GDAL, shapely, geopandas
+    # (~10 s on a busy machine). Nothing holds a GDAL lock in this process while it
+    # forks. A non-default method set in the Dask config wins.
+    key = "distributed.worker.multiprocessing-method"
+    method = dask.config.get(key, "spawn")
+    if method == "spawn" and sys.platform.startswith("linux"):
+        method = "fork"
+    # the loop thread made here starts the workers: they inherit its blocked signals
+    # (an interrupt meanwhile is delivered to this thread when the block ends)
+    with interrupts_deferred(), dask.config.set({key: method}):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            # the workers' own log lines are not the user's: a task that fails comes back
+            # as its exception, and closing the cluster raced their heartbeats ("Failed to
+            # communicate with scheduler during heartbeat", with a traceback)
+            silence_logs=logging.CRITICAL,
+        )
+    try:
+        client = Client(cluster)
+        if method == "fork":
+            environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+            client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster, client
 
 
 def default_workers(workers: int | None) -> int:

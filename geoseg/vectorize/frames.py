@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +263,7 @@ def frame(table: dict[str, Any], job: VectorizeJob) -> gpd.GeoDataFrame:
     )
 
 
-def iter_frames(job: VectorizeJob, **kw: Any) -> Iterator[gpd.GeoDataFrame]:
+def iter_frames(job: VectorizeJob, **kw: Any) -> Generator[gpd.GeoDataFrame, None, None]:
     """Yield GeoDataFrames of final polygons as chunks complete (see :func:`_iter_frames`).
 
     A job reading a file warns when the result is empty (all no-data, or no kept class)
@@ -270,11 +271,13 @@ def iter_frames(job: VectorizeJob, **kw: Any) -> Iterator[gpd.GeoDataFrame]:
     """
     n = 0
     values: set[int] = set()
-    for gdf in _iter_frames(job, **kw):
-        n += len(gdf)
-        if len(values) <= 1000 and len(gdf):
-            values.update(np.unique(gdf["class_id"].to_numpy()).tolist())
-        yield gdf
+    # closed at once when the consumer stops (an error, Ctrl-C): the workers go first
+    with contextlib.closing(_iter_frames(job, **kw)) as frames:
+        for gdf in frames:
+            n += len(gdf)
+            if len(values) <= 1000 and len(gdf):
+                values.update(np.unique(gdf["class_id"].to_numpy()).tolist())
+            yield gdf
     if job.path is None:
         return
     if n == 0:
@@ -297,7 +300,7 @@ def _iter_frames(
     workers: int | None,
     client: Any,
     progress: bool,
-) -> Iterator[gpd.GeoDataFrame]:
+) -> Generator[gpd.GeoDataFrame, None, None]:
     """Yield GeoDataFrames of final polygons as chunks complete, merged regions last.
 
     Instance maps give one feature per object id: the regions of an id that do not touch
@@ -337,24 +340,26 @@ def _iter_frames(
                 yield frame(attributes(part, grid), job)
 
     since = 0
-    for res in run_tasks(opts, windows, default_workers(workers), client, progress):
-        if res.id_classes is not None:
-            job.object_class.update(
-                zip(res.id_classes[:, 0].tolist(), res.id_classes[:, 1].tolist())
-            )
-        if opts.collect:
-            collected.append(res.final)
-        elif len(res.final["geometry"]):
-            yield frame(res.final, job)
-            trim_heap()  # after the consumer wrote it (see trim_heap)
-        res.final = None
-        res.alive = np.ones(len(res.border), bool)
-        n_border += len(res.border)
-        results[res.index] = res
-        since += 1
-        if since >= n_cols and len(results) < len(windows):
-            since = 0  # a chunk row's worth of new chunks: merge what is complete
-            yield from merge_round()
+    tasks = run_tasks(opts, windows, default_workers(workers), client, progress)
+    with contextlib.closing(tasks):  # the local cluster closes with this generator
+        for res in tasks:
+            if res.id_classes is not None:
+                job.object_class.update(
+                    zip(res.id_classes[:, 0].tolist(), res.id_classes[:, 1].tolist())
+                )
+            if opts.collect:
+                collected.append(res.final)
+            elif len(res.final["geometry"]):
+                yield frame(res.final, job)
+                trim_heap()  # after the consumer wrote it (see trim_heap)
+            res.final = None
+            res.alive = np.ones(len(res.border), bool)
+            n_border += len(res.border)
+            results[res.index] = res
+            since += 1
+            if since >= n_cols and len(results) < len(windows):
+                since = 0  # a chunk row's worth of new chunks: merge what is complete
+                yield from merge_round()
     yield from merge_round()
     results.clear()
     job.stats.update(

@@ -125,7 +125,10 @@ def export_model(
     Raises:
         ConfigError: unknown format, a tile size the model cannot take, an object-list
             model, or a model Deepness cannot represent.
+        ResourceError: exporting at ``tile_size`` needs more memory than is available
+            (estimated by :mod:`geoseg.inference.memory`).
     """
+    from geoseg.inference.memory import check_tile_memory
     from geoseg.inference.predict import default_tile_size
     from geoseg.io.outputs import atomic_path, check_output_path
     from geoseg.models import get_adapter, load_model, read_metadata
@@ -143,15 +146,16 @@ def export_model(
             "Deepness Segmentor) cannot carry; export a per-pixel model instead"
         )
     factor = meta.size_divisor()
-    tile = int(tile_size or default_tile_size(meta.tile_size, factor))
-    pct = overlap_percent
-    if format == "deepness":
-        tile, pct = deepness_tiling(tile, factor, overlap_percent, fixed_tile=tile_size is not None)
+    tile = default_tile_size(meta.tile_size, factor) if tile_size is None else tile_size
     if tile % factor or not 16 <= tile <= 8192:
         raise ConfigError(
             f"tile_size {tile}: the {meta.arch}/{meta.encoder} model needs a multiple of "
             f"{factor} px between 16 and 8192"
         )
+    pct = overlap_percent
+    if format == "deepness":
+        tile, pct = deepness_tiling(tile, factor, overlap_percent, fixed_tile=tile_size is not None)
+    check_tile_memory(checkpoint, meta, tile)  # before the model is loaded and traced
     nodata = meta.image_nodata if nodata is None else nodata
     pixel = [o for o in meta.outputs if o.per_pixel]
     keep = (

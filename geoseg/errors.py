@@ -33,6 +33,10 @@ class OutputError(GeosegError, OSError):
     """An output cannot be written (exists without overwrite, folder missing, not writable)."""
 
 
+class ResourceError(GeosegError, MemoryError):
+    """The machine lacks what an option asks for (memory for a tile size), refused before use."""
+
+
 class SchedulerError(GeosegError, ConnectionError):
     """A Dask scheduler cannot be reached or a distributed run failed."""
 

@@ -28,6 +28,7 @@ from geoseg.inference.checks import check_grid, check_value_range
 from geoseg.inference.execute import execute_graph
 from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.instances import decode_instances, task_map
+from geoseg.inference.memory import check_tile_memory
 from geoseg.inference.objects import ObjectDecoder, number_objects
 from geoseg.inference.products import DECODERS
 from geoseg.inference.resume import ResumeStore, discard_outdated, file_digest, fingerprint
@@ -202,6 +203,8 @@ def predict(
         CheckpointError: unreadable checkpoint.
         OutputError: output exists (without overwrite) or cannot be written.
         SchedulerError: the scheduler cannot be reached or the distributed run failed.
+        ResourceError: on CPU, the estimated memory of ``tile_size`` windows in batches
+            of ``batch_size`` exceeds the memory available (:mod:`geoseg.inference.memory`).
     """
     args = dict(locals())
     with gdal_cache_env():
@@ -245,7 +248,7 @@ def _predict(
     meta = read_metadata(checkpoint)
     factor = meta.size_divisor()
     objects_model = has_objects(meta.outputs)
-    tile = int(tile_size or default_tile_size(meta.tile_size, factor))
+    tile = default_tile_size(meta.tile_size, factor) if tile_size is None else int(tile_size)
     ov = default_overlap(tile, objects=objects_model) if overlap is None else int(overlap)
     _check_options(meta, tile, ov, factor, batch_size)
     _check_object_options(meta, tta, probabilities)
@@ -268,6 +271,8 @@ def _predict(
     n_workers, threads, threads_by_worker = _worker_layout(
         client, scheduler, workers, threads_per_worker
     )
+    if dev == "cpu" and client is None:  # before the model is exported or loaded
+        _check_memory(checkpoint, meta, mosaic, (tile, ov, batch_size), scheduler, n_workers)
     spec = _runner_spec(
         checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker),
         objects=objects_model,
@@ -313,12 +318,34 @@ def _decoder(meta: Any, probabilities: bool, chunk: int) -> Any:
     return DECODERS[meta.task](meta, probabilities=probabilities, chunk=chunk)
 
 
+def _check_memory(
+    checkpoint: str | Path,
+    meta: Any,
+    mosaic: Mosaic,
+    sizes: tuple[int, int, int],
+    scheduler: Any,
+    n_workers: int | None,
+) -> None:
+    """ResourceError when the windows in flight need more memory than the machine has.
+
+    ``sizes``: (tile, overlap, batch size); see :mod:`geoseg.inference.memory`.
+    """
+    tile, overlap, batch_size = sizes
+    windows = _window_count(mosaic, tile, overlap, meta.size_divisor())
+    copies = (n_workers or 1) if scheduler == "processes" else 1
+    check_tile_memory(checkpoint, meta, tile, batch=min(batch_size, windows), models=copies)
+
+
+def _window_count(mosaic: Mosaic, tile: int, overlap: int, align: int) -> int:
+    """How many model windows cover the mosaic."""
+    n_rows = len(axis_starts(mosaic.height, tile, overlap, align=align))
+    return n_rows * len(axis_starts(mosaic.width, tile, overlap, align=align))
+
+
 def _check_key_space(decoder: Any, mosaic: Mosaic, tile: int, overlap: int, align: int) -> None:
     """Object models: the provisional object keys of the mosaic must fit in uint32."""
     if isinstance(decoder, ObjectDecoder):
-        n_rows = len(axis_starts(mosaic.height, tile, overlap, align=align))
-        n_cols = len(axis_starts(mosaic.width, tile, overlap, align=align))
-        check_key_space(n_rows * n_cols, decoder.max_objects)
+        check_key_space(_window_count(mosaic, tile, overlap, align), decoder.max_objects)
 
 
 def _runner_spec(

@@ -1,0 +1,99 @@
+"""Cases of the bad-input audit left for later (B4, C9, C12, E2, E7): each refused with one
+clear line, or reported as it is, and no output left behind.
+"""
+
+from __future__ import annotations
+
+import pytest
+import rasterio
+from _inference_helpers import RGB, tiny_checkpoint
+
+from geoseg.cli import main
+from geoseg.inference import memory
+from geoseg.models import read_metadata
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("ck") / "m.safetensors")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Exported models and memory probes in a cache of this module, not the user's."""
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _cli(argv, capsys) -> tuple[int, str]:
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
+    return rc, lines[-1] if lines else err
+
+
+def _crop(tmp_path, n: int = 160, name: str = "in.tif"):
+    with rasterio.open(RGB) as src:  # 791 x 718 px
+        at = 300 if n <= 400 else 100
+        win = rasterio.windows.Window(at, at, n, n)
+        data = src.read(window=win)
+        prof = src.profile | {"width": n, "height": n, "driver": "GTiff"}
+        prof["transform"] = src.window_transform(win)
+    with rasterio.open(tmp_path / name, "w", **prof) as dst:
+        dst.write(data)
+    return tmp_path / name
+
+
+# --- B4: memory grows with the square of the tile size -----------------------------------
+
+
+def test_the_estimate_grows_with_the_square_of_the_tile_and_with_batches(ckpt):
+    meta = read_metadata(ckpt)
+    one = memory.window_bytes(ckpt, meta, 512)
+    assert one is not None and one > 0
+    assert memory.window_bytes(ckpt, meta, 1024) == pytest.approx(4 * one, rel=1e-3)
+    single = memory.estimate_memory(ckpt, meta, 1024)
+    batch = memory.estimate_memory(ckpt, meta, 1024, batch=8)
+    assert single is not None and batch is not None and batch > single
+    assert single == pytest.approx(memory.RUNTIME_BYTES + 4 * one, rel=1e-3)
+    # a default run (8 windows of 512 px) is not checked; a heavier one fitting is
+    assert memory.check_tile_memory(ckpt, meta, 512, batch=8, available=0) is None
+    assert memory.check_tile_memory(ckpt, meta, 1024) == single
+    with pytest.raises(MemoryError, match=r"1024\^2 px windows in batches of 8 in 2 worker"):
+        memory.check_tile_memory(ckpt, meta, 1024, batch=8, models=2, available=single)
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_tile_size_beyond_the_memory_available_is_refused(
+    ckpt, tmp_path, monkeypatch, capsys, command
+):
+    meta = read_metadata(ckpt)
+    room = memory.estimate_memory(ckpt, meta, 1024)
+    assert room is not None
+    monkeypatch.setattr(memory, "available_memory", lambda: room + 1)
+    image = _crop(tmp_path)
+    out = tmp_path / ("o.tif" if command == "predict" else "o.onnx")
+    head = ["predict", ckpt, image] if command == "predict" else ["export", ckpt]
+    rc, err = _cli([*head, "-o", out, "--tile-size", 2048], capsys)
+    assert rc == 1
+    assert f"geoseg {command}: error: tile_size 2048 px needs about" in err
+    assert f"but {room / 1e9:.1f} GB is available" in err
+    assert "--tile-size (at most 1024 px fits now)" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+    # the size it names does fit
+    assert _cli([*head, "-o", out, "--tile-size", 1024], capsys)[0] == 0
+    assert out.exists()
+
+
+# --- C12: silent acceptances ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_tile_size_zero_is_an_error(ckpt, tmp_path, capsys, command):
+    image = _crop(tmp_path)
+    out = tmp_path / ("o.tif" if command == "predict" else "o.onnx")
+    head = ["predict", ckpt, image] if command == "predict" else ["export", ckpt]
+    rc, err = _cli([*head, "-o", out, "--tile-size", 0], capsys)
+    assert rc == 1
+    assert f"geoseg {command}: error: tile_size" in err and " 0" in err
+    assert not out.exists()

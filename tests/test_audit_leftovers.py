@@ -97,3 +97,26 @@ def test_tile_size_zero_is_an_error(ckpt, tmp_path, capsys, command):
     assert rc == 1
     assert f"geoseg {command}: error: tile_size" in err and " 0" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["-o", "--probabilities"])
+def test_predict_refuses_an_extension_of_another_format(ckpt, tmp_path, capsys, option):
+    image = _crop(tmp_path)
+    argv = ["predict", ckpt, image, "-o", tmp_path / "c.tif", "--quiet"]
+    if option == "-o":
+        argv[4] = tmp_path / "c.png"
+    else:
+        argv += ["--probabilities", tmp_path / "p.png"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 1
+    assert ".png'" in err and "must end in .tif or .tiff" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_predict_refuses_a_repeated_band(ckpt, tmp_path, capsys):
+    image = _crop(tmp_path)
+    out = tmp_path / "o.tif"
+    rc, err = _cli(["predict", ckpt, image, "-o", out, "--bands", "1,1,1"], capsys)
+    assert rc == 1
+    assert "bands 1,1,1: band(s) 1 selected more than once" in err
+    assert not out.exists()

@@ -34,6 +34,7 @@ from geoseg.inference.products import DECODERS
 from geoseg.inference.resume import ResumeStore, discard_outdated, file_digest, fingerprint
 from geoseg.inference.tiling import axis_starts, check_tiling
 from geoseg.instances.objects import check_key_space
+from geoseg.io.bands import check_band_selection
 from geoseg.io.cog import BlockWriter
 from geoseg.io.handles import gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
@@ -41,6 +42,7 @@ from geoseg.io.outputs import (
     atomic_path,
     check_distinct,
     check_output_path,
+    check_output_suffix,
     remove_stale_temporaries,
     work_folder,
 )
@@ -254,6 +256,7 @@ def _predict(
     _check_object_options(meta, tta, probabilities)
     _check_numbers(block_size=block_size, workers=workers,
                    threads_per_worker=threads_per_worker, resolution=resolution)  # fmt: skip
+    check_band_selection(bands)
     targets = _targets(
         meta, {"classes": output, "probabilities": probabilities, "instances": instances,
                "objects": objects}, overwrite, [checkpoint, *_as_list(inputs)],
@@ -400,11 +403,23 @@ def _targets(
                 f"{asked[0]}: the checkpoint is a {meta.task} model; instance ids need an "
                 "instance or panoptic model (train one with task: instance)"
             )
+    for k, p in paths.items():
+        if p:
+            check_output_suffix(p, _FORMATS[k][0], what=_FORMATS[k][1])
     targets = {
         k: check_output_path(p, overwrite=overwrite, inputs=inputs) for k, p in paths.items() if p
     }
     check_distinct(targets)
     return targets
+
+
+#: The extensions and format of each output of predict.
+_FORMATS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classes": ((".tif", ".tiff"), "a Cloud-Optimized GeoTIFF"),
+    "probabilities": ((".tif", ".tiff"), "a Cloud-Optimized GeoTIFF"),
+    "instances": ((".tif", ".tiff"), "a Cloud-Optimized GeoTIFF"),
+    "objects": ((".csv",), "a CSV table"),
+}
 
 
 def _check_object_options(meta: Any, tta: bool | str, probabilities: Any) -> None:

@@ -42,6 +42,25 @@ def ensure_integers(values: np.ndarray, valid: np.ndarray, where: str) -> np.nda
     return values.astype(np.int64, copy=False)
 
 
+def check_band_selection(bands: Any, *, where: str = "bands") -> None:
+    """ConfigError when a selection of input bands names one band twice (``1,1,1``).
+
+    Each model band needs its own input band; a repeated one feeds the same values to two
+    model inputs, which is always a typo. Names and 1-based numbers are compared as written
+    (whether a name and a number mean one band is checked when the file is opened).
+    """
+    if bands is None:
+        return
+    written = [str(b).strip() for b in bands]
+    repeated = sorted({b for b in written if written.count(b) > 1}, key=written.index)
+    if repeated:
+        raise ConfigError(
+            f"{where} {','.join(written)}: band(s) {', '.join(repeated)} selected more than "
+            f"once; give {len(written)} different input bands (bands=[...] / --bands), one "
+            "per model band, in model order"
+        )
+
+
 #: GeoTIFF tag marking an instance map geoseg wrote (band 1 ids, band 2 their classes).
 INSTANCES_TAG = "GEOSEG_INSTANCES"
 

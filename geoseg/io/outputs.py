@@ -25,7 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from geoseg.errors import OutputError
+from geoseg.errors import ConfigError, OutputError
 
 # Read the process umask once (os.umask can only be read by setting it, which is not
 # thread-safe inside running Dask threads).
@@ -100,6 +100,28 @@ def check_distinct(outputs: Mapping[str, str | Path | None]) -> None:
                     f"({str(f)!r}); the outputs of one command must be different files"
                 )
             seen[key] = name
+
+
+def check_output_suffix(path: str | Path, suffixes: tuple[str, ...], *, what: str) -> None:
+    """ConfigError when ``path``'s extension names another format than the one written.
+
+    GDAL's utilities (``gdal_translate``, ``gdalwarp`` without ``-of``) and rasterio pick a
+    file's driver from its extension, and so do viewers and web servers, so a GeoTIFF
+    named ``.png`` is refused rather than written (a name without extension is accepted).
+
+    Args:
+        path: the output.
+        suffixes: the accepted extensions, lower case, the usual one first.
+        what: the format written, for the message (``"a GeoTIFF"``).
+    """
+    suffix = Path(path).suffix
+    if not suffix or suffix.lower() in suffixes:
+        return
+    raise ConfigError(
+        f"output {str(path)!r}: geoseg writes {what} there, so its name must end in "
+        f"{' or '.join(suffixes)}, not {suffix!r} (GDAL and rasterio tell a file's format by "
+        f"its extension); name it {str(Path(path).with_suffix(suffixes[0]))!r}"
+    )
 
 
 def check_output_path(

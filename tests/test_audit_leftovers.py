@@ -4,13 +4,19 @@ clear line, or reported as it is, and no output left behind.
 
 from __future__ import annotations
 
+import geopandas as gpd
+import numpy as np
+import pandas as pd
 import pytest
 import rasterio
+import shapely
 from _inference_helpers import RGB, tiny_checkpoint
 
 from geoseg.cli import main
+from geoseg.errors import DataWarning
 from geoseg.inference import memory
 from geoseg.models import read_metadata
+from geoseg.testing import write_raster
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +126,63 @@ def test_predict_refuses_a_repeated_band(ckpt, tmp_path, capsys):
     assert rc == 1
     assert "bands 1,1,1: band(s) 1 selected more than once" in err
     assert not out.exists()
+
+
+def _classmap(tmp_path):
+    ids = np.repeat(np.array([1, 2, 3, 1], np.uint8), 5)[None, :].repeat(20, axis=0)
+    return write_raster(tmp_path / "cm.tif", ids, nodata=0)  # 20 x 20 px of 10 m
+
+
+def _zones(names, values=None) -> gpd.GeoDataFrame:
+    x0, y1 = 500000.0, 4000000.0
+    boxes = [shapely.box(x0 + 50 * i, y1 - 200, x0 + 50 * (i + 1), y1) for i in range(len(names))]
+    cols = {"name": names} | ({"num": values} if values is not None else {})
+    return gpd.GeoDataFrame(cols, geometry=boxes, crs="EPSG:32618")
+
+
+def test_stats_zone_field_without_zones_is_an_error(tmp_path, capsys):
+    cm = _classmap(tmp_path)
+    rc, err = _cli(["stats", cm, "-o", tmp_path / "s.csv", "--zone-field", "name"], capsys)
+    assert rc == 1
+    assert "--zone-field 'name' is given without zones" in err and "--zones" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.tif"]
+
+
+def test_a_zones_file_of_several_layers_needs_zone_layer(tmp_path, capsys):
+    cm = _classmap(tmp_path)
+    gpkg = tmp_path / "z.gpkg"
+    _zones(["a", "b"]).to_file(gpkg, layer="districts")
+    _zones(["p", "q", "r"]).to_file(gpkg, layer="parcels")
+    out = tmp_path / "s.csv"
+    argv = ["stats", cm, "-o", out, "--zones", gpkg, "--zone-field", "name", "--no-plot"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 1
+    assert "holds 2 layers ['districts', 'parcels']" in err and "--zone-layer" in err
+    assert not out.exists()
+    rc, err = _cli([*argv, "--zone-layer", "roads"], capsys)
+    assert rc == 1 and "no layer 'roads'; its layers are ['districts', 'parcels']" in err
+    assert _cli([*argv, "--zone-layer", "parcels", "--quiet"], capsys)[0] == 0
+    assert set(pd.read_csv(out)["zone"]) == {"(all)", "p", "q", "r"}
+
+
+# --- C9: zones without a name ---------------------------------------------------------------
+
+
+def test_zones_without_a_name_are_reported_one_by_one(tmp_path):
+    from geoseg.analysis import class_areas
+
+    cm = _classmap(tmp_path)
+    zones = _zones([None, "east", None, " "], values=[1.5, np.nan, np.nan, 2.0])
+    with pytest.warns(DataWarning, match=r"3 zone\(s\) have no 'name' .*features \[0, 2, 3\]"):
+        stats = class_areas(cm, zones=zones, zone_field="name", progress=False)
+    names = ["(no name, feature 0)", "east", "(no name, feature 2)", "(no name, feature 3)"]
+    assert list(dict.fromkeys(stats["zone"]))[1:] == names
+    assert stats["percent"].notna().all()
+    for zone in names:  # each zone is one 50 m column of one class
+        assert stats.loc[stats["zone"] == zone, "percent"].tolist() == [100.0]
+    gpkg = tmp_path / "z.gpkg"
+    zones.to_file(gpkg)  # nulls and NaN as a file stores them
+    with pytest.warns(DataWarning, match=r"2 zone\(s\) have no 'num'"):
+        by_num = class_areas(cm, zones=gpkg, zone_field="num", progress=False)
+    assert {"1.5", "2.0", "(no num, feature 1)", "(no num, feature 2)"} < set(by_num["zone"])
+    assert by_num["percent"].notna().all()

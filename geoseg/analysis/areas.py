@@ -28,7 +28,6 @@ from geoseg.errors import (
     ConfigError,
     DataError,
     DataWarning,
-    InputFileError,
     NoDataWarning,
     ReprojectionWarning,
     warn,
@@ -43,6 +42,7 @@ from geoseg.io.bands import (
 )
 from geoseg.io.grid import RasterGrid, pixel_areas
 from geoseg.io.outputs import atomic_path, check_distinct, check_output_path
+from geoseg.io.vector import read_vector
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
 #: Value of the ``zone`` column on the rows for the whole raster.
@@ -91,21 +91,39 @@ def _clean_zone_geometries(gdf: gpd.GeoDataFrame, where: str) -> gpd.GeoDataFram
     return gdf
 
 
-def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gpd.GeoSeries, list]:
+def check_zone_options(zones: Any, zone_field: str | None, zone_layer: str | None) -> None:
+    """ConfigError for a zone option given without zones (it would be ignored)."""
+    if zones is not None:
+        if zone_layer is not None and isinstance(zones, gpd.GeoDataFrame):
+            raise ConfigError(
+                f"zone_layer {zone_layer!r} names a layer of a zones file; zones is a "
+                "GeoDataFrame already: leave zone_layer out"
+            )
+        return
+    for name, value in (("zone_field", zone_field), ("zone_layer", zone_layer)):
+        if value is not None:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(
+                f"{name} / {flag} {value!r} is given without zones (zones= / --zones): give "
+                f"the zone polygons too, or leave {flag} out"
+            )
+
+
+def read_zones(
+    zones: Any, zone_field: str | None, grid: RasterGrid, *, layer: str | None = None
+) -> tuple[gpd.GeoSeries, list]:
     """Zones as geometries in the raster CRS plus their labels; clear errors otherwise.
 
-    Zones sharing a label form one zone.
+    Zones sharing a label form one zone. A zone whose ``zone_field`` is null, NaN or
+    blank has no name: each such zone is reported on its own, named
+    ``"(no <zone_field>, feature <i>)"`` (``i``: its 0-based row in the file), with a
+    DataWarning saying how many there are. A file of several layers needs ``layer``.
     """
     if isinstance(zones, gpd.GeoDataFrame):
         gdf, where = zones, "zones"
     else:
         where = f"zones file {str(zones)!r}"
-        if not Path(zones).exists():
-            raise InputFileError(f"{where} does not exist")
-        try:
-            gdf = gpd.read_file(zones)
-        except Exception as exc:  # pyogrio raises several types for unreadable files
-            raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from exc
+        gdf = read_vector(zones, where=where, layer=layer, option="zone_layer / --zone-layer")
     if len(gdf) == 0:
         raise DataError(f"{where} holds no zone (no feature): give a file with zone polygons")
     if zone_field is not None and zone_field not in gdf.columns:
@@ -120,11 +138,7 @@ def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gp
         gdf = gdf.set_crs(grid.crs_wkt)
     elif not gdf.crs.equals(grid.crs):
         gdf = gdf.to_crs(grid.crs_wkt)
-    labels = (
-        gdf[zone_field].astype(str).tolist()
-        if zone_field is not None
-        else [str(i) for i in gdf.index]
-    )
+    labels = zone_names(gdf, zone_field, where)
     repeated = sorted({z for z in labels if labels.count(z) > 1}) if len(labels) < 5000 else []
     if repeated:
         warn(
@@ -146,6 +160,39 @@ def read_zones(zones: Any, zone_field: str | None, grid: RasterGrid) -> tuple[gp
     return gdf.geometry, labels
 
 
+def zone_names(gdf: gpd.GeoDataFrame, zone_field: str | None, where: str) -> list[str]:
+    """The name of each zone: its ``zone_field`` as text, or its row index without one.
+
+    Zones without a name (null, NaN or blank) get distinct names
+    ``"(no <zone_field>, feature <i>)"`` and a DataWarning: merged, they would be one
+    zone of an empty name whose percentages cannot be computed.
+    """
+    if zone_field is None:
+        return [str(i) for i in gdf.index]
+    names, nameless = [], []
+    for i, value in zip(gdf.index, gdf[zone_field].tolist(), strict=True):
+        if _is_blank(value):
+            nameless.append(i)
+            names.append(f"(no {zone_field}, feature {i})")
+        else:
+            names.append(str(value))
+    if nameless:
+        warn(
+            f"{where}: {len(nameless)} zone(s) have no {zone_field!r} (null, NaN or blank: "
+            f"features {nameless[:5]}{' ...' if len(nameless) > 5 else ''}); each is "
+            f"reported as its own zone named '(no {zone_field}, feature N)', N its row",
+            DataWarning,
+        )
+    return names
+
+
+def _is_blank(value: Any) -> bool:
+    """True for None, NaN, NA and blank text."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (np.ndim(value) == 0 and bool(pd.isna(value)))
+
+
 def class_areas(
     classmap: Any,
     *,
@@ -156,6 +203,7 @@ def class_areas(
     band: int | None = None,
     nodata: float | None = None,
     progress: bool = True,
+    zone_layer: str | None = None,
 ) -> pd.DataFrame:
     """Area of each class, over the whole raster and per zone polygon.
 
@@ -163,13 +211,15 @@ def class_areas(
         classmap: class-map GeoTIFF (path or open dataset).
         zones: polygons (path or GeoDataFrame) such as districts or parcels; reprojected
             to the raster's CRS when needed. A pixel belongs to a zone when its centre does.
-        zone_field: the zones' attribute naming each zone (default: the row index).
+        zone_field: the zones' attribute naming each zone (default: the row index);
+            zones without a name are reported one by one (:func:`read_zones`).
         classes: class ids to report and/or names (as in :func:`geoseg.vectorize.vectorize`).
         chunk_size: chunk edge in pixels (memory is proportional to its square).
         band: the band of class ids (default: the only band; a multi-band raster without
             a class table is refused as imagery unless a band is given).
         nodata: override the raster's nodata value.
         progress: show a progress bar.
+        zone_layer: the layer of a zones file of several layers (a GeoPackage).
 
     Returns:
         A DataFrame with columns ``zone`` (:data:`ALL_ZONES` for the whole raster),
@@ -179,9 +229,11 @@ def class_areas(
     Raises:
         DataError: no CRS, non-integer values, a missing zone field, or zones that do not
             intersect the raster.
+        ConfigError: ``zone_field`` or ``zone_layer`` without ``zones``.
     """
     from tqdm.auto import tqdm
 
+    check_zone_options(zones, zone_field, zone_layer)
     path = raster_path(classmap)
     band = class_band(path, band)
     grid = open_grid(path, band=band)
@@ -189,7 +241,9 @@ def class_areas(
     keep, overrides = parse_classes(classes)
     source = BandSource(path, band, nodata)
     row_area = pixel_areas(grid)
-    zone_geoms, zone_labels = (None, []) if zones is None else read_zones(zones, zone_field, grid)
+    zone_geoms, zone_labels = (
+        (None, []) if zones is None else read_zones(zones, zone_field, grid, layer=zone_layer)
+    )
     zone_values = zone_geoms.values if zone_geoms is not None else np.empty(0, object)
     tree = shapely.STRtree(zone_values) if zone_geoms is not None else None
     unique_labels = list(dict.fromkeys(zone_labels))  # polygons sharing a label form one zone

@@ -18,7 +18,7 @@ import rasterio
 import shapely
 from rasterio.features import geometry_mask
 
-from geoseg.analysis.areas import ALL_ZONES, raster_windows, read_zones
+from geoseg.analysis.areas import ALL_ZONES, check_zone_options, raster_windows, read_zones
 from geoseg.classes import class_color, class_table_for
 from geoseg.errors import NoDataWarning, warn
 from geoseg.io.bands import BandSource, open_grid, raster_path
@@ -45,6 +45,7 @@ def object_stats(
     zone_field: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = True,
+    zone_layer: str | None = None,
 ) -> pd.DataFrame:
     """Objects per class, overall and per zone: count, footprint area, mean and median size.
 
@@ -55,6 +56,7 @@ def object_stats(
         zone_field: the zones' attribute naming each zone (default: the row index).
         chunk_size: chunk edge in pixels.
         progress: show a progress bar.
+        zone_layer: the layer of a zones file of several layers (a GeoPackage).
 
     Returns:
         A DataFrame with :data:`OBJECT_COLUMNS`; ``zone`` is :data:`ALL_ZONES` for the
@@ -62,11 +64,13 @@ def object_stats(
 
     Raises:
         DataError: not an integer raster, no CRS, or zones off the map.
+        ConfigError: ``zone_field`` or ``zone_layer`` without ``zones``.
 
     A map without any object gives an empty table and a NoDataWarning.
     """
     from tqdm.auto import tqdm
 
+    check_zone_options(zones, zone_field, zone_layer)
     path = raster_path(instances)
     grid = open_grid(path, what="instance map")
     with rasterio.open(path) as src:
@@ -75,7 +79,9 @@ def object_stats(
     cls_src = BandSource(path, 2, 0) if two else None
     table = class_table_for(path)
     row_area = pixel_areas(grid)
-    geoms, labels = (None, []) if zones is None else read_zones(zones, zone_field, grid)
+    geoms, labels = (
+        (None, []) if zones is None else read_zones(zones, zone_field, grid, layer=zone_layer)
+    )
     zone_names = list(dict.fromkeys(labels))
     zone_of = [zone_names.index(z) for z in labels]
     tree = shapely.STRtree(geoms.values) if geoms is not None else None

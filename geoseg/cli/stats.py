@@ -25,7 +25,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("classmap", help="class-map GeoTIFF")
     p.add_argument("-o", "--output", required=True, help="output CSV")
     p.add_argument("--zones", default=None, help="zone polygons (any OGR vector file)")
-    p.add_argument("--zone-field", default=None, help="zone attribute naming each zone")
+    p.add_argument(
+        "--zone-field",
+        default=None,
+        help="zone attribute naming each zone (zones where it is empty are reported one by "
+        "one as '(no FIELD, feature N)')",
+    )
+    p.add_argument("--zone-layer", default=None, help="the zones' layer (files of several)")
     p.add_argument("--classes", default=None, help="classes to report and/or names: '1,5=forest'")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="PX")
     p.add_argument(
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if is_instance_map(args.classmap):
         objects = object_stats(
             args.classmap, zones=args.zones, zone_field=args.zone_field,
-            chunk_size=args.chunk_size, progress=not args.quiet,
+            zone_layer=args.zone_layer, chunk_size=args.chunk_size, progress=not args.quiet,
         )  # fmt: skip
         from geoseg.io.outputs import atomic_path
 
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         args.classmap,
         zones=args.zones,
         zone_field=args.zone_field,
+        zone_layer=args.zone_layer,
         classes=args.classes,
         chunk_size=args.chunk_size,
         band=args.band,

@@ -1,4 +1,4 @@
-"""Vector outputs: one registry of formats chosen by file extension, atomic writes.
+"""Vector I/O: one layer read (:func:`read_vector`); outputs by file extension, atomic.
 
 ======================  =============  ==========================================
 extension               format         notes
@@ -23,7 +23,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
-from geoseg.errors import ConfigError, OutputError
+from geoseg.errors import ConfigError, DataError, InputFileError, OutputError
 from geoseg.io.outputs import atomic_path, check_output_path
 
 
@@ -79,6 +79,43 @@ def check_vector_path(
     fmt = vector_format(path)
     check_output_path(path, overwrite=overwrite, inputs=inputs)
     return fmt
+
+
+def read_vector(
+    path: str | Path, *, where: str, layer: str | None = None, option: str = "layer"
+) -> gpd.GeoDataFrame:
+    """Read one layer of a vector file: the only one, or ``layer``.
+
+    A file of several layers (a GeoPackage) without ``layer`` is an error listing them,
+    never silently its first layer.
+
+    Args:
+        path: the vector file.
+        where: how messages name it (``"zones file 'z.gpkg'"``).
+        layer: the layer to read (default: the file's only layer).
+        option: how messages name the layer option (``"zone_layer / --zone-layer"``).
+
+    Raises:
+        InputFileError: the file does not exist or cannot be read.
+        DataError: several layers and no ``layer``, or no layer called ``layer``.
+    """
+    if not Path(path).exists():
+        raise InputFileError(f"{where} does not exist")
+    try:
+        layers = [str(row[0]) for row in pyogrio.list_layers(path)]
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from exc
+    if layer is not None and layer not in layers:
+        raise DataError(f"{where} has no layer {layer!r}; its layers are {layers[:20]}")
+    if layer is None and len(layers) > 1:
+        raise DataError(
+            f"{where} holds {len(layers)} layers {layers[:20]}; say which one to read "
+            f"({option} NAME)"
+        )
+    try:
+        return gpd.read_file(path, layer=layer)
+    except Exception as exc:  # pyogrio raises several types for unreadable files
+        raise InputFileError(f"{where} cannot be read as a vector file: {exc}") from exc
 
 
 def _prepare(gdf: gpd.GeoDataFrame, fmt: VectorFormat) -> gpd.GeoDataFrame:

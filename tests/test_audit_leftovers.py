@@ -13,8 +13,8 @@ import shapely
 from _inference_helpers import RGB, tiny_checkpoint
 
 from geoseg.cli import main
-from geoseg.errors import DataWarning
-from geoseg.inference import memory
+from geoseg.errors import DataError, DataWarning
+from geoseg.inference import memory, predict
 from geoseg.models import read_metadata
 from geoseg.testing import write_raster
 
@@ -186,3 +186,52 @@ def test_zones_without_a_name_are_reported_one_by_one(tmp_path):
         by_num = class_areas(cm, zones=gpkg, zone_field="num", progress=False)
     assert {"1.5", "2.0", "(no num, feature 1)", "(no num, feature 2)"} < set(by_num["zone"])
     assert by_num["percent"].notna().all()
+
+
+# --- E2: containers and GDAL dataset names --------------------------------------------------
+
+
+def _netcdf(tmp_path):
+    """A netCDF of two variables (Band1, Band2) and the GeoTIFF of its second one."""
+    with rasterio.Env() as env:
+        if "netCDF" not in env.drivers():
+            pytest.skip("GDAL without the netCDF driver")
+    with rasterio.open(RGB) as src:
+        win = rasterio.windows.Window(300, 300, 96, 80)
+        data = src.read((1, 2), window=win).astype("float32")
+        prof = {"driver": "GTiff", "width": 96, "height": 80, "dtype": "float32",
+                "crs": src.crs, "transform": src.window_transform(win)}  # fmt: skip
+    with rasterio.open(tmp_path / "two.tif", "w", count=2, **prof) as dst:
+        dst.write(data)
+    with rasterio.open(tmp_path / "band2.tif", "w", count=1, **prof) as dst:
+        dst.write(data[1:])
+    from rasterio.shutil import copy
+
+    copy(tmp_path / "two.tif", tmp_path / "two.nc", driver="netCDF")
+    return tmp_path / "two.nc", tmp_path / "band2.tif"
+
+
+def test_a_netcdf_of_several_variables_lists_them(ckpt, tmp_path, capsys):
+    nc, _ = _netcdf(tmp_path)
+    rc, err = _cli(["predict", ckpt, nc, "-o", tmp_path / "o.tif"], capsys)
+    assert rc == 1
+    assert f"input '{nc}' holds no raster bands but 2 subdataset(s)" in err
+    assert f"netcdf:{nc}:Band1" in err and f"netcdf:{nc}:Band2" in err and "GDAL name" in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_a_gdal_subdataset_name_is_an_input(tmp_path, monkeypatch):
+    _, band2 = _netcdf(tmp_path)
+    one = tiny_checkpoint(tmp_path / "one.safetensors", bands=("x",))
+    monkeypatch.chdir(tmp_path)
+    a = predict(one, "netcdf:two.nc:Band2", tmp_path / "a.tif", progress=False)
+    b = predict(one, band2, tmp_path / "b.tif", progress=False)
+    with rasterio.open(a) as ra, rasterio.open(b) as rb:
+        assert ra.transform.almost_equals(rb.transform) and ra.crs == rb.crs
+        assert np.array_equal(ra.read(1), rb.read(1)) and (ra.read(1) != 0).all()
+    with pytest.raises(DataError, match="no raster bands but 2 subdataset"):
+        predict(one, "two.nc", tmp_path / "c.tif", progress=False)
+    from geoseg.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="GDAL cannot open it as a dataset name"):
+        predict(one, "netcdf:two.nc:Band9", tmp_path / "c.tif", progress=False)

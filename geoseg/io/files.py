@@ -8,15 +8,19 @@ the config file's folder).
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
+import re
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg.errors import ConfigError, InputFileError
+from geoseg.errors import ConfigError, DataError, InputFileError
 
 #: Raster files geoseg reads from a folder (GeoTIFF, GDAL VRT, ERDAS Imagine, JPEG 2000).
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
@@ -119,8 +123,16 @@ def resolve_paths(
 def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     """Turn a file, a folder (its rasters, not recursive), a VRT or a list into files.
 
+    A GDAL dataset name that is not a file (a subdataset, ``NETCDF:"file.nc":var`` or
+    ``netcdf:file.nc:var``, or a ``/vsi...`` path) is opened with rasterio and stands for
+    a VRT of it (:func:`dataset_vrt`). A file of other formats than
+    :data:`RASTER_SUFFIXES` that holds subdatasets and no bands (a netCDF of several
+    variables) is refused with the list of its subdatasets.
+
     Raises:
-        InputFileError: a path does not exist or a folder holds no raster.
+        InputFileError: a path does not exist, a folder holds no raster, or a name is
+            neither a file nor a dataset GDAL opens.
+        DataError: a container of subdatasets was given instead of one of them.
     """
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     if not items:
@@ -136,10 +148,93 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
                 )
             out.extend(found)
         elif p.is_file():
+            if p.suffix.lower() not in RASTER_SUFFIXES:
+                check_not_container(str(p))
             out.append(p)
+        elif is_dataset_name(str(item)):
+            out.append(dataset_vrt(str(item)))
         else:
             raise InputFileError(f"input {str(p)!r} does not exist")
     return out
+
+
+#: A GDAL dataset name: ``DRIVER:...`` (not a Windows drive letter) or a virtual file path.
+_DATASET_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]+:(?![\\/])|/vsi)")
+
+
+def is_dataset_name(name: str) -> bool:
+    """True for a GDAL dataset name that is not a path (``NETCDF:"x.nc":var``, ``/vsi...``)."""
+    return bool(_DATASET_NAME.match(name))
+
+
+def check_not_container(name: str) -> None:
+    """DataError when ``name`` holds subdatasets and no bands (give one of them instead)."""
+    import rasterio
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NotGeoreferencedWarning of the container
+            with rasterio.open(name) as ds:
+                count, subdatasets = ds.count, list(ds.subdatasets)
+    except rasterio.errors.RasterioError:
+        return  # not readable: the reader reports it, naming the file
+    if count == 0 and subdatasets:
+        raise DataError(_container_message(name, subdatasets))
+
+
+def _container_message(name: str, subdatasets: list[str]) -> str:
+    return (
+        f"input {name!r} holds no raster bands but {len(subdatasets)} subdataset(s) "
+        f"{subdatasets[:10]}{' ...' if len(subdatasets) > 10 else ''}: give one of them as "
+        f"the input, by its GDAL name (e.g. {subdatasets[0]!r})"
+    )
+
+
+def dataset_vrt(name: str) -> Path:
+    """A VRT file (in the geoseg cache) of the GDAL dataset ``name``, for readers of files.
+
+    The VRT reads ``name`` with its files made absolute; it is named after ``name`` and
+    the version (modification time and size) of those files, so a changed file gets a
+    new VRT.
+
+    Raises:
+        InputFileError: GDAL cannot open ``name``.
+        DataError: ``name`` holds subdatasets and no bands.
+    """
+    import rasterio
+    from rasterio.shutil import copy
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # georeferencing is checked by the reader
+            with rasterio.open(name) as ds:
+                count, subdatasets, files = ds.count, list(ds.subdatasets), list(ds.files)
+    except rasterio.errors.RasterioError as exc:
+        raise InputFileError(
+            f"input {name!r} is not a file, and GDAL cannot open it as a dataset name: {exc}"
+        ) from exc
+    if count == 0 and subdatasets:
+        raise DataError(_container_message(name, subdatasets))
+    driver, sep, rest = name.partition(":") if not name.startswith("/vsi") else ("", "", name)
+    stamps: list[Any] = [os.getcwd()]  # names left relative are read from here
+    for f in files:
+        if os.path.exists(f):
+            st = os.stat(f)
+            stamps.append([os.path.abspath(f), st.st_mtime_ns, st.st_size])
+            if not os.path.isabs(f) and f in rest:
+                rest = rest.replace(f, os.path.abspath(f), 1)
+    absolute = driver + sep + rest
+    key = hashlib.sha256(json.dumps([absolute, stamps]).encode()).hexdigest()[:16]
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[-60:]
+    vrt = geoseg_cache_dir() / "datasets" / f"{readable}-{key}.vrt"
+    if not vrt.is_file():
+        vrt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = vrt.with_name(f".{vrt.stem}.{os.getpid()}.vrt")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            copy(absolute, str(tmp), driver="VRT")
+        os.replace(tmp, vrt)
+    return vrt
 
 
 def search_folders(

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from geoseg.errors import ConfigError, OutputError
+from geoseg.io.files import is_dataset_name
 
 # Read the process umask once (os.umask can only be read by setting it, which is not
 # thread-safe inside running Dask threads).
@@ -75,8 +76,8 @@ def _vrt_sources(vrt: Path) -> list[Path]:
     found = []
     for el in root.iter("SourceFilename"):
         name = (el.text or "").strip()
-        if not name or name.startswith("/vsi") or "://" in name:
-            continue
+        if not name or name.startswith("/vsi") or "://" in name or is_dataset_name(name):
+            continue  # not a local file (a GDAL dataset name: its file is not listed)
         relative = el.get("relativeToVRT", "0") == "1" or el.get("relativetoVRT", "0") == "1"
         found.append(vrt.parent / name if relative else Path(name))
     return found

@@ -1,8 +1,9 @@
 """Cases of the bad-input audit left for later (B4, C9, C12, E2, E7): each refused with one
-clear line, or reported as it is, and no output left behind.
-"""
+clear line, or reported as it is, and no output left behind."""
 
 from __future__ import annotations
+
+import warnings
 
 import geopandas as gpd
 import numpy as np
@@ -13,7 +14,7 @@ import shapely
 from _inference_helpers import RGB, tiny_checkpoint
 
 from geoseg.cli import main
-from geoseg.errors import DataError, DataWarning
+from geoseg.errors import ConfigError, DataError, DataWarning
 from geoseg.inference import memory, predict
 from geoseg.models import read_metadata
 from geoseg.testing import write_raster
@@ -235,3 +236,40 @@ def test_a_gdal_subdataset_name_is_an_input(tmp_path, monkeypatch):
 
     with pytest.raises(InputFileError, match="GDAL cannot open it as a dataset name"):
         predict(one, "netcdf:two.nc:Band9", tmp_path / "c.tif", progress=False)
+
+
+# --- E7: label checks its inputs before loading SAM -----------------------------------------
+
+
+def test_label_checks_prompts_before_loading_sam(tmp_path, capsys):
+    from geoseg.labelling import label_image
+
+    with rasterio.open(RGB) as src:
+        centre = shapely.Point(*src.xy(src.height // 2, src.width // 2))
+        crs = src.crs
+    prompts = gpd.GeoDataFrame({"kind": ["roof"]}, geometry=[centre], crs=crs)
+    prompts.to_file(tmp_path / "p.gpkg")
+
+    def never() -> None:
+        raise AssertionError("SAM was loaded before the prompts were checked")
+
+    with pytest.raises(ConfigError, match="no class field 'class'"):
+        label_image(RGB, tmp_path / "p.gpkg", never)
+    empty_sam = tmp_path / "sam"  # an empty folder: loading it would fail
+    empty_sam.mkdir()
+    out = tmp_path / "l.gpkg"
+    argv = ["label", RGB, "--prompts", tmp_path / "p.gpkg", "--sam", empty_sam, "-o", out]
+    rc, err = _cli(argv, capsys)
+    assert rc == 1 and "no class field 'class'; its fields are ['kind']" in err
+    rc, err = _cli([*argv[:3], tmp_path / "none.gpkg", *argv[4:]], capsys)
+    assert rc == 1 and "none.gpkg' does not exist" in err
+    rc, err = _cli([*argv, "--bands", "1,2,9"], capsys)
+    assert rc == 1 and "band 9 does not exist" in err
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc, err = _cli(
+            ["label", RGB, "--automatic", "--points-per-side", 0, "--sam", empty_sam, "-o", out],
+            capsys,
+        )
+    assert rc == 1 and "points_per_side must be 1-64, got 0" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "sam"]

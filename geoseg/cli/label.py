@@ -72,19 +72,31 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Label and say what was written."""
+    """Label and say what was written.
+
+    Everything is checked (options, output, SAM path and kind, imagery, prompts) before
+    SAM is loaded: the library functions load it only then.
+    """
     from geoseg.errors import ConfigError
     from geoseg.io.vector import check_vector_path
     from geoseg.labelling import automatic_masks, label_image, load_sam, write_labels
+    from geoseg.labelling.sam import check_sam_options
 
     if args.automatic == bool(args.prompts):
         raise ConfigError("give either --prompts or --automatic (one of them)")
     check_vector_path(
         args.output, overwrite=args.overwrite, inputs=[*args.images, args.prompts, args.sam]
     )
-    sam = load_sam(
-        args.sam, kind=args.sam_kind, model_type=args.sam_model_type, sam2_config=args.sam2_config
-    )
+    check_sam_options(args.sam, kind=args.sam_kind, model_type=args.sam_model_type)
+    loaded: list[Any] = []  # the model, loaded by label_image once the inputs are checked
+
+    def sam() -> Any:
+        loaded.append(
+            load_sam(args.sam, kind=args.sam_kind, model_type=args.sam_model_type,
+                     sam2_config=args.sam2_config)
+        )  # fmt: skip
+        return loaded[-1]
+
     if args.automatic:
         gdf = automatic_masks(
             args.images,
@@ -108,5 +120,5 @@ def run(args: argparse.Namespace) -> int:
             progress=True,
         )
     out = write_labels(gdf, args.output, overwrite=args.overwrite)
-    print(f"wrote {out}: {len(gdf)} polygons ({sam.name})")
+    print(f"wrote {out}: {len(gdf)} polygons ({loaded[0].name})")
     return 0

@@ -18,13 +18,15 @@ from geoseg.errors import ConfigError, warn
 from geoseg.io.grid import PixelWindow
 from geoseg.labelling.label import (
     AUTOMATIC_CPU_SECONDS,
+    SamSource,
     SlowOnCpuWarning,
+    get_sam,
     is_byte,
     mask_to_polygon,
     open_image,
     read_rgb,
 )
-from geoseg.labelling.sam import SamModelAdapter, load_sam
+from geoseg.labelling.sam import SamModelAdapter
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -61,7 +63,7 @@ def window_masks(
 
 def automatic_masks(
     images: str | Path | Sequence[str | Path],
-    sam: str | Path | SamModelAdapter,
+    sam: SamSource,
     *,
     class_value: Any = 1,
     class_field: str = "class",
@@ -89,9 +91,9 @@ def automatic_masks(
         raise ConfigError(f"points_per_side must be 1-64, got {points_per_side}")
     if not 0.0 <= score_threshold <= 1.0 or not 0.0 < iou_threshold <= 1.0:
         raise ConfigError("score_threshold must be in [0, 1] and iou_threshold in (0, 1]")
-    warn(f"automatic masks are slow on CPU: measured {AUTOMATIC_CPU_SECONDS}", SlowOnCpuWarning)
-    model = sam if isinstance(sam, SamModelAdapter) else load_sam(sam)
     mosaic = open_image(images, bands)
+    warn(f"automatic masks are slow on CPU: measured {AUTOMATIC_CPU_SECONDS}", SlowOnCpuWarning)
+    model = get_sam(sam)
     byte = is_byte(mosaic)
     s = model.image_size
     wins = [

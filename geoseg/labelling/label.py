@@ -11,7 +11,7 @@ of each window (a per-window stretch, as a viewer would show the window).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,10 +112,24 @@ def _decode(sam: SamModelAdapter, p: Prompt, negatives: list[Prompt], off: np.nd
     return sam.predict(points=pts, labels=labels)
 
 
+#: What ``sam`` may be: a loaded model, a path for :func:`load_sam`, or a function that
+#: loads one (called once the imagery, prompts and options are checked).
+SamSource = str | Path | SamModelAdapter | Callable[[], SamModelAdapter]
+
+
+def get_sam(sam: SamSource) -> SamModelAdapter:
+    """The model ``sam`` stands for, loaded now (see :data:`SamSource`)."""
+    if isinstance(sam, SamModelAdapter):
+        return sam
+    if isinstance(sam, str | Path):
+        return load_sam(sam)
+    return sam()
+
+
 def label_image(
     images: str | Path | Sequence[str | Path],
     prompts: str | Path | Any,
-    sam: str | Path | SamModelAdapter,
+    sam: SamSource,
     *,
     class_field: str = "class",
     classes: Sequence[str] | None = None,
@@ -128,7 +142,9 @@ def label_image(
         images: a GeoTIFF, a folder, a VRT or a list (a mosaic).
         prompts: a vector file or GeoDataFrame of Point / Polygon prompts (see
             :func:`geoseg.labelling.prompts.read_prompts`).
-        sam: a loaded model or a path for :func:`geoseg.labelling.sam.load_sam`.
+        sam: a loaded model, a path for :func:`geoseg.labelling.sam.load_sam`, or a
+            function returning a model: loaded only once the images, prompts and
+            options are checked, so a bad prompt file fails before a slow model load.
         class_field: the prompts' class attribute, copied to the output.
         classes: valid class names (None: any value).
         bands: the three 1-based bands shown to SAM.
@@ -141,7 +157,6 @@ def label_image(
     import geopandas as gpd
     from tqdm.auto import tqdm
 
-    model = sam if isinstance(sam, SamModelAdapter) else load_sam(sam)
     mosaic = open_image(images, bands)
     items = read_prompts(
         prompts,
@@ -152,6 +167,7 @@ def label_image(
         class_field=class_field,
         classes=classes,
     )
+    model = get_sam(sam)
     groups = group_windows(items, size=model.image_size, height=mosaic.height, width=mosaic.width)
     byte = is_byte(mosaic)
     rows: list[dict[str, Any]] = []

@@ -283,6 +283,25 @@ def load_sam(
         CheckpointError: the checkpoint is corrupt or does not match the model.
         ConfigError: unknown kind, or the package the checkpoint needs is not installed.
     """
+    kind = check_sam_options(path, kind=kind, model_type=model_type)
+    return SAM_KINDS[kind](Path(path), model_type=model_type, sam2_config=sam2_config)
+
+
+#: Model types of Meta's ``segment_anything`` (``sam_model_registry``'s keys).
+SAM_MODEL_TYPES = ("default", "vit_b", "vit_h", "vit_l")
+
+
+def check_sam_options(
+    path: str | Path, *, kind: str = "auto", model_type: str | None = None
+) -> str:
+    """Check what :func:`load_sam` is given without loading anything; returns the kind.
+
+    A SAM 2 config is checked by the loader (after the ``sam2`` package is found).
+
+    Raises:
+        InputFileError: the path does not exist.
+        ConfigError: unknown kind or segment-anything model type.
+    """
     p = Path(path)
     if not p.exists():
         raise InputFileError(
@@ -295,4 +314,9 @@ def load_sam(
         )
     if kind not in SAM_KINDS:
         raise ConfigError(f"unknown SAM kind {kind!r}; valid kinds are {sorted(SAM_KINDS)}")
-    return SAM_KINDS[kind](p, model_type=model_type, sam2_config=sam2_config)
+    if kind == "segment-anything" and model_type is not None and model_type not in SAM_MODEL_TYPES:
+        raise ConfigError(
+            f"--sam-model-type {model_type!r} is not a segment-anything model type; valid "
+            f"types are {list(SAM_MODEL_TYPES)}"
+        )
+    return kind

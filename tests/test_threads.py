@@ -205,3 +205,34 @@ def test_predict_loads_the_model_while_the_first_batch_is_read(tmp_path, monkeyp
     first_read = min(t for kind, t, _ in events if kind == "read")
     assert len(loads) == 1 and loads[0][2] == "geoseg-model"
     assert loads[0][1] < first_read
+
+
+def test_preparing_the_runner_while_a_batch_asks_for_it_does_not_deadlock(monkeypatch):
+    """A batch asks for the runner while the model thread is about to prepare it: one
+    runner is built, no thread waits for another that waits for it (found by CI)."""
+    from geoseg.inference import backends
+
+    built = []
+
+    class FakeRunner:
+        def __init__(self, spec):
+            built.append(threading.current_thread().name)
+
+    monkeypatch.setattr(backends, "Runner", FakeRunner)
+    spec = backends.RunnerSpec("deadlock-test", "torch", "fp32", "cpu", 64)
+    monkeypatch.setitem(backends._RUNNERS, "sentinel", None)  # restored after the test
+    busy = threading.Event()
+    pool = ModelPool(2)
+    monkeypatch.setattr(threads, "_POOL", pool)  # as model_pool() does
+    try:
+        pool.prepare(lambda: busy.wait(5) and time.sleep(0.2))  # the model thread is busy
+        pool.prepare(backends.get_runner, spec)  # ... then prepares the runner
+        batch = pool.submit(backends.get_runner, spec)  # a batch asks for it meanwhile
+        time.sleep(0.1)
+        busy.set()
+        runner = batch.result(timeout=10)  # (a deadlock: TimeoutError, not a hang)
+    finally:
+        pool.shutdown(wait=False)
+    assert isinstance(runner, FakeRunner)
+    assert built == ["geoseg-model"]
+    backends._RUNNERS.pop(spec, None)

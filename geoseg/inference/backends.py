@@ -277,17 +277,26 @@ def _threads_for(spec: RunnerSpec) -> int:
 
 
 def get_runner(spec: RunnerSpec) -> Runner:
-    """The process-wide runner for ``spec`` (built on first use: one model per worker)."""
+    """The process-wide runner for ``spec`` (built on first use: one model per worker).
+
+    Built on the model thread when there is one (the model's own threads, ONNX Runtime's
+    pool, inherit that thread's scheduling priority), under a lock taken on the thread
+    that builds: a thread waiting for the model thread never holds it (the model thread
+    may itself be preparing the runner, :meth:`ModelPool.prepare`).
+    """
     runner = _RUNNERS.get(spec)
     if runner is None:
-        with _RUNNERS_LOCK:
-            runner = _RUNNERS.get(spec)
-            if runner is None:
-                # built on the model thread when there is one: the model's own threads
-                # (ONNX Runtime's pool) inherit that thread's scheduling priority
-                runner = on_model_thread(Runner, spec)
-                _RUNNERS[spec] = runner
+        runner = on_model_thread(_build_runner, spec)
     return runner
+
+
+def _build_runner(spec: RunnerSpec) -> Runner:
+    with _RUNNERS_LOCK:
+        runner = _RUNNERS.get(spec)
+        if runner is None:
+            runner = Runner(spec)
+            _RUNNERS[spec] = runner
+        return runner
 
 
 #: A runner's result: activated outputs by name, each (B, C, T, T) float32 (per-pixel

@@ -383,7 +383,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         with atomic_path(target, overwrite=True) as tmp:
-            tmp.write_bytes(buffer.getbuffer())
+            # bytes, not buffer.getbuffer(): a failed write's traceback would keep a view of
+            # the BytesIO in a reference cycle, and collecting that cycle crashes CPython
+            # 3.12.1 (a segmentation fault in the garbage collector, seen in CI)
+            tmp.write_bytes(buffer.getvalue())
 
 
 def _trainer(

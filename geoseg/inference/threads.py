@@ -225,11 +225,7 @@ class ModelPool(Executor):
         """``fn(*args)`` on the model thread (directly when already there)."""
         if threading.get_ident() == self.model.ident:
             return fn(*args)
-        future: Future[T] = Future()
-        with self._lock:
-            self._calls.append(_Job(future, fn, args, {}))
-            self._call_ready.notify()
-        return future.result()
+        return self._queue_call(_Job(Future(), fn, args, {})).result()
 
     def prepare(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)`` on the model thread without waiting for it.
@@ -239,11 +235,14 @@ class ModelPool(Executor):
         one); an exception stays in the returned future (the model call that needs the
         model raises it again).
         """
-        future: Future[T] = Future()
+        return self._queue_call(_Job(Future(), fn, args, {}, prepare=True))
+
+    def _queue_call(self, job: _Job) -> Future[Any]:
+        """Queue ``job`` for the model thread; its future."""
         with self._lock:
-            self._calls.append(_Job(future, fn, args, {}, prepare=True))
+            self._calls.append(job)
             self._call_ready.notify()
-        return future
+        return job.future
 
     def _model_loop(self) -> None:
         while True:

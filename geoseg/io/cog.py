@@ -190,7 +190,7 @@ class BlockWriter:
             if name in self._modes:
                 paths = [self._level_path(name, f) for f in self._factors]
                 src = vrt_with_overviews(self.tmp[name], paths, self._work / f"{name}.vrt")
-                _to_cog(src, dst, [], Resampling.mode, cog_compression(product), overviews=True)
+                _to_cog(src, dst, [], None, cog_compression(product), overviews=True)
                 continue
             _to_cog(self.tmp[name], dst, self._factors, Resampling[product.resampling],
                     cog_compression(product))  # fmt: skip
@@ -220,7 +220,7 @@ def _to_cog(
     src: Path,
     dst: Path,
     factors: list[int],
-    resampling: Resampling,
+    resampling: Resampling | None,
     options: Mapping[str, str],
     *,
     overviews: bool = False,
@@ -232,7 +232,7 @@ def _to_cog(
     """
     from rasterio.shutil import copy
 
-    if factors:
+    if factors and resampling is not None:
         with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"), rasterio.open(src, "r+") as ds:
             ds.build_overviews(factors, resampling)
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):

@@ -96,6 +96,7 @@ def _setup(work: Path) -> None:
         state, str(user / "nested.safetensors"), metadata={"geoseg": "[" * 100_000 + "]" * 100_000}
     )
     _setup_second_audit(user)
+    _setup_third_audit(user)
 
 
 def _setup_second_audit(user: Path) -> None:
@@ -130,6 +131,38 @@ def _setup_second_audit(user: Path) -> None:
     (user / "run_i" / "logs" / "checkpoints" / "best-epoch=2.ckpt").write_text("precious")
     (user / "proj").mkdir()
     (user / "proj" / "landcover.tif").write_text("precious")
+
+
+def _setup_third_audit(user: Path) -> None:
+    """Inputs of the cases fixed after a third audit (2026-12-04, 2026-12-05)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from rasterio.shutil import copy
+
+    with rasterio.open(user / "map.tif") as src:
+        b = src.bounds
+        crs = src.crs
+        centre = shapely.Point((b.left + b.right) / 2, (b.bottom + b.top) / 2)
+    halves = [shapely.box(b.left, b.bottom, (b.left + b.right) / 2, b.top),
+              shapely.box((b.left + b.right) / 2, b.bottom, b.right, b.top)]  # fmt: skip
+    zones = gpd.GeoDataFrame({"name": ["west", "east"]}, geometry=halves, crs=crs)
+    zones.to_file(user / "layers.gpkg", layer="districts")
+    zones.iloc[:1].to_file(user / "layers.gpkg", layer="parcels")
+    shutil.copy(RGB, user / "rgb.tif")
+    with rasterio.open(RGB) as src:
+        centre = shapely.Point(*src.xy(src.height // 2, src.width // 2))
+        crs = src.crs
+    gpd.GeoDataFrame({"kind": ["roof"]}, geometry=[centre], crs=crs).to_file(
+        user / "kind.gpkg"
+    )
+    (user / "sam").mkdir()  # an empty SAM folder: loading it would fail
+    points = gpd.GeoDataFrame({"class": [1]}, geometry=[centre], crs=crs)
+    points.to_file(user / "two_layers.gpkg", layer="roofs")
+    points.to_file(user / "two_layers.gpkg", layer="trees")
+    with rasterio.Env() as env:
+        if "netCDF" in env.drivers():
+            copy(user / "refl.tif", user / "six.nc", driver="netCDF")
 
 
 #: one quick training run (used twice: the second must refuse to replace the first)
@@ -302,6 +335,34 @@ CASES: list[tuple[str, str, str, str]] = [
      "not written by geoseg demo"),
     ("output names a new folder (predict)", "predict model.safetensors refl.tif -o newdir/",
      "error", "names a folder"),
+    # fixed after a third audit (2026-12-04)
+    ("tile size 0 (predict)", "predict model.safetensors tiles -o out/t0.tif --tile-size 0",
+     "error", "tile_size"),
+    ("tile size 0 (export)", "export model.safetensors -o out/t0.onnx --tile-size 0",
+     "error", "tile_size"),
+    ("a GeoTIFF under a PNG name (predict)", "predict model.safetensors tiles -o out/m.png",
+     "error", "must end in .tif or .tiff"),
+    ("a band selected twice (predict)",
+     "predict model.safetensors tiles -o out/b.tif --bands 1,1,1,1,1,1", "error",
+     "selected more than once"),
+    ("windows beyond the memory (predict)",
+     "predict model.safetensors tiles -o out/mem.tif --tile-size 8192 --batch-size 64",
+     "error", "needs about"),
+    ("--zone-field without zones (stats)",
+     "stats map.tif -o out/z.csv --zone-field name --no-plot", "error", "without zones"),
+    ("zones of several layers (stats)",
+     "stats map.tif --zones layers.gpkg -o out/z.csv --no-plot", "error", "--zone-layer"),
+    ("a zone layer that is not there (stats)",
+     "stats map.tif --zones layers.gpkg --zone-layer roads -o out/z.csv --no-plot", "error",
+     "no layer 'roads'"),
+    ("a netCDF of several variables (predict)",
+     "predict model.safetensors six.nc -o out/nc.tif", "error", "subdataset"),
+    ("prompts without the class field (label)",
+     "label rgb.tif --prompts kind.gpkg --sam sam -o out/l.gpkg", "error",
+     "no class field 'class'"),
+    ("fused map = the COCO folder (panoptic)",
+     "panoptic map.tif map.tif -o out/cc --instances-output out/i.tif --coco out/cc "
+     "--thing-class 3", "error", "is the --coco folder"),
 ]  # fmt: skip
 
 
@@ -429,6 +490,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", default=None)
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--only", help="run only the cases whose name holds this text (no "
+                    "interruption, disk-full or resume cases)")  # fmt: skip
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geoseg-reliability-"))
     _setup(work)
@@ -445,6 +508,8 @@ def main() -> None:
     }
     rows = []
     for name, cmd, expect, text in CASES:
+        if args.only and args.only not in name:
+            continue
         before = _snapshot(work / "user")
         r = run_case(work, cmd, args.timeout)
         after = _snapshot(work / "user")
@@ -483,6 +548,10 @@ def main() -> None:
             f"{verdict:5s} {name:40s} {r.get('seconds', 0):6.1f} s {lost if lost else ''}",
             flush=True,
         )
+    if args.only:
+        print("\n" + json.dumps(counts))
+        shutil.rmtree(work, ignore_errors=True)
+        return
     sig = interruption_case(work)
     counts["cases"] += 1
     counts["unexpected"] += not sig["ok"]

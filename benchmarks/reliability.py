@@ -153,9 +153,7 @@ def _setup_third_audit(user: Path) -> None:
     with rasterio.open(RGB) as src:
         centre = shapely.Point(*src.xy(src.height // 2, src.width // 2))
         crs = src.crs
-    gpd.GeoDataFrame({"kind": ["roof"]}, geometry=[centre], crs=crs).to_file(
-        user / "kind.gpkg"
-    )
+    gpd.GeoDataFrame({"kind": ["roof"]}, geometry=[centre], crs=crs).to_file(user / "kind.gpkg")
     (user / "sam").mkdir()  # an empty SAM folder: loading it would fail
     points = gpd.GeoDataFrame({"class": [1]}, geometry=[centre], crs=crs)
     points.to_file(user / "two_layers.gpkg", layer="roofs")

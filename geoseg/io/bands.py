@@ -158,15 +158,20 @@ def missing_vrt_sources(path: str) -> list[str]:
     return [str(f) for f in input_files(path)[1:] if not f.exists()]
 
 
-def read_failure(path: str, exc: Exception) -> str:
-    """The error text of a failed read of ``path``: names a VRT's missing sources."""
+def read_failure(path: str, exc: Exception, *, name: str | None = None) -> str:
+    """The error text of a failed read of ``path``: names a VRT's missing sources.
+
+    ``name``: how the text names the input (default ``path``), such as the GDAL dataset
+    name the user gave for a VRT of the cache (:func:`geoseg.io.files.named_inputs`).
+    """
+    shown = path if name is None else name
     missing = missing_vrt_sources(path)
     if missing:
         return (
-            f"{path!r} cannot be read: the VRT's source file(s) {missing[:5]} do not exist; "
+            f"{shown!r} cannot be read: the VRT's source file(s) {missing[:5]} do not exist; "
             "restore them or rebuild the VRT (gdalbuildvrt)"
         )
-    return f"{path!r} cannot be read (corrupt, truncated or a broken VRT?): {exc}"
+    return f"{shown!r} cannot be read (corrupt, truncated or a broken VRT?): {exc}"
 
 
 def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> RasterGrid:

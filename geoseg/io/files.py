@@ -123,9 +123,18 @@ def resolve_paths(
 def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     """Turn a file, a folder (its rasters, not recursive), a VRT or a list into files.
 
-    A GDAL dataset name that is not a file (a subdataset, ``NETCDF:"file.nc":var`` or
-    ``netcdf:file.nc:var``, or a ``/vsi...`` path) is opened with rasterio and stands for
-    a VRT of it (:func:`dataset_vrt`). A file of other formats than
+    The files of :func:`named_inputs`, without their names.
+    """
+    return [path for path, _ in named_inputs(inputs)]
+
+
+def named_inputs(inputs: str | Path | Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """The files a file, a folder (its rasters, not recursive), a VRT or a list means.
+
+    Each file comes with the name messages give it: its path, or for a GDAL dataset name
+    that is not a file (a subdataset, ``NETCDF:"file.nc":var`` or ``netcdf:file.nc:var``,
+    or a ``/vsi...`` path) that name as the user gave it, while the file read is a VRT
+    of it in the geoseg cache (:func:`dataset_vrt`). A file of other formats than
     :data:`RASTER_SUFFIXES` that holds subdatasets and no bands (a netCDF of several
     variables) is refused with the list of its subdatasets.
 
@@ -137,7 +146,7 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
     items = [inputs] if isinstance(inputs, str | Path) else list(inputs)
     if not items:
         raise InputFileError("no input rasters given")
-    out: list[Path] = []
+    out: list[tuple[Path, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
@@ -146,13 +155,13 @@ def expand_inputs(inputs: str | Path | Sequence[str | Path]) -> list[Path]:
                 raise InputFileError(
                     f"input folder {str(p)!r} holds no raster files ({', '.join(RASTER_SUFFIXES)})"
                 )
-            out.extend(found)
+            out.extend((q, str(q)) for q in found)
         elif p.is_file():
             if p.suffix.lower() not in RASTER_SUFFIXES:
                 check_not_container(str(p))
-            out.append(p)
+            out.append((p, str(p)))
         elif is_dataset_name(str(item)):
-            out.append(dataset_vrt(str(item)))
+            out.append((dataset_vrt(str(item)), str(item)))
         else:
             raise InputFileError(f"input {str(p)!r} does not exist")
     return out

@@ -38,15 +38,17 @@ def gdal_cache_env() -> contextlib.AbstractContextManager[Any]:
 GDAL_CACHE_MB = 64
 
 
-def file_key(path: str, *extra: Any) -> tuple[Any, ...]:
+def file_key(path: str, *extra: Any, name: str | None = None) -> tuple[Any, ...]:
     """Pool key of a file: its path, modification time and size, then ``extra``.
 
     Readers add what else makes a handle differ (an assumed CRS, a warp onto a grid).
+    ``name``: how the error for a vanished file names it (default ``path``).
     """
     try:
         st = os.stat(path)
     except OSError as exc:
-        raise InputFileError(f"input {path!r} vanished during the run: {exc}") from exc
+        shown = path if name is None else name
+        raise InputFileError(f"input {shown!r} vanished during the run: {exc}") from exc
     return version_key(path, file_stamp(st), *extra)
 
 

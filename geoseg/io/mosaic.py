@@ -39,7 +39,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWarning, warn
 from geoseg.io.bands import read_failure
-from geoseg.io.files import expand_inputs
+from geoseg.io.files import named_inputs
 from geoseg.io.grid import PixelWindow, check_size, same_grid_crs
 from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
 from geoseg.io.relay import RELAY
@@ -57,6 +57,8 @@ class Source:
         bbox: (row0, col0, row1, col1) of the file's footprint on the grid (pixels).
         stamp: (modification time in ns, size) when the run started: a file changed or
             replaced during the run is refused rather than read half old, half new.
+        name: how messages name the input, when not by ``path``: the GDAL dataset name
+            the user gave (``netcdf:x.nc:var``) for a VRT of it in the geoseg cache.
     """
 
     path: str
@@ -66,6 +68,12 @@ class Source:
     col_off: int
     bbox: tuple[int, int, int, int]
     stamp: tuple[int, int] = (0, 0)
+    name: str = ""
+
+    @property
+    def shown(self) -> str:
+        """The input as the user named it (``name``, else ``path``)."""
+        return self.name or self.path
 
 
 @dataclass(frozen=True)
@@ -91,10 +99,10 @@ class Mosaic:
 
     def _open(self, src: Source) -> contextlib.AbstractContextManager[Any]:
         """A handle on ``src`` for one read (from the process's :data:`HANDLES` pool)."""
-        key: tuple[Any, ...] = file_key(src.path, src.src_crs)
+        key: tuple[Any, ...] = file_key(src.path, src.src_crs, name=src.shown)
         if src.stamp != (0, 0) and tuple(key[1:3]) != src.stamp:
             raise InputFileError(
-                f"input {src.path!r} changed on disk during the run (modified or replaced); "
+                f"input {src.shown!r} changed on disk during the run (modified or replaced); "
                 "the map would mix the old and the new file: run again once it is stable"
             )
         if src.warp:
@@ -121,7 +129,7 @@ class Mosaic:
                 **kw,
             )
         except RasterioError as exc:
-            raise InputFileError(f"cannot open input {src.path!r}: {exc}") from exc
+            raise InputFileError(f"cannot open input {src.shown!r}: {exc}") from exc
 
     def read(self, window: PixelWindow) -> tuple[np.ndarray, np.ndarray]:
         """Read ``window`` of the mosaic (may extend past the grid edge).
@@ -192,7 +200,7 @@ class Mosaic:
                     ok = np.all(masks > 0, axis=0)
         except RasterioError as exc:
             raise InputFileError(
-                f"cannot read input {src.path!r} (corrupt or truncated?): {exc}"
+                f"cannot read input {src.shown!r} (corrupt or truncated?): {exc}"
             ) from exc
         ok &= np.all(np.isfinite(arr), axis=0)
         return arr, ok
@@ -324,7 +332,7 @@ def near_nodata(a: np.ndarray, ndf: np.float32) -> np.ndarray:
 
 
 def _select_bands(
-    path: Path, ds: Any, model_bands: Sequence[str], bands: Sequence[int | str] | None
+    name: str, ds: Any, model_bands: Sequence[str], bands: Sequence[int | str] | None
 ) -> tuple[int, ...]:
     names = list(model_bands)
     if bands is not None:
@@ -333,15 +341,13 @@ def _select_bands(
             if isinstance(b, str) and not b.isdigit():
                 desc = list(ds.descriptions)
                 if b not in desc:
-                    raise DataError(
-                        f"input {str(path)!r} has no band named {b!r}; its bands are {desc}"
-                    )
+                    raise DataError(f"input {name!r} has no band named {b!r}; its bands are {desc}")
                 sel.append(desc.index(b) + 1)
             else:
                 idx = int(b)
                 if not 1 <= idx <= ds.count:
                     raise DataError(
-                        f"band {idx} does not exist in {str(path)!r} ({ds.count} bands; "
+                        f"band {idx} does not exist in {name!r} ({ds.count} bands; "
                         "band indexes are 1-based)"
                     )
                 sel.append(idx)
@@ -357,7 +363,7 @@ def _select_bands(
     if ds.count == len(names):
         return tuple(range(1, ds.count + 1))
     raise DataError(
-        f"input {str(path)!r} has {ds.count} bands but the checkpoint expects "
+        f"input {name!r} has {ds.count} bands but the checkpoint expects "
         f"{len(names)} ({names}); pass bands=[...] / --bands to choose which input bands "
         "to use, in model order"
     )
@@ -376,7 +382,8 @@ def open_mosaic(
     """Describe the input mosaic and its output grid, checking every file up front.
 
     Args:
-        inputs: a GeoTIFF, a folder of rasters, a VRT, or a list of these.
+        inputs: a GeoTIFF, a folder of rasters, a VRT, a GDAL dataset name (a netCDF
+            variable: ``netcdf:file.nc:var``; messages name it so), or a list of these.
         model_bands: the checkpoint's band names (model input order).
         bands: 1-based band indexes (or band descriptions) to read, in model order;
             by default all bands when their count matches, else bands whose
@@ -397,7 +404,7 @@ def open_mosaic(
             f"resampling: unknown method {resampling!r}; valid names are "
             f"{sorted(Resampling.__members__)}"
         )
-    paths = expand_inputs(inputs)
+    paths = named_inputs(inputs)
     user_crs = _parse_crs(crs, "crs") if crs is not None else None
     # The metadata pass opens every file once; files read as they are hand their
     # handle to the read pool afterwards instead of being opened again by a worker.
@@ -413,7 +420,7 @@ def open_mosaic(
 
 
 def _open_mosaic(
-    paths: list[Path],
+    paths: list[tuple[Path, str]],
     model_bands: Sequence[str],
     bands: Sequence[int | str] | None,
     user_crs: CRS | None,
@@ -459,7 +466,7 @@ def _open_mosaic(
             ds, reused = handles[i]
             HANDLES.put(version_key(src.path, src.stamp, src.src_crs), ds, new=not reused)
             handles[i] = None
-    warped = [src.path for src in sources if src.warp]
+    warped = [src.shown for src in sources if src.warp]
     if warped:
         warn(
             f"{len(warped)} input(s) reprojected/resampled onto the output grid "
@@ -488,10 +495,11 @@ class _Input:
     width: int
     height: int
     stamp: tuple[int, int] = (0, 0)
+    name: str = ""  # as the user named it (Source.name)
 
 
 def _scan_inputs(
-    paths: list[Path],
+    paths: list[tuple[Path, str]],
     model_bands: Sequence[str],
     bands: Sequence[int | str] | None,
     user_crs: CRS | None,
@@ -500,56 +508,57 @@ def _scan_inputs(
     """Open every file once: georeferencing, band selection and a truncation check.
 
     A file this process already holds an idle handle for (same path, modification time
-    and size: an earlier run over the same files) is not opened again.
+    and size: an earlier run over the same files) is not opened again. Messages name
+    each file as the user did (``paths``: (file, name) pairs, :func:`named_inputs`).
     """
     infos: list[_Input] = []
     band_sel: tuple[int, ...] = ()
     user_wkt = user_crs.to_wkt() if user_crs is not None else None
-    for p in paths:
+    for p, name in paths:
         try:
             st = os.stat(p)
             pooled = _pooled_handle(str(p), st, user_wkt)
             ds = pooled if pooled is not None else rasterio.open(p)
             handles.append((ds, pooled is not None))
             if not infos:
-                band_sel = _select_bands(p, ds, model_bands, bands)
+                band_sel = _select_bands(name, ds, model_bands, bands)
             elif ds.count != handles[0][0].count:
                 raise DataError(
-                    f"mosaic inputs differ in band count: {str(paths[0])!r} has "
-                    f"{handles[0][0].count} bands, {str(p)!r} has {ds.count}; every file of "
+                    f"mosaic inputs differ in band count: {paths[0][1]!r} has "
+                    f"{handles[0][0].count} bands, {name!r} has {ds.count}; every file of "
                     "a mosaic must hold the same bands"
                 )
             src_crs = ds.crs  # None without one (rasterio >= 1.4; bool(crs) costs a WKT export)
             if src_crs is None:
                 if user_crs is None:
                     raise DataError(
-                        f"input {str(p)!r} has no CRS; pass crs=... / --crs EPSG:XXXX "
+                        f"input {name!r} has no CRS; pass crs=... / --crs EPSG:XXXX "
                         "to say which CRS its coordinates are in"
                     )
                 src_crs = user_crs
-            _check_georeferenced(p, ds)
-            check_size(ds.width, ds.height, f"input {str(p)!r} is", "a wrong header or VRT size?")
+            _check_georeferenced(name, ds)
+            check_size(ds.width, ds.height, f"input {name!r} is", "a wrong header or VRT size?")
             check_complete(ds, st.st_size)
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
-                                file_stamp(st)))  # fmt: skip
+                                file_stamp(st), name))  # fmt: skip
         except RasterioError as exc:
-            raise InputFileError(f"input {read_failure(str(p), exc)}") from exc
+            raise InputFileError(f"input {read_failure(str(p), exc, name=name)}") from exc
         except OSError as exc:
-            raise InputFileError(f"input {str(p)!r} cannot be read: {exc}") from exc
+            raise InputFileError(f"input {name!r} cannot be read: {exc}") from exc
     return infos, band_sel
 
 
-def _check_georeferenced(path: Path, ds: Any) -> None:
+def _check_georeferenced(name: str, ds: Any) -> None:
     """DataError for a raster placed by GCPs or RPCs only, or not placed at all."""
     if not ds.transform.is_identity:
         return
     if ds.gcps[0]:
         raise DataError(
-            f"input {str(path)!r} is georeferenced by ground control points only, not by a "
+            f"input {name!r} is georeferenced by ground control points only, not by a "
             "grid: warp it onto one first (gdalwarp -tps or -order 1)"
         )
     raise DataError(
-        f"input {str(path)!r} has no georeferencing (no geotransform): geoseg maps "
+        f"input {name!r} has no georeferencing (no geotransform): geoseg maps "
         "georeferenced rasters; give it a geotransform (gdal_translate -a_ullr) first"
     )
 
@@ -652,6 +661,7 @@ def _place(
     return Source(
         stamp=info.stamp,
         path=str(info.path),
+        name=info.name if info.name != str(info.path) else "",
         src_crs=assumed,
         warp=not aligned,
         row_off=round(row_f),

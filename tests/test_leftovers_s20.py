@@ -3,8 +3,10 @@ user's name of a GDAL subdataset in error messages."""
 
 from __future__ import annotations
 
+import geopandas as gpd
 import pytest
 import rasterio
+import shapely
 from _inference_helpers import RGB
 
 from geoseg.cli import main
@@ -23,6 +25,45 @@ def _cli(argv, capsys) -> tuple[int, str]:
     assert "Traceback" not in err
     lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
     return rc, lines[-1] if lines else err
+
+
+# --- label: a prompt file of several layers ---------------------------------------------------
+
+
+def test_label_needs_prompt_layer_for_a_file_of_several_layers(tmp_path, capsys):
+    from geoseg.labelling import label_image
+
+    with rasterio.open(RGB) as src:
+        centre = shapely.Point(*src.xy(src.height // 2, src.width // 2))
+        crs = src.crs
+    prompts = tmp_path / "p.gpkg"
+    for layer, field in (("roofs", "kind"), ("trees", "species")):
+        gdf = gpd.GeoDataFrame({field: ["x"]}, geometry=[centre], crs=crs)
+        gdf.to_file(prompts, layer=layer)
+    sam = tmp_path / "sam"  # an empty folder: loading it would fail
+    sam.mkdir()
+    argv = ["label", RGB, "--prompts", prompts, "--sam", sam, "-o", tmp_path / "l.gpkg"]
+    rc, err = _cli(argv, capsys)
+    assert rc == 1
+    assert f"prompts '{prompts}' holds 2 layers ['roofs', 'trees']" in err
+    assert "--prompt-layer" in err
+    rc, err = _cli([*argv, "--prompt-layer", "roads"], capsys)
+    assert rc == 1
+    assert f"prompts '{prompts}' has no layer 'roads'; its layers are ['roofs', 'trees']" in err
+    # the layer named is read (its fields), and still before SAM is loaded
+    rc, err = _cli([*argv, "--prompt-layer", "trees"], capsys)
+    assert rc == 1 and "no class field 'class'; its fields are ['species']" in err
+    rc, err = _cli([*argv[:2], "--automatic", *argv[4:], "--prompt-layer", "trees"], capsys)
+    assert rc == 1 and "--prompt-layer 'trees' names a layer of the --prompts file" in err
+
+    def never() -> None:
+        raise AssertionError("SAM was loaded before the prompts were checked")
+
+    with pytest.raises(DataError, match="holds 2 layers"):
+        label_image(RGB, prompts, never)
+    with pytest.raises(ValueError, match=r"its fields are \['kind'\]"):
+        label_image(RGB, prompts, never, prompt_layer="roofs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "sam"]
 
 
 # --- a GDAL subdataset is named as the user named it ----------------------------------------

@@ -31,6 +31,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("images", nargs="+", help="GeoTIFF(s), a folder or a VRT (a mosaic)")
     p.add_argument("--prompts", help="vector layer of Point / Polygon prompts")
+    p.add_argument("--prompt-layer", help="the prompts' layer (a file of several layers needs it)")
     p.add_argument(
         "--sam",
         required=True,
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.automatic == bool(args.prompts):
         raise ConfigError("give either --prompts or --automatic (one of them)")
+    if args.prompt_layer is not None and not args.prompts:
+        raise ConfigError(
+            f"--prompt-layer {args.prompt_layer!r} names a layer of the --prompts file; "
+            "give --prompts too, or leave --prompt-layer out"
+        )
     check_vector_path(
         args.output, overwrite=args.overwrite, inputs=[*args.images, args.prompts, args.sam]
     )
@@ -118,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
             classes=classes,
             bands=args.bands,
             progress=True,
+            prompt_layer=args.prompt_layer,
         )
     out = write_labels(gdf, args.output, overwrite=args.overwrite)
     print(f"wrote {out}: {len(gdf)} polygons ({loaded[0].name})")

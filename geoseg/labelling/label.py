@@ -135,6 +135,7 @@ def label_image(
     classes: Sequence[str] | None = None,
     bands: Sequence[int] = (1, 2, 3),
     progress: bool = False,
+    prompt_layer: str | None = None,
 ) -> Any:
     """Segment one object per prompt with SAM; return the polygons as a GeoDataFrame.
 
@@ -149,6 +150,7 @@ def label_image(
         classes: valid class names (None: any value).
         bands: the three 1-based bands shown to SAM.
         progress: show a progress bar over windows.
+        prompt_layer: the layer of a prompts file of several layers (a GeoPackage).
 
     Returns:
         A GeoDataFrame in the image CRS: ``prompt_id``, ``kind``, the class field,
@@ -166,6 +168,7 @@ def label_image(
         width=mosaic.width,
         class_field=class_field,
         classes=classes,
+        layer=prompt_layer,
     )
     model = get_sam(sam)
     groups = group_windows(items, size=model.image_size, height=mosaic.height, width=mosaic.width)

@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from geoseg.errors import ConfigError, DataError, InputFileError
+from geoseg.errors import ConfigError, DataError
 from geoseg.io.grid import PixelWindow
 
 
@@ -68,6 +68,7 @@ def read_prompts(
     width: int,
     class_field: str = "class",
     classes: Sequence[str] | None = None,
+    layer: str | None = None,
 ) -> list[Prompt]:
     """Read a prompt layer and convert it to pixel prompts on the image grid.
 
@@ -80,26 +81,31 @@ def read_prompts(
         class_field: the attribute holding each prompt's class (name or id).
         classes: valid class names (ids are their 0-based positions); None accepts any
             value.
+        layer: the layer of a file of several layers (a GeoPackage); a file of one
+            layer needs none.
 
     Raises:
-        InputFileError: the file cannot be read.
-        DataError: empty layer, no CRS, unsupported geometry, prompts outside the image,
-            unknown class values.
-        ConfigError: the class field is missing.
+        InputFileError: the file does not exist or cannot be read.
+        DataError: several layers and no ``layer``, no layer called ``layer``, empty
+            layer, no CRS, unsupported geometry, prompts outside the image, unknown
+            class values.
+        ConfigError: the class field is missing, or ``layer`` with a GeoDataFrame.
     """
     import geopandas as gpd
 
+    from geoseg.io.vector import read_vector
+
     where = "prompts"
     if isinstance(prompts, gpd.GeoDataFrame):
+        if layer is not None:
+            raise ConfigError(
+                f"prompt_layer {layer!r} names a layer of a prompts file; the prompts are a "
+                "GeoDataFrame already: leave prompt_layer out"
+            )
         df = prompts
     else:
         where = f"prompts {str(prompts)!r}"
-        if not Path(prompts).exists():
-            raise InputFileError(f"{where} does not exist")
-        try:
-            df = gpd.read_file(prompts)
-        except Exception as exc:
-            raise InputFileError(f"cannot read {where}: {exc}") from exc
+        df = read_vector(prompts, where=where, layer=layer, option="prompt_layer / --prompt-layer")
     if len(df) == 0:
         raise DataError(f"{where}: the layer has no features; add point or box prompts")
     if df.crs is None:

@@ -4,6 +4,9 @@ user's name of a GDAL subdataset in error messages."""
 from __future__ import annotations
 
 import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
 import pytest
 import rasterio
 import shapely
@@ -11,6 +14,7 @@ from _inference_helpers import RGB
 
 from geoseg.cli import main
 from geoseg.errors import DataError
+from geoseg.testing import write_raster
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +29,96 @@ def _cli(argv, capsys) -> tuple[int, str]:
     assert "Traceback" not in err
     lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
     return rc, lines[-1] if lines else err
+
+
+# --- stats: the output's format follows its extension ---------------------------------------
+
+CLASSES = "1=water,2=forest,3=Built-up area"
+
+
+def _classmap(tmp_path):
+    """20 x 20 px of 10 m: columns of 5 px of classes 1, 2, 3, 1."""
+    ids = np.repeat(np.array([1, 2, 3, 1], np.uint8), 5)[None, :].repeat(20, axis=0)
+    return write_raster(tmp_path / "cm.tif", ids, nodata=0)
+
+
+def _zones(tmp_path):
+    """Four districts in lon/lat (the map is in UTM 18N): the first two cover 1.5 columns."""
+    x0, y1 = 500000.0, 4000000.0
+    boxes = [
+        shapely.box(x0, y1 - 200, x0 + 75, y1),  # 5 columns of water, 2 of forest (centres)
+        shapely.box(x0 + 75, y1 - 200, x0 + 200, y1),
+        shapely.box(x0 + 50, y1 - 100, x0 + 150, y1),  # overlaps both others
+        shapely.box(x0 + 900, y1 - 200, x0 + 1000, y1),  # off the map: no statistics
+    ]
+    zones = gpd.GeoDataFrame(
+        {"name": ["north", "south", "centre", "away"]}, geometry=boxes, crs="EPSG:32618"
+    ).to_crs("EPSG:4326")
+    zones.to_file(tmp_path / "z.gpkg", layer="districts")
+    return tmp_path / "z.gpkg", zones
+
+
+def test_stats_writes_a_geopackage_of_the_zones_with_their_statistics(tmp_path, capsys):
+    cm = _classmap(tmp_path)
+    path, zones = _zones(tmp_path)
+    head = ["stats", cm, "--zones", path, "--zone-field", "name", "--classes", CLASSES]
+    with pytest.warns(UserWarning, match="cover no valid pixel"):
+        assert _cli([*head, "-o", tmp_path / "s.csv", "--quiet", "--no-plot"], capsys)[0] == 0
+        assert _cli([*head, "-o", tmp_path / "s.gpkg", "--quiet"], capsys)[0] == 0
+    csv = pd.read_csv(tmp_path / "s.csv")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"  # the chart as before
+    assert [x[0] for x in pyogrio.list_layers(tmp_path / "s.gpkg")] == ["s"]
+    got = gpd.read_file(tmp_path / "s.gpkg")
+    assert got.crs == zones.crs  # the zones' CRS, not the map's
+    assert len(got) == 4 and got["zone"].tolist() == ["north", "south", "centre", "away"]
+    assert all(a.equals_exact(b, 0) for a, b in zip(got.geometry, zones.geometry, strict=True))
+    slug = {"water": "water", "forest": "forest", "Built-up area": "built_up_area"}
+    for zone in ["north", "south", "centre"]:
+        row = got[got["zone"] == zone].iloc[0]
+        rows = csv[csv["zone"] == zone]
+        for name, col in slug.items():
+            want = rows.loc[rows["class_name"] == name, ["area_ha", "percent"]]
+            area = float(want["area_ha"].iloc[0]) if len(want) else 0.0
+            share = float(want["percent"].iloc[0]) if len(want) else 0.0
+            assert row[f"area_ha_{col}"] == pytest.approx(area, abs=1e-6)
+            assert row[f"percent_{col}"] == pytest.approx(share, abs=1e-6)
+        assert row["area_ha"] == pytest.approx(rows["area_ha"].sum(), abs=1e-6)
+    assert got.loc[0, "area_ha_water"] == pytest.approx(1.0)  # hand-checked: 100 px of 100 m²
+    assert got.loc[0, "area_ha_forest"] == pytest.approx(0.4)  # 2 columns of 20 px
+    # the zone off the map has no statistics (null), not zero hectares
+    assert got.loc[3, ["area_ha", "area_ha_water", "percent_water"]].isna().all()
+
+
+def test_stats_without_zones_writes_a_geopackage_table(tmp_path, capsys):
+    cm = _classmap(tmp_path)
+    for name in ("s.csv", "s.gpkg"):
+        argv = ["stats", cm, "--classes", CLASSES, "-o", tmp_path / name, "--no-plot"]
+        assert _cli([*argv, "--quiet"], capsys)[0] == 0
+    table = pyogrio.read_dataframe(tmp_path / "s.gpkg")
+    assert "geometry" not in table.columns
+    pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "s.csv"), check_dtype=False)
+
+
+@pytest.mark.parametrize("name", ["s.xlsx", "s.shp", "s.geojson"])
+def test_stats_refuses_other_extensions_before_any_work(tmp_path, capsys, name):
+    cm = _classmap(tmp_path)
+    rc, err = _cli(["stats", cm, "-o", tmp_path / name], capsys)
+    assert rc == 1
+    assert f"{tmp_path / name}" in err and ".csv" in err and ".gpkg" in err
+    if name.endswith(".geojson"):  # a GeoJSON holds features: it needs the zones
+        assert "--zones" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.tif"]
+
+
+def test_stats_of_an_instance_map_are_written_as_csv_only(tmp_path, capsys):
+    from geoseg.io.bands import INSTANCES_TAG
+
+    cm = _classmap(tmp_path)
+    with rasterio.open(cm, "r+") as ds:
+        ds.update_tags(**{INSTANCES_TAG: "1"})
+    rc, err = _cli(["stats", cm, "-o", tmp_path / "o.gpkg"], capsys)
+    assert rc == 1 and "o.gpkg'" in err and "must end in .csv" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cm.tif"]
 
 
 # --- label: a prompt file of several layers ---------------------------------------------------

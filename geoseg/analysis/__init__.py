@@ -1,7 +1,8 @@
 """Analysis of class maps: areas per class and zone, and change between two dates.
 
 * :mod:`~geoseg.analysis.areas`: :func:`class_areas` (per class, optionally per zone),
-  :func:`write_stats`, :func:`plot_class_areas`.
+  :func:`write_stats` (CSV, or the zones with a column per class: :func:`zone_table`,
+  by the output's extension: :data:`STATS_FORMATS`), :func:`plot_class_areas`.
 * :mod:`~geoseg.analysis.change`: :func:`change` (from-to matrix and change polygons).
 * :mod:`~geoseg.analysis.objects`: :func:`object_stats` (objects per class and zone:
   count, footprint area, mean and median size) of an instance map.
@@ -12,9 +13,11 @@ Areas are m² from the one area model of :mod:`geoseg.io.grid` (:func:`pixel_are
 from geoseg.analysis.areas import (
     ALL_ZONES,
     STATS_COLUMNS,
+    STATS_FORMATS,
     class_areas,
     plot_class_areas,
     write_stats,
+    zone_table,
 )
 from geoseg.analysis.change import ChangeResult, change
 from geoseg.analysis.objects import OBJECT_COLUMNS, object_stats
@@ -24,6 +27,7 @@ __all__ = [
     "ALL_ZONES",
     "OBJECT_COLUMNS",
     "STATS_COLUMNS",
+    "STATS_FORMATS",
     "ChangeResult",
     "change",
     "class_areas",
@@ -31,4 +35,5 @@ __all__ = [
     "pixel_areas",
     "plot_class_areas",
     "write_stats",
+    "zone_table",
 ]

@@ -5,12 +5,19 @@ memory is bounded by the chunk size whatever the raster size. Areas are true gro
 in m² from the one area model of :mod:`geoseg.io.grid` (the same as polygon areas):
 the pixel area for a projected CRS, and the exact equal-area pixel area of each row for
 a geographic CRS; never degrees.
+
+The statistics are written in the format of the output's extension
+(:data:`STATS_FORMATS`): a CSV table, or the zone polygons with one column per class
+(:func:`zone_table`) for a choropleth in a GIS.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections import defaultdict
+import re
+import unicodedata
+import warnings
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +49,7 @@ from geoseg.io.bands import (
 )
 from geoseg.io.grid import RasterGrid, pixel_areas
 from geoseg.io.outputs import atomic_path, check_distinct, check_output_path
-from geoseg.io.vector import read_vector
+from geoseg.io.vector import read_vector, write_layer
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
 #: Value of the ``zone`` column on the rows for the whole raster.
@@ -50,6 +57,16 @@ ALL_ZONES = "(all)"
 
 
 STATS_COLUMNS = ["zone", "class_id", "class_name", "pixels", "area_m2", "area_ha", "percent"]
+
+#: Output formats of :func:`write_stats` by extension (a name without one is a CSV).
+STATS_FORMATS = {
+    ".csv": "a CSV table, one row per zone and class",
+    ".gpkg": "a GeoPackage of the zones with a column per class, or without zones the CSV's table",
+    ".geojson": "a GeoJSON of the zones with a column per class, in EPSG:4326 (needs zones)",
+    ".fgb": "a FlatGeobuf of the zones with a column per class (needs zones)",
+}
+#: The formats of :data:`STATS_FORMATS` that hold features only: they need zones.
+FEATURE_FORMATS = (".geojson", ".fgb")
 
 
 def raster_windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
@@ -119,17 +136,7 @@ def read_zones(
     ``"(no <zone_field>, feature <i>)"`` (``i``: its 0-based row in the file), with a
     DataWarning saying how many there are. A file of several layers needs ``layer``.
     """
-    if isinstance(zones, gpd.GeoDataFrame):
-        gdf, where = zones, "zones"
-    else:
-        where = f"zones file {str(zones)!r}"
-        gdf = read_vector(zones, where=where, layer=layer, option="zone_layer / --zone-layer")
-    if len(gdf) == 0:
-        raise DataError(f"{where} holds no zone (no feature): give a file with zone polygons")
-    if zone_field is not None and zone_field not in gdf.columns:
-        fields = [c for c in gdf.columns if c != gdf.geometry.name]
-        raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
-    gdf = _clean_zone_geometries(gdf, where)
+    gdf, where = _load_zones(zones, zone_field, layer)
     if gdf.crs is None:
         warn(
             f"{where} has no CRS; assuming the raster's CRS",
@@ -158,6 +165,23 @@ def read_zones(
             "check that both cover the same place"
         )
     return gdf.geometry, labels
+
+
+def _load_zones(
+    zones: Any, zone_field: str | None, layer: str | None
+) -> tuple[gpd.GeoDataFrame, str]:
+    """The zones' polygons (in their CRS) and how messages name them; errors, warnings."""
+    if isinstance(zones, gpd.GeoDataFrame):
+        gdf, where = zones, "zones"
+    else:
+        where = f"zones file {str(zones)!r}"
+        gdf = read_vector(zones, where=where, layer=layer, option="zone_layer / --zone-layer")
+    if len(gdf) == 0:
+        raise DataError(f"{where} holds no zone (no feature): give a file with zone polygons")
+    if zone_field is not None and zone_field not in gdf.columns:
+        fields = [c for c in gdf.columns if c != gdf.geometry.name]
+        raise DataError(f"{where} has no field {zone_field!r}; its fields are {fields}")
+    return _clean_zone_geometries(gdf, where), where
 
 
 def zone_names(gdf: gpd.GeoDataFrame, zone_field: str | None, where: str) -> list[str]:
@@ -224,7 +248,8 @@ def class_areas(
     Returns:
         A DataFrame with columns ``zone`` (:data:`ALL_ZONES` for the whole raster),
         ``class_id``, ``class_name``, ``pixels``, ``area_m2``, ``area_ha`` and ``percent``
-        (share of the zone's classified area). ``attrs["colors"]`` maps class ids to colours.
+        (share of the zone's classified area). ``attrs["colors"]`` maps class ids to colours,
+        ``attrs["crs"]`` is the map's CRS (WKT).
 
     Raises:
         DataError: no CRS, non-integer values, a missing zone field, or zones that do not
@@ -275,7 +300,9 @@ def class_areas(
             if m.any():
                 _accumulate(acc, z, vals[m], weights[m])
     _check_result(acc, path, keep, unique_labels, table is not None, raster_dtype(path, band))
-    return _stats_frame(acc, unique_labels, table, overrides, zones is not None)
+    stats = _stats_frame(acc, unique_labels, table, overrides, zones is not None)
+    stats.attrs["crs"] = grid.crs_wkt  # assumed for zones without one (zone_table)
+    return stats
 
 
 #: A chart shows at most this many classes.
@@ -416,22 +443,147 @@ def plot_class_areas(
     return fig
 
 
+def stats_format(path: str | Path, *, zones: bool) -> str:
+    """The format of a statistics output, by its extension: a key of :data:`STATS_FORMATS`.
+
+    Args:
+        path: the output.
+        zones: whether the statistics are per zone (a format of features needs zones).
+
+    Raises:
+        ConfigError: an unknown extension (naming the path and the valid ones), or a
+            format of features without zones.
+    """
+    ext = Path(path).suffix.lower() or ".csv"
+    if ext not in STATS_FORMATS:
+        valid = "; ".join(f"{k} ({v})" for k, v in STATS_FORMATS.items())
+        raise ConfigError(
+            f"statistics output {str(path)!r}: unknown extension {Path(path).suffix!r}; the "
+            f"format follows the extension: {valid}"
+        )
+    if ext in FEATURE_FORMATS and not zones:
+        raise ConfigError(
+            f"statistics output {str(path)!r}: a {ext} file holds features (polygons), and "
+            "no zones are given: give the zone polygons the statistics are computed with "
+            "(zones= / --zones), or write a .csv or a .gpkg (a table without geometry)"
+        )
+    return ext
+
+
 def check_stats_outputs(
     path: str | Path,
     *,
     plot: bool,
     overwrite: bool = False,
     inputs: Iterable[str | Path | None] = (),
+    zones: Any = None,
 ) -> Path | None:
-    """Check the CSV at ``path`` and its chart (``.png`` beside it); the chart's path."""
-    csv = Path(path)
-    png = csv.with_suffix(".png") if plot else None
+    """Check a statistics output (its format too) and its chart (``.png`` beside it).
+
+    ``zones``: the zones of the statistics (None: whole map only). Returns the chart's
+    path (None without ``plot``).
+    """
+    out = Path(path)
+    stats_format(out, zones=zones is not None)
+    png = out.with_suffix(".png") if plot else None
     inputs = list(inputs)
-    check_output_path(csv, overwrite=overwrite, inputs=inputs)
+    check_output_path(out, overwrite=overwrite, inputs=inputs)
     if png is not None:
         check_output_path(png, overwrite=overwrite, inputs=inputs)
-        check_distinct({"the CSV": csv, "its chart": png})
+        check_distinct({"the statistics": out, "their chart": png})
     return png
+
+
+def class_columns(names: dict[int, str]) -> dict[int, str]:
+    """Column-name suffix per class id: its name in lower-case ASCII letters, digits and _.
+
+    ``"Built-up area"`` gives ``built_up_area``, a name without letters or digits
+    ``class_<id>``; names that would give the same suffix get their class id appended.
+    """
+    slugs = {}
+    for cid, name in names.items():
+        text = unicodedata.normalize("NFKD", str(name)).encode("ascii", "ignore").decode()
+        slugs[cid] = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_") or f"class_{cid}"
+    counts, used, out = Counter(slugs.values()), set(), {}
+    for cid, slug in slugs.items():
+        col = slug if counts[slug] == 1 else f"{slug}_{cid}"
+        while col in used:
+            col = f"{col}_{cid}"
+        used.add(col)
+        out[cid] = col
+    return out
+
+
+def zone_table(
+    stats: pd.DataFrame,
+    zones: Any,
+    *,
+    zone_field: str | None = None,
+    zone_layer: str | None = None,
+) -> gpd.GeoDataFrame:
+    """The zones with their statistics as columns: a wide table for a choropleth map.
+
+    Args:
+        stats: the output of :func:`class_areas` with the same zones.
+        zones: the zone polygons (path or GeoDataFrame), as given to :func:`class_areas`.
+        zone_field: as given to :func:`class_areas`.
+        zone_layer: as given to :func:`class_areas`.
+
+    Returns:
+        One feature per zone in the zones' CRS (the map's CRS for zones without one):
+        its polygons (the union of those sharing its name), ``zone`` (its name),
+        ``area_ha`` (its classified area) and per class ``area_ha_<class>`` and
+        ``percent_<class>`` (share of ``area_ha``; ``<class>``: :func:`class_columns`).
+        A zone without a valid pixel has null statistics; the whole map's row
+        (:data:`ALL_ZONES`) is not a zone and has no feature.
+
+    Raises:
+        DataError: ``stats`` holds zones that ``zones`` does not.
+    """
+    check_zone_options(zones, zone_field, zone_layer)
+    if zones is None:
+        raise ConfigError("zone_table needs the zones the statistics were computed with")
+    with warnings.catch_warnings():  # given when the statistics were computed
+        warnings.simplefilter("ignore", DataWarning)
+        gdf, where = _load_zones(zones, zone_field, zone_layer)
+        names = zone_names(gdf, zone_field, where)
+    parts: dict[str, list[Any]] = defaultdict(list)  # polygons sharing a name form one zone
+    for name, geom in zip(names, gdf.geometry.values, strict=True):
+        parts[name].append(_polygonal(geom))
+    per = stats[stats["zone"] != ALL_ZONES]
+    unknown = sorted(set(per["zone"]) - set(parts))
+    if unknown:
+        raise DataError(
+            f"the statistics hold zones {unknown[:5]} that {where} does not (zone_field "
+            f"{zone_field!r}): give the zones and options the statistics were computed with"
+        )
+    ids = sorted(stats["class_id"].unique().tolist())
+    labels = stats.drop_duplicates("class_id").set_index("class_id")["class_name"]
+    cols = class_columns({c: labels[c] for c in ids})
+    order = list(parts)
+    table = pd.DataFrame({"zone": order})
+    area = per.pivot_table(index="zone", columns="class_id", values="area_ha", aggfunc="sum")
+    share = per.pivot_table(index="zone", columns="class_id", values="percent", aggfunc="sum")
+    area, share = area.reindex(index=order, columns=ids), share.reindex(index=order, columns=ids)
+    counted = np.isin(order, per["zone"].unique())  # the other zones: no valid pixel
+    area.loc[counted] = area.loc[counted].fillna(0.0)
+    share.loc[counted] = share.loc[counted].fillna(0.0)
+    table["area_ha"] = np.where(counted, area.sum(axis=1).to_numpy(), np.nan)
+    for c in ids:
+        table[f"area_ha_{cols[c]}"] = area[c].to_numpy(dtype=float)
+    for c in ids:
+        table[f"percent_{cols[c]}"] = share[c].to_numpy(dtype=float)
+    geoms = [g[0] if len(g) == 1 else _polygonal(shapely.union_all(g)) for g in parts.values()]
+    crs = gdf.crs if gdf.crs is not None else stats.attrs.get("crs")
+    return gpd.GeoDataFrame(table, geometry=geoms, crs=crs)
+
+
+def _polygonal(geom: Any) -> Any:
+    """``geom``'s polygons: a repaired zone or a union may be a collection with lines."""
+    if geom.geom_type != "GeometryCollection":
+        return geom
+    polys = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(polys) if polys else shapely.MultiPolygon()
 
 
 def write_stats(
@@ -441,30 +593,56 @@ def write_stats(
     plot: bool = True,
     overwrite: bool = False,
     inputs: Iterable[str | Path | None] = (),
+    zones: Any = None,
+    zone_field: str | None = None,
+    zone_layer: str | None = None,
 ) -> tuple[Path, Path | None]:
-    """Write class statistics to CSV and (``plot=True``) a bar chart beside it (``.png``).
+    """Write class statistics and (``plot=True``) a bar chart beside them (``.png``).
 
-    ``inputs``: the files the statistics were computed from; neither output may be one.
+    The format follows the extension of ``path`` (:data:`STATS_FORMATS`): ``.csv`` (or
+    none) writes ``stats`` as a CSV; ``.gpkg``, ``.geojson`` and ``.fgb`` write the
+    zones with their statistics as columns (:func:`zone_table`; GeoJSON in EPSG:4326);
+    without zones, a ``.gpkg`` holds ``stats`` as a table without geometry.
+
+    Args:
+        stats: the output of :func:`class_areas`.
+        path: the output file.
+        plot: write the bar chart too.
+        overwrite: replace existing outputs.
+        inputs: the files the statistics were computed from; neither output may be one.
+        zones: the zones given to :func:`class_areas` (path or GeoDataFrame), if any.
+        zone_field: as given to :func:`class_areas`.
+        zone_layer: as given to :func:`class_areas`.
 
     Returns:
-        (csv path, png path or None). Both are written atomically, together: a failure
-        leaves neither.
+        (output path, png path or None). Both are written atomically, together: a
+        failure leaves neither.
+
+    Raises:
+        ConfigError: an unknown extension, or a format of features without zones.
     """
-    csv = Path(path)
+    out = Path(path)
+    ext = stats_format(out, zones=zones is not None)
     n_classes = stats["class_id"].nunique() if len(stats) else 0
     if plot and n_classes > MAX_CHART_CLASSES:
         warn(
             f"{n_classes} classes are too many for a bar chart (at most {MAX_CHART_CLASSES}); "
-            "only the CSV is written. Is the raster a class map?",
+            "only the statistics are written. Is the raster a class map?",
             DataWarning,
         )
         plot = False
     inputs = list(inputs)
-    png = check_stats_outputs(csv, plot=plot, overwrite=overwrite, inputs=inputs)
+    png = check_stats_outputs(out, plot=plot, overwrite=overwrite, inputs=inputs, zones=zones)
+    table: pd.DataFrame = stats
+    if ext != ".csv" and zones is not None:
+        table = zone_table(stats, zones, zone_field=zone_field, zone_layer=zone_layer)
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(csv, overwrite=overwrite, inputs=inputs))
-        stats.to_csv(tmp, index=False, float_format="%.6f")
-        if png is not None:  # renamed first; the CSV only after it
+        tmp = stack.enter_context(atomic_path(out, overwrite=overwrite, inputs=inputs))
+        if ext == ".csv":
+            stats.to_csv(tmp, index=False, float_format="%.6f")
+        else:
+            write_layer(table, tmp, final=out)
+        if png is not None:  # renamed first; the statistics only after it
             tmp_png = stack.enter_context(atomic_path(png, overwrite=overwrite, inputs=inputs))
             plot_class_areas(stats).savefig(tmp_png, format="png")
-    return csv, png
+    return out, png

@@ -1,4 +1,4 @@
-"""``geoseg stats``: area per class, overall and per zone, as CSV plus a bar chart."""
+"""``geoseg stats``: area per class, overall and per zone, as CSV or GIS layer, plus a chart."""
 
 from __future__ import annotations
 
@@ -17,13 +17,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="area (m², ha, %%) per class, overall and per zone polygon",
         description=(
             "Area of each class of a class map, overall and per zone (districts, parcels), "
-            "computed chunk by chunk in true ground units. Writes a CSV and a bar chart "
-            "(same name, .png). For an instance map (geoseg predict --instances): objects "
-            "per class and zone, their count, footprint area and mean and median size."
+            "computed chunk by chunk in true ground units. Writes the statistics in the "
+            "format of the output's extension (.csv: one row per zone and class; .gpkg, "
+            ".geojson, .fgb: the zone polygons with a column per class, area_ha_<class> "
+            "and percent_<class>, for a choropleth map; .gpkg without --zones: the CSV's "
+            "table) and a bar chart (same name, .png). For an instance map (geoseg predict "
+            "--instances): objects per class and zone, their count, footprint area and "
+            "mean and median size, as CSV."
         ),
     )
     p.add_argument("classmap", help="class-map GeoTIFF")
-    p.add_argument("-o", "--output", required=True, help="output CSV")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output: .csv, .gpkg, or with --zones also .geojson or .fgb",
+    )
     p.add_argument("--zones", default=None, help="zone polygons (any OGR vector file)")
     p.add_argument(
         "--zone-field",
@@ -47,11 +56,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``geoseg stats``."""
     from geoseg.analysis.areas import check_stats_outputs
-    from geoseg.io.outputs import check_output_path
+    from geoseg.io.outputs import check_output_path, check_output_suffix
 
     inputs = (args.classmap, args.zones)
     check_output_path(args.output, overwrite=args.overwrite, inputs=inputs)
     if is_instance_map(args.classmap):
+        check_output_suffix(
+            args.output, (".csv",), what="an instance map's object statistics (CSV)"
+        )
         objects = object_stats(
             args.classmap, zones=args.zones, zone_field=args.zone_field,
             zone_layer=args.zone_layer, chunk_size=args.chunk_size, progress=not args.quiet,
@@ -63,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
         print(objects.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
         print(f"wrote {args.output}")
         return 0
-    check_stats_outputs(args.output, plot=not args.no_plot, overwrite=args.overwrite, inputs=inputs)
+    plot = not args.no_plot
+    check_stats_outputs(
+        args.output, plot=plot, overwrite=args.overwrite, inputs=inputs, zones=args.zones
+    )
     stats = class_areas(
         args.classmap,
         zones=args.zones,
@@ -75,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
         nodata=args.nodata,
         progress=not args.quiet,
     )
-    csv, png = write_stats(
-        stats, args.output, plot=not args.no_plot, overwrite=args.overwrite, inputs=inputs
-    )
+    out, png = write_stats(
+        stats, args.output, plot=plot, overwrite=args.overwrite, inputs=inputs,
+        zones=args.zones, zone_field=args.zone_field, zone_layer=args.zone_layer,
+    )  # fmt: skip
     print(stats.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    print(f"wrote {csv}" + (f" and {png}" if png else ""))
+    print(f"wrote {out}" + (f" and {png}" if png else ""))
     return 0

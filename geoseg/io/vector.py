@@ -9,6 +9,8 @@ extension               format         notes
 ``.geojson``            GeoJSON        RFC 7946: reprojected to EPSG:4326
 ``.shp``                Shapefile      streams; ``perimeter_m`` is ``perim_m``
 ======================  =============  ==========================================
+
+A table without geometry (a DataFrame) is written to a GeoPackage only (:func:`write_layer`).
 """
 
 from __future__ import annotations
@@ -128,9 +130,15 @@ def _prepare(gdf: gpd.GeoDataFrame, fmt: VectorFormat) -> gpd.GeoDataFrame:
 SHAPEFILE_FIELDS = {"perimeter_m": "perim_m"}
 
 
-def _write_one(
-    gdf: gpd.GeoDataFrame, path: Path, fmt: VectorFormat, append: bool, layer: str
-) -> None:
+def _write_one(gdf: pd.DataFrame, path: Path, fmt: VectorFormat, append: bool, layer: str) -> None:
+    if not isinstance(gdf, gpd.GeoDataFrame):  # a table without geometry
+        if fmt.driver != "GPKG":
+            raise ConfigError(
+                f"a table without geometry is written as a GeoPackage (.gpkg), not as "
+                f"{fmt.name}: the other formats hold features with geometries"
+            )
+        pyogrio.write_dataframe(gdf, path, driver="GPKG", layer=layer, append=append)
+        return
     gdf = _prepare(gdf, fmt)
     if fmt.driver == "ESRI Shapefile":
         gdf = gdf.rename(columns=SHAPEFILE_FIELDS)
@@ -157,6 +165,28 @@ def _move_sidecars(tmp: Path, final: Path, fmt: VectorFormat) -> None:
             shutil.move(str(side), str(final.with_suffix(ext)))
 
 
+def write_layer(frame: pd.DataFrame, tmp: str | Path, *, final: str | Path) -> None:
+    """Write ``frame`` to ``tmp``, the temporary file of the output ``final``.
+
+    For writers whose outputs appear together (:func:`geoseg.io.outputs.atomic_outputs`
+    gives ``tmp``); :func:`write_vector` writes one file. The format is ``final``'s
+    extension (:data:`VECTOR_FORMATS`), the layer is named after it, a Shapefile's
+    sidecars are moved beside it.
+
+    Args:
+        frame: features (a GeoDataFrame), or a DataFrame without geometry: a table,
+            written to a GeoPackage only.
+        tmp: the file to write.
+        final: the output ``tmp`` becomes.
+
+    Raises:
+        ConfigError: unknown extension, or a table for another format than GeoPackage.
+    """
+    fmt, tmp, final = vector_format(final), Path(tmp), Path(final)
+    _write_one(frame, tmp, fmt, append=False, layer=final.stem)
+    _move_sidecars(tmp, final, fmt)
+
+
 def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write polygons to ``path``, the format picked by its extension.
 
@@ -174,11 +204,10 @@ def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, overwrite: bool = F
     Raises:
         ConfigError: unknown extension. OutputError: folder missing or file exists.
     """
-    fmt = check_vector_path(path, overwrite=overwrite)
+    check_vector_path(path, overwrite=overwrite)
     final = Path(path)
     with atomic_path(final, overwrite=overwrite) as tmp:
-        _write_one(gdf, tmp, fmt, append=False, layer=final.stem)
-        _move_sidecars(tmp, final, fmt)
+        write_layer(gdf, tmp, final=final)
     return final
 
 

@@ -361,6 +361,15 @@ CASES: list[tuple[str, str, str, str]] = [
     ("fused map = the COCO folder (panoptic)",
      "panoptic map.tif map.tif -o out/cc --instances-output out/i.tif --coco out/cc "
      "--thing-class 3", "error", "is the --coco folder"),
+    # found after the third audit (2026-12-05)
+    ("statistics under a spreadsheet name (stats)",
+     "stats map.tif -o out/s.xlsx --no-plot", "error", "supported"),
+    ("prompts of several layers (label)",
+     "label rgb.tif --prompts two_layers.gpkg --sam sam -o out/l.gpkg", "error",
+     "--prompt-layer"),
+    ("zone statistics as a GeoPackage (stats)",
+     "stats map.tif --zones layers.gpkg --zone-layer districts --zone-field name -o out/z.gpkg "
+     "--no-plot --quiet", "ok", ""),
 ]  # fmt: skip
 
 

@@ -28,7 +28,12 @@ from geoseg.inference.checks import check_grid, check_value_range
 from geoseg.inference.execute import execute_graph
 from geoseg.inference.graph import BlockSpec, build_graph
 from geoseg.inference.instances import decode_instances, task_map
-from geoseg.inference.memory import check_tile_memory
+from geoseg.inference.memory import (
+    check_gpu_memory,
+    check_tile_memory,
+    gpu_memory_error,
+    release_gpu_memory,
+)
 from geoseg.inference.objects import ObjectDecoder, number_objects
 from geoseg.inference.products import DECODERS
 from geoseg.inference.resume import ResumeStore, discard_outdated, file_digest, fingerprint
@@ -205,8 +210,8 @@ def predict(
         CheckpointError: unreadable checkpoint.
         OutputError: output exists (without overwrite) or cannot be written.
         SchedulerError: the scheduler cannot be reached or the distributed run failed.
-        ResourceError: on CPU, the estimated memory of ``tile_size`` windows in batches
-            of ``batch_size`` exceeds the memory available (:mod:`geoseg.inference.memory`).
+        ResourceError: the windows in flight need more memory than the machine (or the GPU)
+            has, or CUDA ran out of it mid-run (:mod:`geoseg.inference.memory`).
     """
     args = dict(locals())
     with gdal_cache_env():
@@ -274,8 +279,9 @@ def _predict(
     n_workers, threads, threads_by_worker = _worker_layout(
         client, scheduler, workers, threads_per_worker
     )
-    if dev == "cpu" and client is None:  # before the model is exported or loaded
-        _check_memory(checkpoint, meta, mosaic, (tile, ov, batch_size), scheduler, n_workers)
+    in_flight = _in_flight(meta, mosaic, (tile, ov, batch_size), scheduler, n_workers)
+    if client is None:  # before the model is exported or loaded (not on a cluster's workers)
+        _check_memory(checkpoint, meta, tile, in_flight, dev, precision)
     spec = _runner_spec(
         checkpoint, backend, precision, dev, tile, transforms, (threads, threads_by_worker),
         objects=objects_model,
@@ -299,9 +305,9 @@ def _predict(
         align=factor,
     )
     try:
-        n_windows, n_blocks = _run_plan(plan, targets, overwrite=overwrite, client=client,
-                                        scheduler=scheduler, workers=n_workers,
-                                        progress=progress, resume=resume)  # fmt: skip
+        n_windows, n_blocks = _run_checked(plan, targets, in_flight, overwrite=overwrite,
+                                           client=client, scheduler=scheduler, workers=n_workers,
+                                           progress=progress, resume=resume)  # fmt: skip
     finally:
         if client is not None and isinstance(scheduler, str):
             client.close()
@@ -321,22 +327,34 @@ def _decoder(meta: Any, probabilities: bool, chunk: int) -> Any:
     return DECODERS[meta.task](meta, probabilities=probabilities, chunk=chunk)
 
 
+def _in_flight(
+    meta: Any, mosaic: Mosaic, sizes: tuple[int, int, int], scheduler: Any, n_workers: int | None
+) -> tuple[int, int]:
+    """(windows per model call, model copies) of a local run; ``sizes``: (tile, overlap, batch)."""
+    tile, overlap, batch_size = sizes
+    windows = _window_count(mosaic, tile, overlap, meta.size_divisor())
+    return min(batch_size, windows), ((n_workers or 1) if scheduler == "processes" else 1)
+
+
 def _check_memory(
     checkpoint: str | Path,
     meta: Any,
-    mosaic: Mosaic,
-    sizes: tuple[int, int, int],
-    scheduler: Any,
-    n_workers: int | None,
+    tile: int,
+    in_flight: tuple[int, int],
+    device: str,
+    precision: str,
 ) -> None:
-    """ResourceError when the windows in flight need more memory than the machine has.
+    """ResourceError when the windows in flight need more memory than there is.
 
-    ``sizes``: (tile, overlap, batch size); see :mod:`geoseg.inference.memory`.
+    On the CPU the machine's memory, on a GPU the device's; see
+    :mod:`geoseg.inference.memory`.
     """
-    tile, overlap, batch_size = sizes
-    windows = _window_count(mosaic, tile, overlap, meta.size_divisor())
-    copies = (n_workers or 1) if scheduler == "processes" else 1
-    check_tile_memory(checkpoint, meta, tile, batch=min(batch_size, windows), models=copies)
+    batch, copies = in_flight
+    if device == "cpu":
+        check_tile_memory(checkpoint, meta, tile, batch=batch, models=copies)
+    else:
+        check_gpu_memory(checkpoint, meta, tile, device=device, batch=batch, models=copies,
+                         precision=precision)  # fmt: skip
 
 
 def _window_count(mosaic: Mosaic, tile: int, overlap: int, align: int) -> int:
@@ -525,6 +543,27 @@ class _Plan:
     std: np.ndarray
     align: int
     claim: str | None = None
+
+
+def _run_checked(
+    plan: _Plan, targets: dict[str, Path], in_flight: tuple[int, int], **kwargs: Any
+) -> tuple[int, int]:
+    """:func:`_run_plan`, with CUDA running out of memory turned into one ResourceError.
+
+    ``in_flight``: (windows per model call, model copies). The error is raised after the
+    ``except`` block, unchained, so that the failed batch's tensors can be freed.
+    """
+    spec = plan.spec
+    try:
+        return _run_plan(plan, targets, **kwargs)
+    except Exception as exc:
+        failed = None if spec.device == "cpu" else gpu_memory_error(
+            exc, device=spec.device, tile=plan.tile, batch=in_flight[0], models=in_flight[1],
+            precision=spec.precision)  # fmt: skip
+        if failed is None:
+            raise
+    release_gpu_memory()
+    raise failed
 
 
 def _run_plan(

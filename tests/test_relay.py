@@ -74,6 +74,50 @@ def test_the_oldest_request_is_read_first_by_every_waiting_thread():
     assert done["a"] < done["b"]
 
 
+def test_no_more_pieces_are_read_at_once_than_the_limit():
+    """Eight threads with requests of three pieces each, limit 2: at most two pieces run
+    at any moment, every result reaches its owner, and the first request is done after
+    its own pieces' time (the readers are not shared with the seven others)."""
+    relay = ReadRelay(limit=2)
+    lock = threading.Lock()
+    running = [0]
+    peak = [0]
+
+    def piece(value: int):
+        def fn():
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            time.sleep(0.02)
+            with lock:
+                running[0] -= 1
+            return value
+
+        return fn
+
+    results: dict[int, list[int]] = {}
+    first_done: list[float] = []
+    go = threading.Barrier(8)
+
+    def request(k: int) -> None:
+        go.wait()
+        results[k] = relay.run([piece(10 * k + i) for i in range(3)])
+        first_done.append(time.perf_counter())
+
+    threads = [threading.Thread(target=request, args=(k,)) for k in range(8)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == {k: [10 * k, 10 * k + 1, 10 * k + 2] for k in range(8)}
+    assert peak[0] == 2
+    # 24 pieces of 20 ms, two at a time: about 0.24 s in all; the first request done
+    # after its own 3 pieces (two readers: ~0.04 s), not at the end
+    assert min(first_done) - t0 < 0.15
+    assert ReadRelay().limit >= 1
+
+
 def test_a_failing_piece_of_another_request_reaches_its_owner_only():
     relay = ReadRelay()
     gate = threading.Event()

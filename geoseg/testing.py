@@ -97,3 +97,43 @@ def touching_rectangles(
     image += rng.normal(0.0, noise, image.shape).astype(np.float32)
     image[:, ids == 0] += rng.uniform(0.0, 0.3, (3, int((ids == 0).sum()))).astype(np.float32)
     return image.astype(np.float32), ids
+
+
+def netcdf_of_two_variables(
+    source: str | Path, folder: str | Path, *, crs: bool = True
+) -> tuple[Path, Path]:
+    """A netCDF of two variables and the GeoTIFF of its second one, in ``folder``.
+
+    Band1 and Band2 are bands 1 and 2 of a 96 x 80 px window of ``source``;
+    ``crs=False`` leaves the netCDF without a CRS. Needs GDAL's netCDF driver.
+    """
+    from rasterio.shutil import copy
+    from rasterio.windows import Window
+
+    folder = Path(folder)
+    with rasterio.open(source) as src:
+        win = Window(300, 300, 96, 80)
+        data = src.read((1, 2), window=win).astype("float32")
+        prof = {"driver": "GTiff", "width": 96, "height": 80, "dtype": "float32",
+                "crs": src.crs if crs else None,
+                "transform": src.window_transform(win)}  # fmt: skip
+    with rasterio.open(folder / "two.tif", "w", count=2, **prof) as dst:
+        dst.write(data)
+    with rasterio.open(folder / "band2.tif", "w", count=1, **prof) as dst:
+        dst.write(data[1:])
+    copy(folder / "two.tif", folder / "two.nc", driver="netCDF")
+    return folder / "two.nc", folder / "band2.tif"
+
+
+def cli_last_line(argv: list[Any], capsys: Any) -> tuple[int, str]:
+    """Run ``geoseg argv`` in-process: (exit status, its last ``geoseg ...`` stderr line).
+
+    ``capsys`` is pytest's fixture; a traceback on stderr fails the calling test.
+    """
+    from geoseg.cli import main
+
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
+    return rc, lines[-1] if lines else err

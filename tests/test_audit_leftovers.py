@@ -13,11 +13,10 @@ import rasterio
 import shapely
 from _inference_helpers import RGB, tiny_checkpoint
 
-from geoseg.cli import main
 from geoseg.errors import ConfigError, DataError, DataWarning
 from geoseg.inference import memory, predict
 from geoseg.models import read_metadata
-from geoseg.testing import write_raster
+from geoseg.testing import cli_last_line, netcdf_of_two_variables, write_raster
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +30,7 @@ def _own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def _cli(argv, capsys) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
-    return rc, lines[-1] if lines else err
+_cli = cli_last_line
 
 
 def _crop(tmp_path, n: int = 160, name: str = "in.tif"):
@@ -197,19 +191,7 @@ def _netcdf(tmp_path):
     with rasterio.Env() as env:
         if "netCDF" not in env.drivers():
             pytest.skip("GDAL without the netCDF driver")
-    with rasterio.open(RGB) as src:
-        win = rasterio.windows.Window(300, 300, 96, 80)
-        data = src.read((1, 2), window=win).astype("float32")
-        prof = {"driver": "GTiff", "width": 96, "height": 80, "dtype": "float32",
-                "crs": src.crs, "transform": src.window_transform(win)}  # fmt: skip
-    with rasterio.open(tmp_path / "two.tif", "w", count=2, **prof) as dst:
-        dst.write(data)
-    with rasterio.open(tmp_path / "band2.tif", "w", count=1, **prof) as dst:
-        dst.write(data[1:])
-    from rasterio.shutil import copy
-
-    copy(tmp_path / "two.tif", tmp_path / "two.nc", driver="netCDF")
-    return tmp_path / "two.nc", tmp_path / "band2.tif"
+    return netcdf_of_two_variables(RGB, tmp_path)
 
 
 def test_a_netcdf_of_several_variables_lists_them(ckpt, tmp_path, capsys):

@@ -12,9 +12,8 @@ import rasterio
 import shapely
 from _inference_helpers import RGB
 
-from geoseg.cli import main
 from geoseg.errors import DataError
-from geoseg.testing import write_raster
+from geoseg.testing import cli_last_line, netcdf_of_two_variables, write_raster
 
 
 @pytest.fixture(autouse=True)
@@ -23,12 +22,7 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _cli(argv, capsys) -> tuple[int, str]:
-    rc = main([str(a) for a in argv])
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [x for x in err.splitlines() if x.startswith("geoseg ")]
-    return rc, lines[-1] if lines else err
+_cli = cli_last_line
 
 
 # --- stats: the output's format follows its extension ---------------------------------------
@@ -168,18 +162,7 @@ def _netcdf(tmp_path, *, crs=True):
     with rasterio.Env() as env:
         if "netCDF" not in env.drivers():
             pytest.skip("GDAL without the netCDF driver")
-    with rasterio.open(RGB) as src:
-        win = rasterio.windows.Window(300, 300, 96, 80)
-        data = src.read((1, 2), window=win).astype("float32")
-        prof = {"driver": "GTiff", "width": 96, "height": 80, "dtype": "float32",
-                "crs": src.crs if crs else None,
-                "transform": src.window_transform(win)}  # fmt: skip
-    with rasterio.open(tmp_path / "two.tif", "w", count=2, **prof) as dst:
-        dst.write(data)
-    from rasterio.shutil import copy
-
-    copy(tmp_path / "two.tif", tmp_path / "two.nc", driver="netCDF")
-    return tmp_path / "two.nc"
+    return netcdf_of_two_variables(RGB, tmp_path, crs=crs)[0]
 
 
 @pytest.mark.parametrize(

@@ -616,6 +616,7 @@ def _run_plan(
                     "(resume=True) to continue from them"
                 )
             raise
+        mosaic.check_unchanged()  # every window was read from the files scanned
         _finish_products(plan, writer, tmp, work, task_map(client, scheduler, workers), progress)
         if store is not None:
             store.remove()

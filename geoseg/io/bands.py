@@ -112,12 +112,7 @@ class BandSource:
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Return (ids as int64, valid mask) for ``window``."""
-        key = file_key(self.path, self.warp)
-        if self.stamp != (0, 0) and tuple(key[1:3]) != self.stamp:
-            raise InputFileError(
-                f"input {self.path!r} changed on disk during the run (modified or replaced); "
-                "the result would mix the old and the new file: run again once it is stable"
-            )
+        key = file_key(self.path, self.warp, stamp=self.stamp)
         with HANDLES.use(key, self._open) as handle:
             return self._read(handle.dataset, window)
 

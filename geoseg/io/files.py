@@ -171,9 +171,48 @@ def named_inputs(inputs: str | Path | Sequence[str | Path]) -> list[tuple[Path, 
 _DATASET_NAME = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_]+:(?![\\/])|/vsi)")
 
 
+#: ``DRIVER:`` at the start of a GDAL dataset name, whatever follows.
+_DRIVER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")
+
+
 def is_dataset_name(name: str) -> bool:
     """True for a GDAL dataset name that is not a path (``NETCDF:"x.nc":var``, ``/vsi...``)."""
     return bool(_DATASET_NAME.match(name))
+
+
+#: Virtual file systems of GDAL that read a local archive (``/vsizip/x.zip/a.tif``).
+_ARCHIVE_VSI = ("vsizip", "vsitar", "vsigzip", "vsi7z", "vsirar")
+
+
+def dataset_file(name: str) -> Path | None:
+    """The local file a GDAL dataset name reads, if one exists (else None).
+
+    ``NETCDF:"x.nc":var`` and ``netcdf:x.nc:var`` read ``x.nc``, ``HDF5:"x.h5"://grp/v``
+    reads ``x.h5``, ``GPKG:x.gpkg:table`` reads ``x.gpkg`` and ``/vsizip/x.zip/a.tif``
+    reads ``x.zip``; a remote name (``/vsicurl/...``) reads no local file.
+    """
+    if name.startswith("/vsi"):
+        vsi, _, rest = name[1:].partition("/")
+        if vsi not in _ARCHIVE_VSI:
+            return None
+        rest = rest.replace("{", "").replace("}", "")
+        sep = "/"
+    elif _DRIVER_PREFIX.match(name):  # also DRIVER:/absolute/path
+        rest = name.partition(":")[2]
+        if rest.startswith('"'):
+            quoted = rest[1:].partition('"')[0]
+            return Path(quoted) if os.path.isfile(quoted) else None
+        if "://" in name:
+            return None  # a URL
+        sep = ":"
+    else:
+        return None
+    parts = rest.split(sep)
+    for i in range(1, len(parts) + 1):  # the shortest prefix that is a file
+        candidate = sep.join(parts[:i])
+        if candidate and os.path.isfile(candidate):
+            return Path(candidate)
+    return None
 
 
 def check_not_container(name: str) -> None:

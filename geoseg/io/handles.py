@@ -13,7 +13,7 @@ import contextlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import rasterio
@@ -38,17 +38,26 @@ def gdal_cache_env() -> contextlib.AbstractContextManager[Any]:
 GDAL_CACHE_MB = 64
 
 
-def file_key(path: str, *extra: Any, name: str | None = None) -> tuple[Any, ...]:
+def file_key(
+    path: str, *extra: Any, name: str | None = None, stamp: tuple[int, int] = (0, 0)
+) -> tuple[Any, ...]:
     """Pool key of a file: its path, modification time and size, then ``extra``.
 
     Readers add what else makes a handle differ (an assumed CRS, a warp onto a grid).
-    ``name``: how the error for a vanished file names it (default ``path``).
+    ``name``: how errors name the file (default ``path``). ``stamp``: the version
+    (:func:`file_stamp`) the run started with, if known: a file changed or replaced since
+    is refused rather than read half old, half new.
     """
+    shown = path if name is None else name
     try:
         st = os.stat(path)
     except OSError as exc:
-        shown = path if name is None else name
         raise InputFileError(f"input {shown!r} vanished during the run: {exc}") from exc
+    if stamp != (0, 0) and file_stamp(st) != stamp:
+        raise InputFileError(
+            f"input {shown!r} changed on disk during the run (modified or replaced); the "
+            "result would mix the old and the new file: run again once it is stable"
+        )
     return version_key(path, file_stamp(st), *extra)
 
 
@@ -60,6 +69,36 @@ def file_stamp(st: os.stat_result) -> tuple[int, int]:
 def version_key(path: str, stamp: tuple[int, int], *extra: Any) -> tuple[Any, ...]:
     """:func:`file_key` of the version ``stamp`` (:func:`file_stamp`) of ``path``."""
     return (path, *stamp, *extra)
+
+
+def file_versions(paths: Iterable[str | os.PathLike[str]]) -> tuple[tuple[str, int, int], ...]:
+    """(path, modification time in ns, size) of each of ``paths`` that exists."""
+    out = []
+    for f in paths:
+        with contextlib.suppress(OSError):
+            st = os.stat(f)
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+def check_versions(versions: Iterable[tuple[str, int, int]], shown: str) -> None:
+    """InputFileError when a file of :func:`file_versions` changed or vanished since.
+
+    ``shown``: the input that reads the files (a VRT, a netCDF variable), for the message.
+    """
+    for path, mtime, size in versions:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise InputFileError(
+                f"{path!r}, read by input {shown!r}, vanished during the run: {exc}"
+            ) from exc
+        if (st.st_mtime_ns, st.st_size) != (mtime, size):
+            raise InputFileError(
+                f"{path!r}, read by input {shown!r}, changed on disk during the run (modified "
+                "or replaced); the result would mix the old and the new file: run again once "
+                "it is stable"
+            )
 
 
 class HandlePool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import math
 import os
 from collections.abc import Sequence
@@ -41,7 +40,17 @@ from geoseg.errors import ConfigError, DataError, InputFileError, ReprojectionWa
 from geoseg.io.bands import read_failure
 from geoseg.io.files import named_inputs
 from geoseg.io.grid import PixelWindow, check_size, same_grid_crs
-from geoseg.io.handles import HANDLES, file_key, file_stamp, gdal_cache_env, version_key
+from geoseg.io.handles import (
+    HANDLES,
+    check_versions,
+    file_key,
+    file_stamp,
+    file_versions,
+    gdal_cache_env,
+    version_key,
+)
+from geoseg.io.headers import check_complete, check_georeferenced
+from geoseg.io.outputs import input_files
 from geoseg.io.relay import RELAY
 
 
@@ -59,6 +68,8 @@ class Source:
             replaced during the run is refused rather than read half old, half new.
         name: how messages name the input, when not by ``path``: the GDAL dataset name
             the user gave (``netcdf:x.nc:var``) for a VRT of it in the geoseg cache.
+        depends: the files reading ``path`` reads too (a VRT's sources, the netCDF file
+            of a variable), with their versions (:func:`~geoseg.io.handles.file_versions`).
     """
 
     path: str
@@ -69,11 +80,17 @@ class Source:
     bbox: tuple[int, int, int, int]
     stamp: tuple[int, int] = (0, 0)
     name: str = ""
+    depends: tuple[tuple[str, int, int], ...] = ()
 
     @property
     def shown(self) -> str:
         """The input as the user named it (``name``, else ``path``)."""
         return self.name or self.path
+
+
+#: Files read through an input (a VRT's sources) checked for changes on every read; an
+#: input with more is checked at the end of a run (:meth:`Mosaic.check_unchanged`).
+CHECKED_PER_READ = 8
 
 
 @dataclass(frozen=True)
@@ -97,14 +114,23 @@ class Mosaic:
     width: int
     resampling: str = "nearest"
 
+    def check_unchanged(self) -> None:
+        """InputFileError when an input or a file it reads changed since the scan.
+
+        Each read checks its file (and up to :data:`CHECKED_PER_READ` files it reads
+        through, such as a netCDF behind a variable); a run checks all of them once more
+        before its outputs are kept, so a tile of a large VRT replaced during the run is
+        caught too.
+        """
+        for src in self.sources:
+            file_key(src.path, name=src.shown, stamp=src.stamp)
+            check_versions(src.depends, src.shown)
+
     def _open(self, src: Source) -> contextlib.AbstractContextManager[Any]:
         """A handle on ``src`` for one read (from the process's :data:`HANDLES` pool)."""
-        key: tuple[Any, ...] = file_key(src.path, src.src_crs, name=src.shown)
-        if src.stamp != (0, 0) and tuple(key[1:3]) != src.stamp:
-            raise InputFileError(
-                f"input {src.shown!r} changed on disk during the run (modified or replaced); "
-                "the map would mix the old and the new file: run again once it is stable"
-            )
+        key: tuple[Any, ...] = file_key(src.path, src.src_crs, name=src.shown, stamp=src.stamp)
+        if len(src.depends) <= CHECKED_PER_READ:  # more: checked by check_unchanged
+            check_versions(src.depends, src.shown)
         if src.warp:
             key += (self.crs, tuple(self.transform), self.height, self.width, self.resampling)
         return HANDLES.use(key, lambda: self._open_new(src))
@@ -496,6 +522,7 @@ class _Input:
     height: int
     stamp: tuple[int, int] = (0, 0)
     name: str = ""  # as the user named it (Source.name)
+    depends: tuple[tuple[str, int, int], ...] = ()  # Source.depends
 
 
 def _scan_inputs(
@@ -536,31 +563,17 @@ def _scan_inputs(
                         "to say which CRS its coordinates are in"
                     )
                 src_crs = user_crs
-            _check_georeferenced(name, ds)
+            check_georeferenced(name, ds)
             check_size(ds.width, ds.height, f"input {name!r} is", "a wrong header or VRT size?")
             check_complete(ds, st.st_size)
+            depends = file_versions(input_files(p)[1:])  # a VRT's sources, a variable's file
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
-                                file_stamp(st), name))  # fmt: skip
+                                file_stamp(st), name, depends))  # fmt: skip
         except RasterioError as exc:
             raise InputFileError(f"input {read_failure(str(p), exc, name=name)}") from exc
         except OSError as exc:
             raise InputFileError(f"input {name!r} cannot be read: {exc}") from exc
     return infos, band_sel
-
-
-def _check_georeferenced(name: str, ds: Any) -> None:
-    """DataError for a raster placed by GCPs or RPCs only, or not placed at all."""
-    if not ds.transform.is_identity:
-        return
-    if ds.gcps[0]:
-        raise DataError(
-            f"input {name!r} is georeferenced by ground control points only, not by a "
-            "grid: warp it onto one first (gdalwarp -tps or -order 1)"
-        )
-    raise DataError(
-        f"input {name!r} has no georeferencing (no geotransform): geoseg maps "
-        "georeferenced rasters; give it a geotransform (gdal_translate -a_ullr) first"
-    )
 
 
 def _pooled_handle(path: str, st: os.stat_result, user_wkt: str | None) -> Any | None:
@@ -572,35 +585,6 @@ def _pooled_handle(path: str, st: os.stat_result, user_wkt: str | None) -> Any |
     if ds is None and user_wkt is not None:
         ds = HANDLES.take(version_key(path, file_stamp(st), user_wkt))
     return ds
-
-
-#: At most this many TIFF blocks (all bands) have their extent checked one by one.
-MAX_CHECKED_BLOCKS = 4096
-
-
-def check_complete(ds: Any, file_size: int) -> None:
-    """Fail on a truncated input now, not mid-run (RasterioError naming the block).
-
-    GeoTIFF: the blocks must lie inside the file, by the offsets and byte counts of its
-    TIFF directory, nothing decoded (reading the last row, as before, decoded every file
-    of a many-file mosaic twice: ~0.5 s of 256 files before the first window ran): every
-    block of every band up to :data:`MAX_CHECKED_BLOCKS`, else the last block row of
-    every band. Other formats: the last row of every band is read.
-    """
-    if ds.driver != "GTiff":
-        ds.read(window=Window(0, ds.height - 1, ds.width, 1))
-        return
-    by, bx = ds.block_shapes[0]
-    nby, nbx = -(-ds.height // by), -(-ds.width // bx)
-    rows = range(nby) if nby * nbx * ds.count <= MAX_CHECKED_BLOCKS else range(nby - 1, nby)
-    for b, i, j in itertools.product(range(1, ds.count + 1), rows, range(nbx)):
-        off = ds.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=b)
-        size = ds.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=b)
-        if off and size and int(off) + int(size) > file_size:
-            raise RasterioError(
-                f"band {b} block ({i}, {j}) ends at byte {int(off) + int(size)} "
-                f"of a {file_size}-byte file"
-            )
 
 
 def _grid_resolution(
@@ -660,6 +644,7 @@ def _place(
         assumed = info.crs.to_wkt() if info.crs_missing else None
     return Source(
         stamp=info.stamp,
+        depends=info.depends,
         path=str(info.path),
         name=info.name if info.name != str(info.path) else "",
         src_crs=assumed,

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from geoseg.errors import ConfigError, OutputError
-from geoseg.io.files import is_dataset_name
+from geoseg.io.files import dataset_file, is_dataset_name
 
 # Read the process umask once (os.umask can only be read by setting it, which is not
 # thread-safe inside running Dask threads).
@@ -52,18 +52,22 @@ def output_files(path: str | Path) -> list[Path]:
 def input_files(path: str | os.PathLike[str], _depth: int = 0) -> list[Path]:
     """The files reading ``path`` uses: itself, a Shapefile's parts, a VRT's sources.
 
-    Only local files that exist are listed; a VRT is followed into the VRTs it reads, up
-    to :data:`_VRT_DEPTH` levels.
+    The file of a GDAL dataset name (``NETCDF:"x.nc":var``) is listed too
+    (:func:`~geoseg.io.files.dataset_file`). Only local files that exist are listed; a
+    VRT is followed into the VRTs it reads, up to :data:`_VRT_DEPTH` levels.
     """
     p = Path(path)
     out = [p]
     suffix = p.suffix.lower()
+    if is_dataset_name(str(path)):  # NETCDF:"x.nc":var reads x.nc
+        f = dataset_file(str(path))
+        return out if f is None or _depth >= _VRT_DEPTH else out + input_files(f, _depth + 1)
     if suffix == ".shp":
         out += [q for ext in _SHAPEFILE_INPUT_PARTS if (q := p.with_suffix(ext)).exists()]
     elif suffix == ".vrt" and p.is_file() and _depth < _VRT_DEPTH:
-        for src in _vrt_sources(p):
+        for src in dict.fromkeys(_vrt_sources(p)):  # a file per band: listed once
             out += input_files(src, _depth + 1)
-    return out
+    return list(dict.fromkeys(out))
 
 
 def _vrt_sources(vrt: Path) -> list[Path]:
@@ -76,8 +80,12 @@ def _vrt_sources(vrt: Path) -> list[Path]:
     found = []
     for el in root.iter("SourceFilename"):
         name = (el.text or "").strip()
-        if not name or name.startswith("/vsi") or "://" in name or is_dataset_name(name):
-            continue  # not a local file (a GDAL dataset name: its file is not listed)
+        if not name or "://" in name:
+            continue  # not a local file
+        if name.startswith("/vsi") or is_dataset_name(name) or dataset_file(name):
+            f = dataset_file(name)  # NETCDF:"x.nc":var and netcdf:/abs/x.nc:var read x.nc
+            found += [] if f is None else [f]
+            continue
         relative = el.get("relativeToVRT", "0") == "1" or el.get("relativetoVRT", "0") == "1"
         found.append(vrt.parent / name if relative else Path(name))
     return found

@@ -151,3 +151,58 @@ def test_predict_keeps_no_map_when_a_vrt_tile_changed_during_it(tmp_path, monkey
     with pytest.raises(InputFileError, match=r"a\.tif'.*changed on disk"):
         predict(ckpt, vrt, out, tile_size=64, progress=False)
     assert list(out.parent.iterdir()) == []  # no map, no temporary left
+
+
+# --- the checkpoint: the model cached for later runs of a process --------------------------
+
+
+def _predicted(ckpt, tmp_path, name, **kw):
+    from geoseg.inference import predict
+
+    out = predict(ckpt, RGB, tmp_path / name, tile_size=64, backend="torch", progress=False, **kw)
+    with rasterio.open(out) as ds:
+        return ds.read(1)
+
+
+def test_a_checkpoint_rewritten_at_the_same_path_is_loaded_again(tmp_path, monkeypatch):
+    """A notebook retrains into the same file: the next predict uses the new weights."""
+    from geoseg.inference import backends
+
+    monkeypatch.setattr(backends, "_RUNNERS", {})
+    monkeypatch.setattr(backends, "_TORCH_MODELS", {})
+    ckpt = tmp_path / "m.safetensors"
+    tiny_checkpoint(ckpt, seed=0)
+    first = _predicted(ckpt, tmp_path, "a.tif")
+    ckpt.unlink()
+    tiny_checkpoint(ckpt, seed=1)
+    again = _predicted(ckpt, tmp_path, "b.tif")
+    fresh = _predicted(tiny_checkpoint(tmp_path / "m1.safetensors", seed=1), tmp_path, "c.tif")
+    assert not np.array_equal(first, again)
+    np.testing.assert_array_equal(again, fresh)
+    assert len(backends._RUNNERS) == 2  # the runner of the old version was dropped
+    assert len(backends._TORCH_MODELS) == 2
+
+
+def test_runners_of_several_tile_sizes_share_one_model_and_are_bounded(tmp_path, monkeypatch):
+    import geoseg.models
+    from geoseg.inference import backends
+
+    monkeypatch.setattr(backends, "_RUNNERS", {})
+    monkeypatch.setattr(backends, "_TORCH_MODELS", {})
+    loads = []
+    real = geoseg.models.load_model
+
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(geoseg.models, "load_model", counted)
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors")
+    from geoseg.inference import predict
+
+    for i, tile in enumerate((64, 96, 128, 160, 192, 224)):
+        predict(ckpt, RGB, tmp_path / f"o{i}.tif", tile_size=tile, backend="torch",
+                progress=False)  # fmt: skip
+    assert len(loads) == 1  # the weights are loaded (and held) once
+    assert sorted(s.tile_size for s in backends._RUNNERS) == [128, 160, 192, 224]
+    assert len(backends._TORCH_MODELS) == 1

@@ -220,7 +220,7 @@ def test_preparing_the_runner_while_a_batch_asks_for_it_does_not_deadlock(monkey
 
     monkeypatch.setattr(backends, "Runner", FakeRunner)
     spec = backends.RunnerSpec("deadlock-test", "torch", "fp32", "cpu", 64)
-    monkeypatch.setitem(backends._RUNNERS, "sentinel", None)  # restored after the test
+    monkeypatch.setattr(backends, "_RUNNERS", {})  # no runner of another test
     busy = threading.Event()
     pool = ModelPool(2)
     monkeypatch.setattr(threads, "_POOL", pool)  # as model_pool() does

@@ -92,6 +92,9 @@ class RunnerSpec:
     #: torch on a GPU: per-pixel outputs stay there as tensors (blended there by the
     #: block tasks of the same process, :mod:`geoseg.inference.device`)
     keep_on_device: bool = False
+    #: the checkpoint file's version (modification time in ns, size): a checkpoint
+    #: rewritten at the same path (retrained) gets a new runner, not the cached model
+    checkpoint_version: tuple[int, int] = (0, 0)
 
 
 #: Device nodes of GPU drivers torch can use (NVIDIA, ROCm, WSL2). On Linux without any of
@@ -258,8 +261,16 @@ def choose_backend(
     return backend, None
 
 
+#: Runners kept for later runs in the same process (a notebook, a service), the most
+#: recently built last; at most :data:`MAX_RUNNERS`, so that runs at several tile sizes
+#: do not keep a model (or an ONNX Runtime session) each for ever.
 _RUNNERS: dict[RunnerSpec, Runner] = {}
 _RUNNERS_LOCK = threading.Lock()
+MAX_RUNNERS = 4
+#: PyTorch models by (checkpoint, version, device), shared by the runners of one
+#: checkpoint (tile sizes, test-time augmentation, precision differ by runner, not by
+#: weights): one copy of the weights in GPU memory, not one per tile size.
+_TORCH_MODELS: dict[tuple[str, tuple[int, int], str], tuple[Any, Any]] = {}
 
 
 def _threads_for(spec: RunnerSpec) -> int:
@@ -294,9 +305,38 @@ def _build_runner(spec: RunnerSpec) -> Runner:
     with _RUNNERS_LOCK:
         runner = _RUNNERS.get(spec)
         if runner is None:
+            # runners of an older version of this checkpoint are never used again
+            for old in [s for s in _RUNNERS if _outdated(s, spec)]:
+                del _RUNNERS[old]
             runner = Runner(spec)
             _RUNNERS[spec] = runner
+            while len(_RUNNERS) > MAX_RUNNERS:
+                del _RUNNERS[next(iter(_RUNNERS))]
+            kept = {_model_key(s) for s in _RUNNERS}
+            for key in [k for k in _TORCH_MODELS if k not in kept]:
+                del _TORCH_MODELS[key]  # a run still using it holds its own reference
         return runner
+
+
+def _outdated(old: RunnerSpec, new: RunnerSpec) -> bool:
+    return old.checkpoint == new.checkpoint and old.checkpoint_version != new.checkpoint_version
+
+
+def _model_key(spec: RunnerSpec) -> tuple[str, tuple[int, int], str]:
+    return (spec.checkpoint, spec.checkpoint_version, spec.device)
+
+
+def _torch_model(spec: RunnerSpec) -> tuple[Any, Any]:
+    """The (model, metadata) of ``spec``'s checkpoint on its device, loaded once."""
+    key = _model_key(spec)
+    if key not in _TORCH_MODELS:
+        import torch
+
+        from geoseg.models import load_model
+
+        model, meta = load_model(spec.checkpoint, device=spec.device)
+        _TORCH_MODELS[key] = (model.to(memory_format=torch.channels_last), meta)
+    return _TORCH_MODELS[key]
 
 
 #: A runner's result: activated outputs by name, each (B, C, T, T) float32 (per-pixel
@@ -370,13 +410,12 @@ def _onnx_runner(onnx_path: str, threads: int) -> Callable[[np.ndarray], Outputs
 def _torch_runner(spec: RunnerSpec, threads: int) -> Callable[[np.ndarray], Outputs]:
     import torch
 
-    from geoseg.models import get_adapter, load_model
+    from geoseg.models import get_adapter
     from geoseg.models.adapter import activate
 
     if spec.device == "cpu":
         torch.set_num_threads(threads)
-    model, meta = load_model(spec.checkpoint, device=spec.device)
-    model = model.to(memory_format=torch.channels_last)
+    model, meta = _torch_model(spec)
     adapter = get_adapter(meta.adapter)
     pixel = [o for o in meta.outputs if o.per_pixel]
     # object lists (Mask R-CNN) come out of the network as numpy already

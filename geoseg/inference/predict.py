@@ -41,7 +41,7 @@ from geoseg.inference.tiling import axis_starts, check_tiling
 from geoseg.instances.objects import check_key_space
 from geoseg.io.bands import check_band_selection
 from geoseg.io.cog import BlockWriter
-from geoseg.io.handles import gdal_cache_env
+from geoseg.io.handles import file_stamp, gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
 from geoseg.io.outputs import (
     atomic_path,
@@ -394,6 +394,7 @@ def _runner_spec(
     keep = on_device and chosen == "torch" and device != "cpu" and len(tta) == 1 and not objects
     return RunnerSpec(
         checkpoint=str(Path(checkpoint).resolve()),
+        checkpoint_version=file_stamp(os.stat(checkpoint)),
         backend=chosen,
         precision=precision,
         device=device,

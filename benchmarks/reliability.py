@@ -313,7 +313,9 @@ CASES: list[tuple[str, str, str, str]] = [
      "is the input"),
     (".shp over a user's .dbf (vectorize)", "vectorize map.tif -o v.shp", "error",
      "already exists"),
-    ("chart = CSV (stats)", "stats map.tif -o out/s.png --overwrite", "error", "same file"),
+    # the table's format follows -o's extension: a .png table (the chart's name) is refused
+    ("chart = CSV (stats)", "stats map.tif -o out/s.png --overwrite", "error",
+     "unknown extension '.png'"),
     ("chart over the input (stats)", "stats map.png -o map.csv --overwrite", "error",
      "is the input"),
     ("report over its config (evaluate)",
@@ -363,7 +365,7 @@ CASES: list[tuple[str, str, str, str]] = [
      "--thing-class 3", "error", "is the --coco folder"),
     # found after the third audit (2026-12-05)
     ("statistics under a spreadsheet name (stats)",
-     "stats map.tif -o out/s.xlsx --no-plot", "error", "supported"),
+     "stats map.tif -o out/s.xlsx --no-plot", "error", "unknown extension '.xlsx'"),
     ("prompts of several layers (label)",
      "label rgb.tif --prompts two_layers.gpkg --sam sam -o out/l.gpkg", "error",
      "--prompt-layer"),

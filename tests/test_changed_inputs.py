@@ -206,3 +206,16 @@ def test_runners_of_several_tile_sizes_share_one_model_and_are_bounded(tmp_path,
     assert len(loads) == 1  # the weights are loaded (and held) once
     assert sorted(s.tile_size for s in backends._RUNNERS) == [128, 160, 192, 224]
     assert len(backends._TORCH_MODELS) == 1
+
+
+def test_a_class_map_vrt_tile_replaced_during_a_run_stops_its_reads(tmp_path):
+    """stats, change and vectorize read class maps through BandSource: same rule."""
+    from geoseg.io.bands import BandSource
+
+    tile, vrt = _tile_and_vrt(tmp_path)
+    source = BandSource(str(vrt), 1)
+    ids, _ = source.read(rasterio.windows.Window(0, 0, 32, 32))
+    assert ids.shape == (32, 32)
+    _replace(tile)
+    with pytest.raises(InputFileError, match=r"a\.tif'.*read by input .*mosaic\.vrt.*changed"):
+        source.read(rasterio.windows.Window(0, 0, 32, 32))

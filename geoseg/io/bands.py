@@ -21,7 +21,14 @@ from rasterio.windows import Window
 from geoseg.classes import CLASSES_TAG, read_class_table
 from geoseg.errors import ConfigError, DataError, InputFileError
 from geoseg.io.grid import RasterGrid, check_size
-from geoseg.io.handles import HANDLES, file_key, file_stamp, open_dataset
+from geoseg.io.handles import (
+    HANDLES,
+    check_versions,
+    file_key,
+    file_stamp,
+    file_versions,
+    open_dataset,
+)
 from geoseg.io.outputs import input_files
 
 
@@ -104,15 +111,20 @@ class BandSource:
     #: the file's version (:func:`~geoseg.io.handles.file_stamp`) when the source was made;
     #: every read checks it, so a file replaced during a run stops the run
     stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+    #: the files reading ``path`` reads too (a VRT's tiles), with their versions
+    #: (:func:`~geoseg.io.handles.file_versions`): checked on every read as well
+    depends: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.stamp == (0, 0):
             with contextlib.suppress(OSError):  # a missing file is reported when read
                 object.__setattr__(self, "stamp", file_stamp(os.stat(self.path)))
+                object.__setattr__(self, "depends", file_versions(input_files(self.path)[1:]))
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Return (ids as int64, valid mask) for ``window``."""
         key = file_key(self.path, self.warp, stamp=self.stamp)
+        check_versions(self.depends, self.path)
         with HANDLES.use(key, self._open) as handle:
             return self._read(handle.dataset, window)
 

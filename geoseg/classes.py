@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from geoseg.arguments import check_int
 from geoseg.errors import ConfigError, DataError
 
 #: Mask value for pixels excluded from loss and metrics (no-data, ignored labels).
@@ -308,7 +309,7 @@ def parse_classes(value: Any) -> tuple[list[int] | None, dict[int, str]]:
     if isinstance(value, ClassTable):
         return value.ids, {c.id: c.name for c in value}
     if isinstance(value, Mapping):
-        names = {int(k): str(v) for k, v in value.items()}
+        names = {_class_id(k, f"classes[{k!r}]"): str(v) for k, v in value.items()}
         return sorted(names), names
     if isinstance(value, str):
         items = [s.strip() for s in value.split(",") if s.strip()]
@@ -327,8 +328,21 @@ def parse_classes(value: Any) -> tuple[list[int] | None, dict[int, str]]:
                 names[cid] = name.strip()
         return keep, names
     if isinstance(value, Iterable):
-        return [int(v) for v in value], {}
+        return [_class_id(v, f"classes[{i}]") for i, v in enumerate(value)], {}
     raise ConfigError(f"classes: expected ids, a mapping id->name or a string, got {value!r}")
+
+
+def _class_id(value: Any, where: str) -> int:
+    """A class id given to ``classes``: a whole number or a digit string (``"5"``)."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(
+                f"{where}: {value!r} is not a class id; give the ids of the classes, e.g. "
+                "classes=[1, 5], or names by id, e.g. classes={1: 'water', 5: 'forest'}"
+            ) from None
+    return check_int(value, where, unit="a class id")
 
 
 def class_table_for(path: str | os.PathLike[str], *, band: int = 1) -> ClassTable | None:

@@ -30,6 +30,7 @@ import shapely
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
+from geoseg.arguments import check_int, check_path
 from geoseg.classes import ClassTable, class_color, class_table_for, parse_classes
 from geoseg.errors import (
     ConfigError,
@@ -71,8 +72,9 @@ FEATURE_FORMATS = (".geojson", ".fgb")
 
 def raster_windows(grid: RasterGrid, chunk_size: int) -> Iterator[Window]:
     """Windows of at most ``chunk_size`` pixels a side covering ``grid``, row-major."""
-    if chunk_size < 16:
+    if check_int(chunk_size, "chunk_size", unit="pixels") < 16:
         raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    chunk_size = int(chunk_size)
     for r0 in range(0, grid.height, chunk_size):
         for c0 in range(0, grid.width, chunk_size):
             yield Window(
@@ -109,8 +111,10 @@ def _clean_zone_geometries(gdf: gpd.GeoDataFrame, where: str) -> gpd.GeoDataFram
 
 
 def check_zone_options(zones: Any, zone_field: str | None, zone_layer: str | None) -> None:
-    """ConfigError for a zone option given without zones (it would be ignored)."""
+    """ConfigError for a zone option without zones, or zones not a path or a GeoDataFrame."""
     if zones is not None:
+        if not isinstance(zones, gpd.GeoDataFrame):
+            check_path(zones, "zones", also="or a GeoDataFrame")
         if zone_layer is not None and isinstance(zones, gpd.GeoDataFrame):
             raise ConfigError(
                 f"zone_layer {zone_layer!r} names a layer of a zones file; zones is a "

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from geoseg.arguments import check_path
 from geoseg.errors import ConfigError, InputFileError
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping from ``path`` with clear errors for missing or broken files."""
-    p = Path(path)
+    p = Path(check_path(path, "config file"))
     if not p.is_file():
         raise InputFileError(f"config file {str(p)!r} does not exist")
     if p.stat().st_size > MAX_CONFIG_BYTES:

@@ -114,8 +114,13 @@ def weight_window(blend: str | BlendFn, tile_size: int, overlap: int) -> np.ndar
                 f"blend: unknown window {blend!r}; valid names are {sorted(BLEND_WINDOWS)}"
             )
         fn = BLEND_WINDOWS[blend]
-    else:
+    elif callable(blend):
         fn = blend
+    else:
+        raise ConfigError(
+            f"blend: expected a window name ({sorted(BLEND_WINDOWS)}) or a callable "
+            f"(tile_size, overlap) -> weights, got {type(blend).__name__} {blend!r}"
+        )
     w = np.asarray(fn(tile_size, overlap), dtype=np.float32)
     if w.shape != (tile_size, tile_size):
         raise ConfigError(f"blend window has shape {w.shape}, expected {(tile_size,) * 2}")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import ConfigError, SchedulerError, warn
+from geoseg.inference.arguments import check_predict_arguments
 from geoseg.inference.backends import (
     RunnerSpec,
     choose_backend,
@@ -39,7 +40,6 @@ from geoseg.inference.products import DECODERS
 from geoseg.inference.resume import ResumeStore, discard_outdated, file_digest, fingerprint
 from geoseg.inference.tiling import axis_starts, check_tiling
 from geoseg.instances.objects import check_key_space
-from geoseg.io.bands import check_band_selection
 from geoseg.io.cog import BlockWriter
 from geoseg.io.handles import file_stamp, gdal_cache_env
 from geoseg.io.mosaic import Mosaic, open_mosaic
@@ -213,7 +213,7 @@ def predict(
         ResourceError: the windows in flight need more memory than the machine (or the GPU)
             has, or CUDA ran out of it mid-run (:mod:`geoseg.inference.memory`).
     """
-    args = dict(locals())
+    args = check_predict_arguments(locals())
     with gdal_cache_env():
         return _predict(**args)
 
@@ -261,7 +261,6 @@ def _predict(
     _check_object_options(meta, tta, probabilities)
     _check_numbers(block_size=block_size, workers=workers,
                    threads_per_worker=threads_per_worker, resolution=resolution)  # fmt: skip
-    check_band_selection(bands)
     targets = _targets(
         meta, {"classes": output, "probabilities": probabilities, "instances": instances,
                "objects": objects}, overwrite, [checkpoint, *_as_list(inputs)],

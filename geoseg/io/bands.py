@@ -8,7 +8,9 @@ nearest-neighbour ``WarpedVRT`` (ids are never interpolated).
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
+from geoseg.arguments import check_int
 from geoseg.classes import CLASSES_TAG, read_class_table
-from geoseg.errors import ConfigError, DataError, InputFileError
+from geoseg.errors import ConfigError, DataError, InputFileError, brief
 from geoseg.io.grid import RasterGrid, check_size
 from geoseg.io.handles import (
     HANDLES,
@@ -49,16 +52,28 @@ def ensure_integers(values: np.ndarray, valid: np.ndarray, where: str) -> np.nda
     return values.astype(np.int64, copy=False)
 
 
-def check_band_selection(bands: Any, *, where: str = "bands") -> None:
-    """ConfigError when a selection of input bands names one band twice (``1,1,1``).
+def check_band_selection(bands: Any, *, where: str = "bands") -> list[int | str] | None:
+    """A selection of input bands as a list; ConfigError for a wrong kind or a repeated band.
 
-    Each model band needs its own input band; a repeated one feeds the same values to two
-    model inputs, which is always a typo. Names and 1-based numbers are compared as written
-    (whether a name and a number mean one band is checked when the file is opened).
+    Each entry is a 1-based band number (an int, a numpy integer or a whole float) or a
+    band description (a string); the selection is a list, tuple, array or other iterable
+    (a generator is read once), never one bare number or string. Each model band needs its
+    own input band; a repeated one (``1,1,1``) feeds the same values to two model inputs,
+    which is always a typo. Names and numbers are compared as written (whether a name and
+    a number mean one band is checked when the file is opened).
     """
     if bands is None:
-        return
-    written = [str(b).strip() for b in bands]
+        return None
+    if isinstance(bands, str | bytes) or not isinstance(bands, Iterable):
+        raise ConfigError(
+            f"{where}: expected a list of 1-based band numbers or band names, such as "
+            f"[3, 2, 1] or ['red', 'green', 'blue'], got {type(bands).__name__} {brief(bands)}"
+        )
+    selection: list[int | str] = [
+        b if isinstance(b, str) else check_int(b, f"{where}[{i}]", unit="a 1-based band number")
+        for i, b in enumerate(bands)
+    ]
+    written = [str(b).strip() for b in selection]
     repeated = sorted({b for b in written if written.count(b) > 1}, key=written.index)
     if repeated:
         raise ConfigError(
@@ -66,6 +81,7 @@ def check_band_selection(bands: Any, *, where: str = "bands") -> None:
             f"once; give {len(written)} different input bands (bands=[...] / --bands), one "
             "per model band, in model order"
         )
+    return selection
 
 
 #: GeoTIFF tag marking an instance map geoseg wrote (band 1 ids, band 2 their classes).
@@ -116,6 +132,7 @@ class BandSource:
     depends: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
+        check_nodata(self.nodata)
         if self.stamp == (0, 0):
             with contextlib.suppress(OSError):  # a missing file is reported when read
                 object.__setattr__(self, "stamp", file_stamp(os.stat(self.path)))
@@ -187,6 +204,7 @@ def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> Ra
     Also refuses a raster larger than :func:`max_pixels` and a VRT whose sources are missing.
     """
     p = str(path)
+    band = check_int(band, "band", unit="1-based")
     if not Path(p).exists():
         raise InputFileError(f"{what} {p!r} does not exist")
     missing = missing_vrt_sources(p)
@@ -213,6 +231,15 @@ def open_grid(path: str | Path, *, band: int = 1, what: str = "class map") -> Ra
             )
     except rasterio.errors.RasterioIOError as exc:
         raise InputFileError(f"{what} {p!r} cannot be read as a raster: {exc}") from None
+
+
+def check_nodata(nodata: Any, name: str = "nodata") -> None:
+    """ConfigError unless ``nodata`` is None or a number (NaN allowed: a float no-data)."""
+    if nodata is not None and (isinstance(nodata, bool) or not isinstance(nodata, numbers.Real)):
+        raise ConfigError(
+            f"{name}: expected the raw no-data value as a number (or None for the file's "
+            f"own), got {type(nodata).__name__} {brief(nodata)}"
+        )
 
 
 def raster_path(labels: Any) -> str:
@@ -269,7 +296,7 @@ def class_band(path: str, band: int | None, *, what: str = "class map") -> int:
     """
     refuse_probabilities(path, what=what)
     if band is not None:
-        return band
+        return check_int(band, "band", unit="1-based")
     with rasterio.open(path) as src:
         count, tags, dtype = src.count, src.tags(), src.dtypes[0]
     if count > 1 and CLASSES_TAG not in tags and INSTANCES_TAG not in tags:

@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from geoseg.arguments import check_flag, check_path
 from geoseg.errors import ConfigError, OutputError
 from geoseg.io.files import dataset_file, is_dataset_name
 
@@ -138,6 +139,7 @@ def check_output_path(
     *,
     overwrite: bool = False,
     inputs: Iterable[str | os.PathLike[str] | None] = (),
+    name: str = "output",
 ) -> Path:
     """Validate an output path before any work starts.
 
@@ -146,12 +148,16 @@ def check_output_path(
         overwrite: an existing *file* may be replaced.
         inputs: the run's input files and folders: the output may be none of them and
             not inside an input folder.
+        name: how messages name the argument when ``path`` is not a path.
 
     Raises:
+        ConfigError: ``path`` is not a path (None, a number, an array) or ``overwrite``
+            is not True or False.
         OutputError: the parent folder is missing or not writable, the path is a folder,
             the file exists and ``overwrite`` is False, or the output is an input.
     """
-    p = Path(path)
+    p = Path(check_path(path, name))
+    overwrite = check_flag(overwrite, "overwrite")
     parent = p.parent if str(p.parent) else Path(".")
     if str(path).endswith(("/", os.sep)) and not p.exists():
         raise OutputError(

@@ -25,6 +25,7 @@ import geopandas as gpd
 import pandas as pd
 import pyogrio
 
+from geoseg.arguments import check_path
 from geoseg.errors import ConfigError, DataError, InputFileError, OutputError
 from geoseg.io.outputs import atomic_path, check_output_path
 
@@ -75,11 +76,11 @@ def vector_format(path: str | Path) -> VectorFormat:
 
 
 def check_vector_path(
-    path: str | Path, *, overwrite: bool = False, inputs: Iterable[Any] = ()
+    path: str | Path, *, overwrite: bool = False, inputs: Iterable[Any] = (), name: str = "output"
 ) -> VectorFormat:
     """Validate an output path (known extension, folder exists, not clobbering, not an input)."""
-    fmt = vector_format(path)
-    check_output_path(path, overwrite=overwrite, inputs=inputs)
+    fmt = vector_format(Path(check_path(path, name)))
+    check_output_path(path, overwrite=overwrite, inputs=inputs, name=name)
     return fmt
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geoseg.arguments import check_path
 from geoseg.classes import ClassTable
 from geoseg.config.base import check_class_ids
 from geoseg.config.model import check_model_kwargs
@@ -372,7 +373,7 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     """Read only the metadata of a checkpoint (cheap: no weights are loaded)."""
     from safetensors import safe_open
 
-    p = Path(path)
+    p = Path(check_path(path, "checkpoint"))
     if not p.is_file():
         raise InputFileError(f"checkpoint {str(p)!r} does not exist")
     try:

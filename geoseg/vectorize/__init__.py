@@ -194,7 +194,9 @@ def vectorize_to_file(
     """
     from geoseg.io.vector import check_vector_path, stream_vector
 
-    check_vector_path(path, overwrite=overwrite, inputs=(labels, probabilities, objects))
+    check_vector_path(
+        path, overwrite=overwrite, inputs=(labels, probabilities, objects), name="path"
+    )
     job = prepare_job(
         labels,
         simplify=simplify,

@@ -15,6 +15,7 @@ import shapely
 from rasterio.windows import Window
 from shapely import GeometryType
 
+from geoseg.arguments import check_int
 from geoseg.errors import ConfigError
 from geoseg.io.grid import RasterGrid
 from geoseg.io.handles import gdal_cache_env
@@ -330,9 +331,9 @@ def local_cluster(workers: int) -> tuple[Any, Any]:
 def default_workers(workers: int | None) -> int:
     """``workers`` checked, or the CPU cores this process may use."""
     if workers is not None:
-        if workers < 1:
+        if check_int(workers, "workers") < 1:
             raise ConfigError(f"workers must be >= 1, got {workers}")
-        return workers
+        return int(workers)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux

@@ -15,6 +15,7 @@ import pandas as pd
 import rasterio
 import shapely
 
+from geoseg.arguments import check_flag, check_float, check_int
 from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
 from geoseg.errors import ConfigError, DataError, InputFileError, NoDataWarning, warn
 from geoseg.io.bands import (
@@ -89,6 +90,9 @@ def prepare_job(
     passes its own ``source``/``grid``/``table`` for a computed raster.
     """
     is_inst = False
+    band = check_int(band, "band", unit="1-based")
+    if instances is not None:
+        instances = check_flag(instances, "instances")
     if source is None:
         path = raster_path(labels)
         is_inst = is_instance_map(path) if instances is None else bool(instances)
@@ -100,9 +104,10 @@ def prepare_job(
         raise ConfigError(f"connectivity must be one of {list(CONNECTIVITY)}, got {connectivity!r}")
     for name, v in (("simplify", simplify), ("min_area", min_area), ("fill_holes", fill_holes),
                     ("regularize", regularize)):  # fmt: skip
+        check_float(v, name, unit="metres")
         if not (v >= 0 and math.isfinite(v)):
             raise ConfigError(f"{name} must be a finite number >= 0 (metres), got {v!r}")
-    if sieve < 0:
+    if check_int(sieve, "sieve", unit="pixels") < 0:
         raise ConfigError(f"sieve must be >= 0 pixels, got {sieve!r}")
     class_source = None
     file_path = None
@@ -308,8 +313,9 @@ def _iter_frames(
     an id has more regions is only known once every chunk is done, so instance maps run in
     collect mode (memory grows with the objects' polygons, not with the pixels).
     """
-    if chunk_size < 16:
+    if check_int(chunk_size, "chunk_size", unit="pixels") < 16:
         raise ConfigError(f"chunk_size must be >= 16 pixels, got {chunk_size}")
+    chunk_size = int(chunk_size)
     t_start = time.perf_counter()
     grid, opts = job.grid, job.opts
     windows = chunk_windows(grid, chunk_size)

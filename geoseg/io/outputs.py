@@ -15,7 +15,6 @@ The rules every writer of geoseg follows (a user's data is never lost):
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import re
 import shutil
@@ -327,20 +326,39 @@ class OutputBatch:
         """Remove what the batch wrote (nothing once committed); never a previous file."""
         if self._done:
             return
+        # sidecars: GDAL's .aux.xml / .ovr (name + ".*"), a Shapefile's .shx / .dbf (stem +
+        # ".*"); each folder is listed once (an export of thousands of tiles into one
+        # folder took minutes to clean up after Ctrl-C when it was listed per file)
+        stems: dict[Path, set[str]] = {}
         for written, _ in self._moves:
             if written.is_dir():
                 shutil.rmtree(written, ignore_errors=True)
             else:
                 written.unlink(missing_ok=True)
-            # sidecars: GDAL's .aux.xml / .ovr (name + ".*"), a Shapefile's .shx / .dbf
-            side = {*written.parent.glob(glob.escape(written.name) + ".*"),
-                    *written.parent.glob(glob.escape(written.stem) + ".*")}  # fmt: skip
-            for extra in side:
-                if extra.is_file() and _TEMPORARY.match(extra.name):
-                    extra.unlink(missing_ok=True)
+            stems.setdefault(written.parent, set()).update((written.name, written.stem))
+        for parent, names in stems.items():
+            for extra in _sidecars(parent, names):
+                extra.unlink(missing_ok=True)
         for made in reversed(self._made):
             with contextlib.suppress(OSError):
                 made.rmdir()  # only when empty: what is left there is not ours
+
+
+def _sidecars(folder: Path, names: set[str]) -> list[Path]:
+    """Temporary files in ``folder`` named ``<one of names>.<anything>``, listed once."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        name = entry.name
+        if not _TEMPORARY.match(name) or not entry.is_file(follow_symlinks=False):
+            continue
+        dots = [i for i, ch in enumerate(name) if ch == "." and i > 0]
+        if any(name[:i] in names for i in dots):
+            found.append(Path(entry.path))
+    return found
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from geoseg.io.bands import (
     warn_if_not_classes,
 )
 from geoseg.io.grid import RasterGrid, pixel_areas, same_grid_crs
-from geoseg.io.outputs import atomic_path, check_output_path
+from geoseg.io.outputs import atomic_outputs, check_output_path
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE, collect, prepare_job
 
 #: Transition codes are ``before_id << _CODE_BITS | after_id``.
@@ -168,7 +168,7 @@ def change(
     Raises:
         DataError: the rasters cannot be aligned (no overlap, no CRS), non-integer values.
     """
-    from geoseg.io.vector import check_vector_path, write_vector
+    from geoseg.io.vector import check_vector_path, write_layer
 
     bpath, apath = raster_path(before), raster_path(after)
     out = Path(check_path(output, "output")) if output is not None else None
@@ -201,10 +201,12 @@ def change(
     )  # fmt: skip
     result = ChangeResult(matrix, polys)
     if out is not None and csv is not None:
-        with atomic_path(csv, overwrite=overwrite) as tmp:
-            matrix.to_csv(tmp, float_format="%.6f")
-        result.matrix_path = csv
-        result.polygons_path = write_vector(polys, out, overwrite=overwrite)
+        # both appear together: an interruption or a full disk while the polygons are
+        # written leaves neither (not a new matrix beside old or missing polygons)
+        with atomic_outputs() as batch:
+            matrix.to_csv(batch.path(csv, overwrite=overwrite), float_format="%.6f")
+            write_layer(polys, batch.path(out, overwrite=overwrite), final=out)
+        result.matrix_path, result.polygons_path = csv, out
     return result
 
 

@@ -61,7 +61,8 @@ def interrupted(args: argparse.Namespace) -> str:
         kept = "no output was written; the finished blocks are kept for --resume"
     else:
         kept = "no partial output was kept (files that existed before are as they were)"
-    return f"geoseg {args.command}: interrupted; {kept}"
+    command = f"geoseg {args.command}" if getattr(args, "command", None) else "geoseg"
+    return f"{command}: interrupted; {kept}"
 
 
 #: Errors of the machine, not of geoseg: a full disk, a read-only or forbidden folder.
@@ -86,13 +87,16 @@ def filesystem_error(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``geoseg`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
     previous = _terminate_as_interrupt()
+    hook = sys.unraisablehook
+    sys.unraisablehook = _interrupts_not_lost(hook)
+    args = argparse.Namespace(command=None)
     try:
+        parser = build_parser()  # imports every command: an interrupt here is one line too
+        args = parser.parse_args(argv)
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 2
         return int(args._run(args) or 0)
     except GeosegError as exc:
         print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
@@ -113,8 +117,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geoseg {args.command}: error: {reason}", file=sys.stderr)
         return 1
     finally:
+        sys.unraisablehook = hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupts_not_lost(hook: Any) -> Any:
+    """An unraisable-exception hook that delivers an interrupt Python would have dropped.
+
+    Ctrl-C and SIGTERM raise KeyboardInterrupt wherever the main thread is; inside a
+    ``__del__`` or a weakref callback (run by the garbage collector at any moment) Python
+    prints "Exception ignored" and goes on, so the run ignored the signal and ended with
+    exit status 0. The signal is sent again from a helper thread, to be raised once the
+    callback has returned.
+    """
+
+    def unraisable(info: Any) -> None:
+        exc = info.exc_value
+        if not isinstance(exc, KeyboardInterrupt):
+            hook(info)
+            return
+        term = exc.args == (f"signal {int(signal.SIGTERM)}",)  # raised by the handler below
+        signum = signal.SIGTERM if term else signal.SIGINT
+        # a little later, so that it lands after this hook and the callback have returned
+        # (should it land in another callback, it comes back here and is sent again)
+        resend = threading.Timer(0.05, os.kill, args=(os.getpid(), signum))
+        resend.daemon = True
+        resend.start()
+
+    return unraisable
 
 
 def _terminate_as_interrupt() -> Any:

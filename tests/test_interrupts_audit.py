@@ -142,3 +142,37 @@ def test_a_signal_during_a_garbage_collector_callback_still_stops_the_run(
     assert not marker.exists()
     assert "Exception ignored" not in err
     assert err.strip().splitlines()[-1].startswith("geoseg stats: interrupted;")
+
+
+# --- a Shapefile's parts move with it, at commit (found by the interruption audit) ---------
+
+
+def _squares(names):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    squares = [box(i, 0, i + 1, 1) for i in range(len(names))]
+    return gpd.GeoDataFrame({"name": names}, geometry=squares, crs="EPSG:32618")
+
+
+def test_a_shapefile_s_parts_are_replaced_with_it_not_before(tmp_path):
+    """Until the batch commits, the old .shp keeps its own .dbf (an interruption then
+    left an old .shp beside a new .dbf); a .cpg of the old output only goes at commit."""
+    import pyogrio
+
+    from geoseg.io.outputs import atomic_outputs
+    from geoseg.io.vector import write_layer, write_vector
+
+    final = tmp_path / "v.shp"
+    write_vector(_squares(["old"]), final)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"v.dbf", "v.shx", "v.prj", "v.cpg"} <= set(before)
+    with atomic_outputs() as batch:
+        write_layer(_squares(["new", "new"]), batch.path(final, overwrite=True), final=final)
+        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before} == before
+        assert list(pyogrio.read_dataframe(final)["name"]) == ["old"]
+        (tmp_path / next(p.name for p in tmp_path.iterdir() if p.suffix == ".cpg"
+                         and p.name != "v.cpg")).unlink()  # fmt: skip
+    assert list(pyogrio.read_dataframe(final)["name"]) == ["new", "new"]
+    assert not (tmp_path / "v.cpg").exists()  # the new output has none: the old one's went
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.dbf", "v.prj", "v.shp", "v.shx"]

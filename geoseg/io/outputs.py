@@ -316,6 +316,7 @@ class OutputBatch:
         with interrupts_deferred():
             for written, final in self._moves:
                 final.parent.mkdir(parents=True, exist_ok=True)
+                _replace_shapefile_parts(written, final)
                 os.replace(written, final)
             for old in self._remove:
                 if old.resolve() not in keep:
@@ -342,6 +343,23 @@ class OutputBatch:
         for made in reversed(self._made):
             with contextlib.suppress(OSError):
                 made.rmdir()  # only when empty: what is left there is not ours
+
+
+def _replace_shapefile_parts(written: Path, final: Path) -> None:
+    """Move a written Shapefile's ``.shx``/``.dbf``/``.prj``/``.cpg`` onto ``final``'s.
+
+    Part of the commit, just before the ``.shp`` itself: an interruption never pairs an
+    old ``.shp`` with a new ``.dbf``. A part of the replaced output that the new one does
+    not have (a ``.cpg``) is removed: it would describe the new file wrongly.
+    """
+    if final.suffix.lower() != ".shp" or written.suffix.lower() != ".shp":
+        return
+    for ext in SHAPEFILE_SIDECARS:
+        part, target = written.with_suffix(ext), final.with_suffix(ext)
+        if part.is_file():
+            os.replace(part, target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _sidecars(folder: Path, names: set[str]) -> list[Path]:

@@ -15,7 +15,6 @@ A table without geometry (a DataFrame) is written to a GeoPackage only (:func:`w
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,6 @@ class VectorFormat:
     driver: str
     append: bool  # the driver can append layers chunk by chunk
     epsg4326: bool = False  # the format requires lon/lat WGS84 (RFC 7946)
-    sidecars: tuple[str, ...] = ()
     writer: Callable[[gpd.GeoDataFrame, Path], None] | None = None
 
 
@@ -52,9 +50,8 @@ VECTOR_FORMATS: dict[str, VectorFormat] = {
     ".parquet": VectorFormat("GeoParquet", "Parquet", append=False, writer=_write_parquet),
     ".fgb": VectorFormat("FlatGeobuf", "FlatGeobuf", append=False),
     ".geojson": VectorFormat("GeoJSON", "GeoJSON", append=False, epsg4326=True),
-    ".shp": VectorFormat(
-        "Shapefile", "ESRI Shapefile", append=True, sidecars=(".shx", ".dbf", ".prj", ".cpg")
-    ),
+    # its .shx/.dbf/.prj/.cpg move with it at commit (geoseg.io.outputs.SHAPEFILE_SIDECARS)
+    ".shp": VectorFormat("Shapefile", "ESRI Shapefile", append=True),
 }
 
 
@@ -159,20 +156,13 @@ def _write_one(gdf: pd.DataFrame, path: Path, fmt: VectorFormat, append: bool, l
     pyogrio.write_dataframe(gdf, path, append=append, **kwargs)
 
 
-def _move_sidecars(tmp: Path, final: Path, fmt: VectorFormat) -> None:
-    for ext in fmt.sidecars:
-        side = tmp.with_suffix(ext)
-        if side.exists():
-            shutil.move(str(side), str(final.with_suffix(ext)))
-
-
 def write_layer(frame: pd.DataFrame, tmp: str | Path, *, final: str | Path) -> None:
     """Write ``frame`` to ``tmp``, the temporary file of the output ``final``.
 
     For writers whose outputs appear together (:func:`geoseg.io.outputs.atomic_outputs`
     gives ``tmp``); :func:`write_vector` writes one file. The format is ``final``'s
-    extension (:data:`VECTOR_FORMATS`), the layer is named after it, a Shapefile's
-    sidecars are moved beside it.
+    extension (:data:`VECTOR_FORMATS`), the layer is named after it; a Shapefile's
+    sidecars move with it when the batch commits (:class:`~geoseg.io.outputs.OutputBatch`).
 
     Args:
         frame: features (a GeoDataFrame), or a DataFrame without geometry: a table,
@@ -185,7 +175,6 @@ def write_layer(frame: pd.DataFrame, tmp: str | Path, *, final: str | Path) -> N
     """
     fmt, tmp, final = vector_format(final), Path(tmp), Path(final)
     _write_one(frame, tmp, fmt, append=False, layer=final.stem)
-    _move_sidecars(tmp, final, fmt)
 
 
 def write_vector(gdf: gpd.GeoDataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -248,7 +237,6 @@ def stream_vector(
             )
             count = len(gdf)
             _write_one(gdf, tmp, fmt, append=False, layer=final.stem)
-        _move_sidecars(tmp, final, fmt)
     if not final.exists():  # pragma: no cover - defensive
         raise OutputError(f"writing {str(final)!r} failed")
     return count

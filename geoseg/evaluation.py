@@ -179,20 +179,19 @@ def write_report(
     Returns:
         The JSON and PNG paths.
     """
-    from geoseg.io.outputs import atomic_path
+    from geoseg.io.outputs import atomic_outputs
 
     json_path, png_path = report_paths(path)
     counts = report["confusion_matrix"]["counts"]
-    # both land together: the JSON is renamed only after the chart is written
-    with atomic_path(json_path, overwrite=overwrite) as tmp_json:
+    with atomic_outputs() as batch:  # both land together, or neither
+        tmp_json = batch.path(json_path, overwrite=overwrite)
         tmp_json.write_text(json.dumps(report, indent=2))
-        with atomic_path(png_path, overwrite=overwrite) as tmp:
-            plot_confusion_matrix(
-                counts,
-                classes,
-                tmp,
-                title=title or f"{report.get('split', '')} mIoU {_fmt(report.get('miou'))}",
-            )
+        plot_confusion_matrix(
+            counts,
+            classes,
+            batch.path(png_path, overwrite=overwrite),
+            title=title or f"{report.get('split', '')} mIoU {_fmt(report.get('miou'))}",
+        )
     return json_path, png_path
 
 

@@ -160,7 +160,6 @@ def test_a_shapefile_s_parts_are_replaced_with_it_not_before(tmp_path):
     left an old .shp beside a new .dbf); a .cpg of the old output only goes at commit."""
     import pyogrio
 
-    from geoseg.io.outputs import atomic_outputs
     from geoseg.io.vector import write_layer, write_vector
 
     final = tmp_path / "v.shp"
@@ -176,3 +175,27 @@ def test_a_shapefile_s_parts_are_replaced_with_it_not_before(tmp_path):
     assert list(pyogrio.read_dataframe(final)["name"]) == ["new", "new"]
     assert not (tmp_path / "v.cpg").exists()  # the new output has none: the old one's went
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.dbf", "v.prj", "v.shp", "v.shx"]
+
+
+def test_an_evaluation_report_and_its_chart_land_together(tmp_path, monkeypatch):
+    """The chart was its own output inside the report's: kept when the report failed."""
+    import geoseg.evaluation as evaluation
+    from geoseg.errors import OutputError
+
+    classes = ClassTable.from_config(["a", "b"])
+    report = {"split": "test", "miou": 0.5, "confusion_matrix": {"counts": [[3, 1], [0, 4]]}}
+    json_path, png_path = evaluation.write_report(report, tmp_path / "r.json", classes=classes)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = evaluation.plot_confusion_matrix
+
+    def then_json_becomes_a_folder(counts, classes, path, **kw):
+        out = real(counts, classes, path, **kw)
+        json_path.unlink()
+        json_path.mkdir()  # the report's commit fails: nothing of the run may land
+        return out
+
+    monkeypatch.setattr(evaluation, "plot_confusion_matrix", then_json_becomes_a_folder)
+    with pytest.raises(OutputError, match="became a folder"):
+        evaluation.write_report({**report, "miou": 0.9}, json_path, classes=classes)
+    assert png_path.read_bytes() == before[png_path.name]  # the old chart, not the new one
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)

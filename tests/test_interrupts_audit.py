@@ -199,3 +199,42 @@ def test_an_evaluation_report_and_its_chart_land_together(tmp_path, monkeypatch)
         evaluation.write_report({**report, "miou": 0.9}, json_path, classes=classes)
     assert png_path.read_bytes() == before[png_path.name]  # the old chart, not the new one
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+# --- a command that writes in stages says what it had finished ----------------------------
+
+
+@pytest.mark.parametrize("failure", ["interrupt", "error"])
+def test_a_command_stopped_after_a_stage_names_what_it_kept(tmp_path, monkeypatch, capsys,
+                                                            failure):  # fmt: skip
+    """The demo writes its outputs stage by stage: an interruption (or a full disk) after
+    the first stage kept that stage's file, and the message said nothing was written."""
+    import argparse
+
+    import geoseg.cli as cli
+    from geoseg.errors import OutputError
+    from geoseg.io.outputs import atomic_path
+
+    def staged(args):
+        with atomic_path(tmp_path / "stage1.tif") as tmp:
+            tmp.write_bytes(b"first stage")
+        if failure == "interrupt":
+            raise KeyboardInterrupt
+        raise OutputError("no space left on the device while writing 'stage2.gpkg'")
+
+    parser = argparse.ArgumentParser(prog="geoseg")
+    parser.set_defaults(command="demo", _run=staged)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    code = cli.main([])
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == (130 if failure == "interrupt" else 1)
+    assert "stage1.tif" in line and "kept" in line, line
+    assert (tmp_path / "stage1.tif").read_bytes() == b"first stage"
+
+    def at_once(args):
+        raise KeyboardInterrupt
+
+    parser.set_defaults(_run=at_once)  # the next command has finished nothing
+    assert cli.main([]) == 130
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "stage1.tif" not in line and "no partial output was kept" in line, line

@@ -19,6 +19,7 @@ from typing import Any
 
 from geoseg import __version__
 from geoseg.errors import GeosegError
+from geoseg.io.outputs import COMMITTED
 
 #: Subcommand modules, in the order shown by ``geoseg --help``.
 COMMANDS = (
@@ -61,8 +62,17 @@ def interrupted(args: argparse.Namespace) -> str:
         kept = "no output was written; the finished blocks are kept for --resume"
     else:
         kept = "no partial output was kept (files that existed before are as they were)"
+    done = COMMITTED.summary()
+    if done is not None:  # a command writing in stages had finished these
+        kept = f"the outputs finished before it are kept ({done}); {kept} otherwise"
     command = f"geoseg {args.command}" if getattr(args, "command", None) else "geoseg"
     return f"{command}: interrupted; {kept}"
+
+
+def finished_before(message: str) -> str:
+    """``message`` of a failed command, with the outputs it had finished (if any)."""
+    done = COMMITTED.summary()
+    return message if done is None else f"{message} (finished and kept before it: {done})"
 
 
 #: Errors of the machine, not of geoseg: a full disk, a read-only or forbidden folder.
@@ -91,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hook = sys.unraisablehook
     sys.unraisablehook = _interrupts_not_lost(hook)
     args = argparse.Namespace(command=None)
+    COMMITTED.reset()
     try:
         parser = build_parser()  # imports every command: an interrupt here is one line too
         args = parser.parse_args(argv)
@@ -99,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(args._run(args) or 0)
     except GeosegError as exc:
-        print(f"geoseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"geoseg {args.command}: error: {finished_before(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(interrupted(args), file=sys.stderr)
@@ -114,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reason = filesystem_error(exc)
         if reason is None:
             raise
-        print(f"geoseg {args.command}: error: {reason}", file=sys.stderr)
+        print(f"geoseg {args.command}: error: {finished_before(reason)}", file=sys.stderr)
         return 1
     finally:
         sys.unraisablehook = hook

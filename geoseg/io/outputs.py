@@ -221,6 +221,45 @@ def _check_not_input(output: Path, item: Path, named: tuple[Path, Path] | None =
         )
 
 
+class CommitLog:
+    """The outputs committed in this process since :meth:`reset` (a command's start).
+
+    A command that writes its outputs in stages (the demo) and is then interrupted or
+    fails has kept what it finished: its one-line message says so
+    (:func:`geoseg.cli.main`) instead of claiming that nothing was written.
+    """
+
+    SHOWN = 3  # names in messages; the rest are counted
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def reset(self) -> None:
+        """Forget what was committed so far."""
+        self.paths = []
+
+    def add(self, targets: Iterable[Path]) -> None:
+        """Record the outputs of a committed batch."""
+        self.paths.extend(targets)
+
+    def summary(self) -> str | None:
+        """``'a.tif', 'b.gpkg' and 3 more``, or None when none of them is still there.
+
+        Files committed into a work folder that the run removed again (training's
+        checkpoints, when it is interrupted) are not kept, so not named.
+        """
+        kept = [p for p in dict.fromkeys(self.paths) if os.path.lexists(p)]
+        if not kept:
+            return None
+        names = ", ".join(repr(str(p)) for p in kept[: self.SHOWN])
+        more = len(kept) - self.SHOWN
+        return names + (f" and {more} more" if more > 0 else "")
+
+
+#: Outputs committed by this process (reset by the CLI at each command's start).
+COMMITTED = CommitLog()
+
+
 class OutputBatch:
     """The outputs of one run: they appear together, or none of them does.
 
@@ -322,6 +361,7 @@ class OutputBatch:
                 if old.resolve() not in keep:
                     old.unlink(missing_ok=True)
             self._done = True
+            COMMITTED.add(self.targets)
 
     def discard(self) -> None:
         """Remove what the batch wrote (nothing once committed); never a previous file."""

@@ -72,7 +72,7 @@ def interrupted(args: argparse.Namespace) -> str:
 def finished_before(message: str) -> str:
     """``message`` of a failed command, with the outputs it had finished (if any)."""
     done = COMMITTED.summary()
-    return message if done is None else f"{message} (finished and kept before it: {done})"
+    return message if done is None else f"{message} (outputs it finished before are kept: {done})"
 
 
 #: Errors of the machine, not of geoseg: a full disk, a read-only or forbidden folder.

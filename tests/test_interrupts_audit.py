@@ -136,7 +136,15 @@ def test_a_signal_during_a_garbage_collector_callback_still_stops_the_run(
         return 0
 
     monkeypatch.setattr(geoseg.cli.stats, "run", run)
-    code = main(["stats", "map.tif", "-o", str(tmp_path / "s.csv")])
+    # as in a fresh `geoseg` process: Python's own Ctrl-C handler, neither signal blocked
+    # (an earlier test of the session may have left another handler or a blocked mask)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        code = main(["stats", "map.tif", "-o", str(tmp_path / "s.csv")])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
     err = capsys.readouterr().err
     assert code == 130, err
     assert not marker.exists()

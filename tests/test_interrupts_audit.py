@@ -246,3 +246,8 @@ def test_a_command_stopped_after_a_stage_names_what_it_kept(tmp_path, monkeypatc
     assert cli.main([]) == 130
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert "stage1.tif" not in line and "no partial output was kept" in line, line
+    from geoseg.io.outputs import COMMITTED
+
+    with atomic_path(tmp_path / "library.tif") as tmp:  # outside a command: not recorded
+        tmp.write_bytes(b"notebook")
+    assert COMMITTED.paths is None and COMMITTED.summary() is None

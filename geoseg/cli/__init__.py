@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hook = sys.unraisablehook
     sys.unraisablehook = _interrupts_not_lost(hook)
     args = argparse.Namespace(command=None)
-    COMMITTED.reset()
+    COMMITTED.start()
     try:
         parser = build_parser()  # imports every command: an interrupt here is one line too
         args = parser.parse_args(argv)
@@ -128,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"geoseg {args.command}: error: {finished_before(reason)}", file=sys.stderr)
         return 1
     finally:
+        COMMITTED.stop()
         sys.unraisablehook = hook
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

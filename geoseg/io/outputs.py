@@ -82,9 +82,9 @@ def _vrt_sources(vrt: Path) -> list[Path]:
         name = (el.text or "").strip()
         if not name or "://" in name:
             continue  # not a local file
-        if name.startswith("/vsi") or is_dataset_name(name) or dataset_file(name):
-            f = dataset_file(name)  # NETCDF:"x.nc":var and netcdf:/abs/x.nc:var read x.nc
-            found += [] if f is None else [f]
+        f = dataset_file(name)  # NETCDF:"x.nc":var and netcdf:/abs/x.nc:var read x.nc
+        if f is not None or name.startswith("/vsi") or is_dataset_name(name):
+            found += [] if f is None else [f]  # a dataset name: its file, if a local one
             continue
         relative = el.get("relativeToVRT", "0") == "1" or el.get("relativetoVRT", "0") == "1"
         found.append(vrt.parent / name if relative else Path(name))
@@ -226,21 +226,28 @@ class CommitLog:
 
     A command that writes its outputs in stages (the demo) and is then interrupted or
     fails has kept what it finished: its one-line message says so
-    (:func:`geoseg.cli.main`) instead of claiming that nothing was written.
+    (:func:`geoseg.cli.main`) instead of claiming that nothing was written. Only a
+    command records (:meth:`start` .. :meth:`stop`), so a long notebook or service
+    session does not collect every path it ever wrote.
     """
 
     SHOWN = 3  # names in messages; the rest are counted
 
     def __init__(self) -> None:
-        self.paths: list[Path] = []
+        self.paths: list[Path] | None = None  # None: not recording (library use)
 
-    def reset(self) -> None:
-        """Forget what was committed so far."""
+    def start(self) -> None:
+        """Record from now on, from nothing (a command starts)."""
         self.paths = []
 
+    def stop(self) -> None:
+        """Stop recording and forget (a command ended): a notebook's outputs are not kept."""
+        self.paths = None
+
     def add(self, targets: Iterable[Path]) -> None:
-        """Record the outputs of a committed batch."""
-        self.paths.extend(targets)
+        """Record the outputs of a committed batch (while recording)."""
+        if self.paths is not None:
+            self.paths.extend(targets)
 
     def summary(self) -> str | None:
         """``'a.tif', 'b.gpkg' and 3 more``, or None when none of them is still there.
@@ -248,7 +255,7 @@ class CommitLog:
         Files committed into a work folder that the run removed again (training's
         checkpoints, when it is interrupted) are not kept, so not named.
         """
-        kept = [p for p in dict.fromkeys(self.paths) if os.path.lexists(p)]
+        kept = [p for p in dict.fromkeys(self.paths or ()) if os.path.lexists(p)]
         if not kept:
             return None
         names = ", ".join(repr(str(p)) for p in kept[: self.SHOWN])
@@ -256,7 +263,7 @@ class CommitLog:
         return names + (f" and {more} more" if more > 0 else "")
 
 
-#: Outputs committed by this process (reset by the CLI at each command's start).
+#: Outputs committed by the running command (recorded by the CLI only).
 COMMITTED = CommitLog()
 
 

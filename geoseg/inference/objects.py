@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.classes import ClassTable
+from geoseg.inference.device import argmax0
 from geoseg.inference.instances import ChunkGrid, TaskMap
 from geoseg.inference.products import PROB_NODATA, SemanticDecoder, instance_products
 from geoseg.instances.objects import ObjectList, claimed, object_key, paint_one
@@ -116,7 +117,7 @@ class ObjectDecoder:
         stuff = self.stuff_indices()
         if "classes" in maps:
             p = maps["classes"]
-            stuff_cls = np.asarray(stuff)[np.argmax(p[stuff], axis=0)]
+            stuff_cls = np.asarray(stuff)[argmax0(p[stuff])]
         else:
             stuff_cls = np.full(shape, stuff[0], np.int64)
         keys[~valid] = 0

@@ -156,7 +156,7 @@ class InstanceDecoder:
         stuff = [k for k, c in enumerate(table) if not c.thing] or list(range(len(table)))
         lut = np.asarray(table.ids, np.int64)
         probs = maps[len(MAP_BANDS) :]
-        cls = lut[np.asarray(stuff)[np.argmax(probs[stuff], axis=0)]]
+        cls = lut[np.asarray(stuff)[argmax0(probs[stuff])]]
         obj = ids > 0
         obj_cls = np.zeros(ids.shape, np.int64)
         obj_cls[obj] = object_class[ids[obj].astype(np.int64) - 1]

@@ -9,6 +9,14 @@ Reported: the share of valid pixels whose class differs from the reference, and 
 model compute relative to a non-overlapping grid.
 
     .venv/bin/python benchmarks/seams.py --json benchmarks/results/seams.json
+
+Any other model and scene (a check on other data): ``--model run/model.safetensors
+--image scene.tif``; the reference is then one window over the whole scene (its larger
+side rounded up to a multiple of 32 px, or ``--whole``), and the window sizes smaller
+than the scene are compared with it.
+
+    .venv/bin/python benchmarks/seams.py --model runs/water/model.safetensors \
+        --image data/sen1floods11-spain-water/S2/Spain_7370579_S2Hand.tif --tiles 128 256
 """
 
 from __future__ import annotations
@@ -36,33 +44,44 @@ def main() -> None:
                     help="overlaps to try: 'default' or pixels")  # fmt: skip
     ap.add_argument("--blends", nargs="*", default=["margin", "cosine"])
     ap.add_argument("--json", default=None)
+    ap.add_argument("--model", type=Path, default=MODEL, help="checkpoint (default: NC)")
+    ap.add_argument("--image", type=Path, help="one scene for --model (default: the NC ones)")
+    ap.add_argument("--whole", type=int, help="reference window for --image (px)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="geoseg-seams-"))
     sys.path.insert(0, str(Path(__file__).parent))
     from _inference_data import mirrored_mosaic, nc_stack
 
-    scenes = {
-        "nc": (make_nc_mosaic(work / "mosaic", data_dir=ROOT / "data" / "nc-landsat7-landcover"),
-               512),
-        "nc_2x2": (mirrored_mosaic(nc_stack(work), work / "mirrored", 2), 1024),
-    }  # fmt: skip
+    if args.image is not None:
+        with rasterio.open(args.image) as src:
+            side = max(src.shape)
+        whole_tile = args.whole or -(-side // 32) * 32
+        scenes = {args.image.stem: ([args.image], whole_tile)}
+        args.tiles = [t for t in args.tiles if t < side]
+    else:
+        scenes = {
+            "nc": (make_nc_mosaic(work / "mosaic",
+                                  data_dir=ROOT / "data" / "nc-landsat7-landcover"), 512),
+            "nc_2x2": (mirrored_mosaic(nc_stack(work), work / "mirrored", 2), 1024),
+        }  # fmt: skip
+    model = args.model
     refs = {}
     for name, (tiles, whole_tile) in scenes.items():
-        whole = predict(MODEL, tiles, work / f"whole_{name}.tif", tile_size=whole_tile,
+        whole = predict(model, tiles, work / f"whole_{name}.tif", tile_size=whole_tile,
                         progress=False)  # fmt: skip
         with rasterio.open(whole) as src:
             ref = src.read(1)
             refs[name] = (ref, ref != src.nodata, src.shape)
     rows = []
     for tile in args.tiles:
-        scene = "nc_2x2" if tile >= 512 else "nc"
+        scene = next(iter(scenes)) if args.image else "nc_2x2" if tile >= 512 else "nc"
         tiles = scenes[scene][0]
         ref, valid, (h, w) = refs[scene]
         for ov_name in args.overlaps:
             ov = default_overlap(tile) if ov_name == "default" else int(ov_name)
             for blend in args.blends:
                 out = work / f"t{tile}_o{ov}_{blend}.tif"
-                predict(MODEL, tiles, out, tile_size=tile, overlap=ov, blend=blend,
+                predict(model, tiles, out, tile_size=tile, overlap=ov, blend=blend,
                         progress=False)  # fmt: skip
                 with rasterio.open(out) as src:
                     got = src.read(1)

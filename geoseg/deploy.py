@@ -56,8 +56,10 @@ class Deployable(nn.Module):
         mean, std: per-band normalization.
         scale: the input is multiplied by this first (255 for Deepness, which divides
             by 255).
-        nodata: a raw value marking no-data pixels (any band), set to 0 after
-            normalization as ``geoseg predict`` does; None: no masking.
+        nodata: a raw value marking no-data pixels, set to 0 after normalization as
+            ``geoseg predict`` does; None: no masking.
+        nodata_mode: ``"any"``: a pixel is no-data when any band is ``nodata``; ``"all"``:
+            only when every band is (the model's training rule, ``image_nodata_mode``).
         keep: indices of ``inner``'s outputs to return.
     """
 
@@ -69,6 +71,7 @@ class Deployable(nn.Module):
         *,
         scale: float = 1.0,
         nodata: float | None = None,
+        nodata_mode: str = "any",
         keep: Sequence[int] = (0,),
     ) -> None:
         super().__init__()
@@ -80,6 +83,7 @@ class Deployable(nn.Module):
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(shape))
         self.scale = float(scale)
         self.nodata = None if nodata is None else float(nodata)
+        self.nodata_all = nodata_mode == "all"
         self.keep = list(keep)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -89,7 +93,10 @@ class Deployable(nn.Module):
         if self.nodata is not None:
             # tolerance: Deepness's x/255*255 round trip is not exact in float32
             tol = max(1e-3, abs(self.nodata) * 1e-6)
-            bad = (raw - self.nodata).abs().le(tol).any(dim=1, keepdim=True)
+            near = (raw - self.nodata).abs().le(tol)
+            bad = (
+                near.all(dim=1, keepdim=True) if self.nodata_all else near.any(dim=1, keepdim=True)
+            )
             z = torch.where(bad, torch.zeros_like(z), z)
         out = self.inner(z)
         return tuple(out[i] for i in self.keep)
@@ -175,6 +182,7 @@ def export_model(
         meta.std,
         scale=255.0 if format == "deepness" else 1.0,
         nodata=nodata,
+        nodata_mode=meta.image_nodata_mode,
         keep=keep,
     ).eval()
     names = [pixel[i].name for i in keep]
@@ -295,6 +303,7 @@ def _geoseg_metadata(meta: Any, tile: int, nodata: float | None, names: list[str
         "resolution": meta.resolution,
         "crs": meta.crs,
         "nodata": nodata,
+        "nodata_mode": meta.image_nodata_mode,
     }
 
 

@@ -189,6 +189,7 @@ def build_metadata(
         resolution=_as_float(getattr(dm, "resolution", None)),
         crs=_as_crs(getattr(dm, "crs", None)),
         image_nodata=_as_float(getattr(dm, "image_nodata", None)),
+        image_nodata_mode=config.data.imagery.nodata_mode if config.data is not None else "any",
         model_kwargs=dict(config.model.kwargs),
         metrics=dict(metrics),
         config=config.to_dict(),

@@ -614,7 +614,7 @@ def test_validity_from_values_equals_gdal_mask(tmp_path, dtype, nodata):
     # for values a few float32 steps from nodata (GDAL's tolerant comparison).
     from rasterio.transform import from_origin
 
-    from geoseg.io.mosaic import _valid_from_values
+    from geoseg.io.validity import valid_from_values as _valid_from_values
 
     if dtype == "float32":
         nd = np.float32(nodata)

@@ -66,6 +66,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--dst-crs", help="output grid CRS (default: the first input's)")
     p.add_argument("--resolution", type=float, help="output pixel size in dst CRS units")
     p.add_argument("--resampling", default="nearest", help="for reprojected inputs")
+    p.add_argument(
+        "--nodata",
+        default="auto",
+        metavar="VALUE",
+        help="no-data value of inputs that declare none: auto (default: the model's "
+        "training no-data value and band rule), a number, or none",
+    )
     p.add_argument("--block-size", type=int, default=1024, help="output block (pixels)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument(
@@ -106,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         dst_crs=args.dst_crs,
         resolution=args.resolution,
         resampling=args.resampling,
+        nodata=_nodata_option(args.nodata),
         block_size=args.block_size,
         overwrite=args.overwrite,
         resume=args.resume,
@@ -120,3 +128,11 @@ def run(args: argparse.Namespace) -> int:
         f"{mpx / stats['seconds']:.2f} Mpx/s)"
     )
     return 0
+
+
+def _nodata_option(text: str) -> float | str:
+    """``--nodata``: a number, else the word as given (``auto``/``none``, checked later)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text

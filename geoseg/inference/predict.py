@@ -51,6 +51,7 @@ from geoseg.io.outputs import (
     remove_stale_temporaries,
     work_folder,
 )
+from geoseg.io.validity import nodata_rule
 from geoseg.tasks import has_objects
 
 #: Local Dask schedulers accepted by name; anything starting with ``tcp://`` (or a
@@ -140,6 +141,7 @@ def predict(
     dst_crs: str | None = None,
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
+    nodata: float | str | None = "auto",
     block_size: int = 1024,
     overwrite: bool = False,
     resume: bool = False,
@@ -156,20 +158,17 @@ def predict(
     the same for every scheduler and ``block_size``.
 
     Args:
-        checkpoint: a geoseg checkpoint (``save_checkpoint``); bands, normalization,
-            classes and the default tile size come from it.
+        checkpoint: a geoseg checkpoint (bands, normalization, classes, tile size).
         inputs: a GeoTIFF, several GeoTIFFs forming a mosaic (any CRS/resolution:
             reprojected onto one grid), a folder of rasters or a VRT.
-        output: the class map COG (uint8 class ids, uint16 past 255; colour table and
-            class names).
-        probabilities: optional per-class probability COG (uint8, p = v/254, 255 = no-data).
+        output: the class map COG (uint8 ids, uint16 past 255; colour table, class names).
+        probabilities: per-class probability COG (uint8, p = v/254, 255 = no-data).
         instances: instance and panoptic models: the instance-id COG (band 1: uint32 id,
             0 = no object, deterministic and unique over the mosaic, the same for every
             block size and scheduler; band 2: the object's class id).
         objects: instance and panoptic models: a CSV table of the objects (id, class,
-            pixels, score = mean footprint probability over the object's seed).
-        tile_size: model window in pixels (default: the checkpoint's tile size, at least
-            :data:`DEFAULT_MIN_TILE`: more context, fewer seams).
+            pixels, score: mean footprint probability over the object's seed).
+        tile_size: model window in pixels (default: the checkpoint's, >= 512 px).
         overlap: overlap between windows in pixels (default: ``tile_size // 8``).
         batch_size: windows per model call.
         blend: a name from :data:`geoseg.inference.blending.BLEND_WINDOWS` or a callable.
@@ -188,6 +187,8 @@ def predict(
         dst_crs: output grid CRS (default: the first input's).
         resolution: output pixel size in ``dst_crs`` units (default: the first input's).
         resampling: resampling for inputs that need reprojection.
+        nodata: no-data of inputs that declare none: ``"auto"`` (the model's training
+            value and band rule, :mod:`geoseg.io.validity`), a number, or None.
         block_size: output block side in pixels (the Dask chunking; any value gives the
             same result).
         overwrite: replace existing outputs.
@@ -242,6 +243,7 @@ def _predict(
     dst_crs: str | None,
     resolution: float | tuple[float, float] | None,
     resampling: str,
+    nodata: float | str | None,
     block_size: int,
     overwrite: bool,
     resume: bool,
@@ -268,7 +270,8 @@ def _predict(
     weight = weight_window(blend, tile, ov)
     transforms = tuple(tta_transforms(tta))
     mosaic = open_mosaic(inputs, model_bands=meta.bands, bands=bands, crs=crs, dst_crs=dst_crs,
-                         resolution=resolution, resampling=resampling)  # fmt: skip
+                         resolution=resolution, resampling=resampling,
+                         nodata=nodata_rule(nodata, meta))  # fmt: skip
     check_grid(mosaic)
     check_value_range(mosaic, np.asarray(meta.mean), np.asarray(meta.std), list(meta.bands))
     decoder = _decoder(meta, "probabilities" in targets, min(block_size, 512))
@@ -287,7 +290,6 @@ def _predict(
         # one process holds the batches and blends them: they can stay on the GPU
         on_device=client is None and scheduler in ("threads", "synchronous"),
     )  # fmt: skip
-    chosen = spec.backend
     plan = _Plan(
         mosaic=mosaic,
         spec=spec,
@@ -311,8 +313,8 @@ def _predict(
         if client is not None and isinstance(scheduler, str):
             client.close()
     if stats is not None:
-        stats.update(backend=chosen, device=dev, tile_size=tile, overlap=ov, windows=n_windows,
-                     blocks=n_blocks, height=mosaic.height, width=mosaic.width,
+        stats.update(backend=spec.backend, device=dev, tile_size=tile, overlap=ov,
+                     windows=n_windows, blocks=n_blocks, height=mosaic.height, width=mosaic.width,
                      seconds=time.perf_counter() - t_start)  # fmt: skip
     if len(targets) == 1:
         return targets["classes"]

@@ -23,7 +23,7 @@ import functools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from geoseg.io.handles import (
 from geoseg.io.headers import check_complete, check_georeferenced
 from geoseg.io.outputs import input_files
 from geoseg.io.relay import RELAY
+from geoseg.io.validity import NodataRule, declares_nodata, valid_from_values
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ class Source:
             the user gave (``netcdf:x.nc:var``) for a VRT of it in the geoseg cache.
         depends: the files reading ``path`` reads too (a VRT's sources, the netCDF file
             of a variable), with their versions (:func:`~geoseg.io.handles.file_versions`).
+        own_nodata: the file declares no-data (a value, mask band or alpha) for the bands
+            read; a file that does not gets the mosaic's :attr:`Mosaic.nodata`.
     """
 
     path: str
@@ -81,6 +84,7 @@ class Source:
     stamp: tuple[int, int] = (0, 0)
     name: str = ""
     depends: tuple[tuple[str, int, int], ...] = ()
+    own_nodata: bool = True
 
     @property
     def shown(self) -> str:
@@ -104,6 +108,8 @@ class Mosaic:
         transform: output grid transform.
         height, width: output grid size in pixels.
         resampling: resampling name used for warped sources.
+        nodata: the no-data rule of inputs that declare none (the model's training
+            rule, :class:`~geoseg.io.validity.NodataRule`); None: all their pixels count.
     """
 
     sources: tuple[Source, ...]
@@ -113,6 +119,7 @@ class Mosaic:
     height: int
     width: int
     resampling: str = "nearest"
+    nodata: NodataRule | None = None
 
     def check_unchanged(self) -> None:
         """InputFileError when an input or a file it reads changed since the scan.
@@ -220,7 +227,7 @@ class Mosaic:
         try:
             with self._open(src) as ds:
                 arr = ds.read(list(self.bands), window=win, out_dtype="float32")
-                ok = None if src.warp else _valid_from_values(ds, self.bands, arr)
+                ok = None if src.warp else valid_from_values(ds, self.bands, arr)
                 if ok is None:
                     masks = ds.read_masks(list(self.bands), window=win)
                     ok = np.all(masks > 0, axis=0)
@@ -229,6 +236,8 @@ class Mosaic:
                 f"cannot read input {src.shown!r} (corrupt or truncated?): {exc}"
             ) from exc
         ok &= np.all(np.isfinite(arr), axis=0)
+        if self.nodata is not None and not src.own_nodata:
+            ok &= self.nodata.valid(arr)
         return arr, ok
 
     def _compose(
@@ -267,94 +276,6 @@ def _until_cover(window: PixelWindow, plan: list[tuple[Source, Window, Any]]) ->
         if _covers(win, window):
             return i + 1
     return len(plan)
-
-
-#: Source dtypes whose values convert to float32 exactly (for :func:`_valid_from_values`).
-_EXACT_F32 = {
-    "uint8": (0, 255),
-    "int8": (-128, 127),
-    "uint16": (0, 65535),
-    "int16": (-32768, 32767),
-}
-
-
-def _valid_from_values(ds: Any, bands: tuple[int, ...], arr: np.ndarray) -> np.ndarray | None:
-    """GDAL's validity mask computed from already-read values, or None if it can't be.
-
-    When a band's only mask is its nodata value (or it has none), GDAL's mask band
-    re-reads and decodes the same blocks to compare them with nodata; comparing the
-    float32 values read anyway gives the same mask at a fraction of the cost. Returns
-    None (the caller asks GDAL) for per-dataset masks, alpha bands and dtypes that do
-    not convert to float32 exactly.
-    """
-    from rasterio.enums import MaskFlags
-
-    flags, nodata, dtypes = ds.mask_flag_enums, ds.nodatavals, ds.dtypes
-    ok: np.ndarray | None = None
-    for i, b in enumerate(bands):
-        f, nd, dt = flags[b - 1], nodata[b - 1], dtypes[b - 1]
-        if f == [MaskFlags.all_valid]:
-            continue
-        if f != [MaskFlags.nodata] or nd is None:
-            return None
-        a = arr[i]
-        if dt == "float32":
-            ndf = np.float32(nd)
-            if np.isnan(ndf):
-                bad = np.isnan(a)
-            else:
-                bad = near_nodata(a, ndf)
-        elif dt in _EXACT_F32:
-            lo, hi = _EXACT_F32[dt]
-            if not (float(nd).is_integer() and lo <= nd <= hi):
-                return None
-            bad = a == np.float32(nd)
-        else:
-            return None
-        ok = ~bad if ok is None else ok & ~bad
-    if ok is None:
-        return np.ones(arr.shape[1:], dtype=bool)
-    return ok
-
-
-def _are_real_equal(a: np.ndarray, ndf: np.float32) -> np.ndarray:
-    # GDAL's ARE_REAL_EQUAL for float32: equal, or within 2 epsilons (relative).
-    with np.errstate(over="ignore", invalid="ignore"):
-        return (a == ndf) | (np.abs(a - ndf) < np.finfo(np.float32).eps * np.abs(a + ndf) * 2)
-
-
-#: Below half an ulp of float32's largest value (2**103 ~ 1.01e31), ``a + nodata``
-#: cannot overflow for any float32 ``a``.
-_BIG_NODATA = np.float32(1e30)
-
-
-def near_nodata(a: np.ndarray, ndf: np.float32) -> np.ndarray:
-    """GDAL's ``ARE_REAL_EQUAL(a, nodata)`` mask of a float32 array, computed cheaply.
-
-    Every value the formula matches lies within about 4 epsilons (relative) of the
-    no-data value, so two comparisons with a 16-epsilon interval find the candidates and
-    the exact formula runs only on those that are not exactly the no-data value: the same
-    mask as the formula on every value (3 to 5 array passes instead of 6 and their
-    temporaries). For a no-data value of 1e30 or more, where ``a + nodata`` can overflow
-    and the formula then matches values far from it, the formula runs on every value.
-    """
-    if not abs(ndf) < _BIG_NODATA:
-        return _are_real_equal(a, ndf)
-    eps = np.finfo(np.float32).eps
-    span = np.float32(16) * max(eps * abs(ndf), np.spacing(abs(ndf)))
-    lo, hi = np.float32(ndf - span), np.float32(ndf + span)
-    bad = a >= lo
-    bad &= a <= hi
-    if bad.any():
-        # Values stored as exactly the no-data value (the usual case, and often a large
-        # part of a scene: 38 % of the NC stack) match without the formula; gathering
-        # and scattering them all took 14 ms per 512 x 2445 band, against 1 ms.
-        odd = a != ndf
-        odd &= bad
-        if odd.any():
-            idx = np.nonzero(odd)
-            bad[idx] = _are_real_equal(a[idx], ndf)
-    return bad
 
 
 def _select_bands(
@@ -404,6 +325,7 @@ def open_mosaic(
     dst_crs: str | CRS | None = None,
     resolution: float | tuple[float, float] | None = None,
     resampling: str = "nearest",
+    nodata: NodataRule | None = None,
 ) -> Mosaic:
     """Describe the input mosaic and its output grid, checking every file up front.
 
@@ -419,6 +341,7 @@ def open_mosaic(
         resolution: output pixel size in ``dst_crs`` units (default: the first file's).
         resampling: resampling for reprojected inputs (a ``rasterio.enums.Resampling``
             name).
+        nodata: the no-data rule of inputs that declare no no-data of their own.
 
     Raises:
         InputFileError: missing, corrupt or truncated file.
@@ -436,9 +359,10 @@ def open_mosaic(
     # handle to the read pool afterwards instead of being opened again by a worker.
     handles: list[Any] = []  # (dataset, taken from the pool) per file
     try:
-        return _open_mosaic(
+        mosaic = _open_mosaic(
             paths, model_bands, bands, user_crs, dst_crs, resolution, resampling, handles
         )
+        return replace(mosaic, nodata=nodata) if nodata is not None else mosaic
     finally:
         for held in handles:
             if held is not None:
@@ -523,6 +447,7 @@ class _Input:
     stamp: tuple[int, int] = (0, 0)
     name: str = ""  # as the user named it (Source.name)
     depends: tuple[tuple[str, int, int], ...] = ()  # Source.depends
+    own_nodata: bool = True  # Source.own_nodata
 
 
 def _scan_inputs(
@@ -568,7 +493,8 @@ def _scan_inputs(
             check_complete(ds, st.st_size)
             depends = file_versions(input_files(p)[1:])  # a VRT's sources, a variable's file
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
-                                file_stamp(st), name, depends))  # fmt: skip
+                                file_stamp(st), name, depends,
+                                declares_nodata(ds, band_sel)))  # fmt: skip
         except RasterioError as exc:
             raise InputFileError(f"input {read_failure(str(p), exc, name=name)}") from exc
         except OSError as exc:
@@ -645,6 +571,7 @@ def _place(
     return Source(
         stamp=info.stamp,
         depends=info.depends,
+        own_nodata=info.own_nodata,
         path=str(info.path),
         name=info.name if info.name != str(info.path) else "",
         src_crs=assumed,

@@ -61,6 +61,8 @@ class ModelMetadata:
         resolution: ground sample distance of the training data, in CRS units per pixel.
         crs: CRS of the training data (WKT or EPSG string), informative.
         image_nodata: no-data value of the training imagery (None if none).
+        image_nodata_mode: how the bands' no-data combined in training: ``"any"`` band
+            at ``image_nodata`` made a pixel no-data, or only ``"all"`` bands.
         metrics: validation/test metrics recorded at training time.
         config: the training config as plain data (for provenance).
         pretrained: what the network started from (source, file, sha256, bands taken from
@@ -83,6 +85,7 @@ class ModelMetadata:
     resolution: float | None = None
     crs: str | None = None
     image_nodata: float | None = None
+    image_nodata_mode: str = "any"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +131,7 @@ class ModelMetadata:
             "resolution": self.resolution,
             "crs": self.crs,
             "image_nodata": self.image_nodata,
+            "image_nodata_mode": self.image_nodata_mode,
             "metrics": self.metrics,
             "config": self.config,
             "pretrained": self.pretrained,
@@ -162,6 +166,7 @@ class ModelMetadata:
                 resolution=h.resolution(),
                 crs=h.crs(),
                 image_nodata=h.nodata(),
+                image_nodata_mode=h.nodata_mode(),
                 model_kwargs=h.model_kwargs(),
                 metrics=h.mapping("metrics"),
                 config=h.mapping("config"),
@@ -367,6 +372,16 @@ class _HeaderReader:
             return None if value is None else float(value)
         except OverflowError:
             raise self.error("image_nodata", f"is out of range: {brief(value)}") from None
+
+    def nodata_mode(self) -> str:
+        # checkpoints written before the key: the training config's setting, else "any"
+        imagery = self.mapping("config").get("data", {})
+        imagery = imagery.get("imagery", {}) if isinstance(imagery, Mapping) else {}
+        default = imagery.get("nodata_mode", "any") if isinstance(imagery, Mapping) else "any"
+        value = self.get("image_nodata_mode", default if default in ("any", "all") else "any")
+        if value not in ("any", "all"):
+            raise self.error("image_nodata_mode", f"must be 'any' or 'all', got {brief(value)}")
+        return str(value)
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from geoseg.errors import ConfigError
 
@@ -43,6 +42,8 @@ def boundary(instances: np.ndarray, width: int = 1) -> np.ndarray:
     edge[:, 1:] |= inst[:, 1:] != inst[:, :-1]
     edge &= inst > 0
     if width > 1:
+        from scipy import ndimage  # here: see geoseg.instances.decoding.FOUR
+
         ring = ndimage.binary_dilation(edge, iterations=width - 1)
         edge = ring & (inst > 0)
     return edge
@@ -55,6 +56,8 @@ def contact(instances: np.ndarray, distance: int = 5) -> np.ndarray:
     # a stand-in above every id for "no object" (not int64's max: scipy's filters pass
     # cval through a float, which would overflow)
     big = int(inst.max(initial=0)) + 1
+    from scipy import ndimage  # here: see geoseg.instances.decoding.FOUR
+
     hi = ndimage.maximum_filter(inst, size=size, mode="constant", cval=0)
     lo = ndimage.minimum_filter(np.where(inst > 0, inst, big), size=size, mode="constant",
                                 cval=big)  # fmt: skip

@@ -24,6 +24,8 @@ MIN_COVERAGE = 0.05
 MAX_Z = 8.0
 #: ... or when the input's values are this many times smaller than the training values.
 MAX_SCALE = 20.0
+#: Most pixels per band whose median and percentiles the value check computes.
+SAMPLE_PIXELS = 65536
 
 
 def check_grid(mosaic: Mosaic) -> None:
@@ -63,6 +65,9 @@ def check_value_range(
     if not values:
         return
     sample = np.concatenate(values, axis=1)
+    # every k-th valid pixel, at most SAMPLE_PIXELS: the full median of five 256 px
+    # windows of 13 bands took 0.12 s at the start of every run; the sample's 0.02 s
+    sample = sample[:, :: max(1, sample.shape[1] // SAMPLE_PIXELS)]
     med = np.median(sample, axis=1)
     z = np.abs(med - mean) / np.maximum(std, 1e-12)
     far = [i for i in range(len(z)) if z[i] > MAX_Z]

@@ -232,7 +232,7 @@ def test_a_command_stopped_after_a_stage_names_what_it_kept(tmp_path, monkeypatc
 
     parser = argparse.ArgumentParser(prog="geoseg")
     parser.set_defaults(command="demo", _run=staged)
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda command=None: parser)
     code = cli.main([])
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == (130 if failure == "interrupt" else 1)

@@ -374,6 +374,9 @@ CASES: list[tuple[str, str, str, str]] = [
     ("prompts of several layers (label)",
      "label rgb.tif --prompts two_layers.gpkg --sam sam -o out/l.gpkg", "error",
      "--prompt-layer"),
+    ("a --nodata that is not a number (predict)",
+     "predict model.safetensors tiles -o out/nd.tif --nodata zero", "error",
+     "nodata: expected a number"),
     ("zone statistics as a GeoPackage (stats)",
      "stats map.tif --zones layers.gpkg --zone-layer districts --zone-field name -o out/z.gpkg "
      "--no-plot --quiet", "ok", ""),

@@ -136,3 +136,40 @@ def check_paths(value: Any, name: str) -> list[str | os.PathLike[str]]:
     if type(value).__module__.startswith("numpy") or hasattr(value, "crs"):
         check_path(value, name)
     return [check_path(v, f"{name}[{i}]") for i, v in enumerate(value)]
+
+
+def check_ints(
+    value: Any, name: str, *, low: int | None = None, high: int | None = None, unit: str = ""
+) -> list[int]:
+    """A sequence of whole numbers (list, tuple, array, generator) as a list of ints.
+
+    Text is refused (``rgb="123"`` is not three bands), and so is a lone number; each item
+    is checked by :func:`check_int` and named by its position (``rgb[2]``).
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigError(
+            f"{name}: expected a list of whole numbers, e.g. [1, 2, 3], got {_kind(value)}"
+        )
+    return [
+        check_int(v, f"{name}[{i}]", low=low, high=high, unit=unit) for i, v in enumerate(value)
+    ]
+
+
+def check_text(value: Any, name: str) -> str:
+    """``value`` if it is a non-empty ``str``; ConfigError naming ``name`` if not."""
+    if isinstance(value, str) and value.strip():
+        return value
+    raise ConfigError(f"{name}: expected a non-empty name (str), got {_kind(value)}")
+
+
+def check_texts(value: Any, name: str) -> list[str]:
+    """One string or an iterable of strings as a list (``"a=1"`` is ``["a=1"]``, not letters)."""
+    if isinstance(value, str):
+        return [value]
+    if value is None or isinstance(value, bytes) or not isinstance(value, Iterable):
+        raise ConfigError(f"{name}: expected a list of strings, got {_kind(value)}")
+    items = list(value)
+    for i, v in enumerate(items):
+        if not isinstance(v, str):
+            raise ConfigError(f"{name}[{i}]: expected a string, got {_kind(v)}")
+    return items

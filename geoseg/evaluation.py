@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from geoseg.arguments import check_flag, check_path, check_text, check_texts
 from geoseg.classes import ClassTable
 from geoseg.config import ExperimentConfig
 from geoseg.errors import CheckpointError, ConfigError
@@ -111,11 +112,17 @@ def evaluate(
     from geoseg.tasks import task_class
     from geoseg.training import make_datamodule
 
-    if split not in SPLITS:
+    if not isinstance(split, str) or split not in SPLITS:
         raise ConfigError(f"split: unknown split {split!r}; valid splits are {list(SPLITS)}")
     from geoseg.inference.backends import resolve_device
 
-    device = resolve_device(device)  # a clear error for an unknown or absent device
+    check_path(checkpoint, "checkpoint")
+    if output is not None:
+        check_path(output, "output")
+    overrides = check_texts(overrides, "overrides")
+    overwrite, progress = check_flag(overwrite, "overwrite"), check_flag(progress, "progress")
+    # a clear error for an unknown or absent device
+    device = resolve_device(check_text(device, "device"))
     ckpt = Path(checkpoint)
     out_path = Path(output) if output is not None else None
     inputs: list[str | Path | None] = [checkpoint]

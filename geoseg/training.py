@@ -36,6 +36,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from geoseg.arguments import check_flag, check_path
 from geoseg.classes import ClassTable
 from geoseg.config import ExperimentConfig, TrainingConfig
 from geoseg.errors import ConfigError, DataError
@@ -238,6 +239,9 @@ def train(
         ConfigError: unknown key or invalid value anywhere in the config.
         DataError: the data yields no training batches.
     """
+    if output_dir is not None:
+        check_path(output_dir, "output_dir")
+    overwrite = check_flag(overwrite, "overwrite")
     exp = load_experiment(config, overrides)
     out = Path(output_dir if output_dir is not None else exp.output_dir or "runs/experiment")
     check_run_folder(out, overwrite, config if isinstance(config, str | Path) else None)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from geoseg.arguments import check_path
+from geoseg.arguments import check_path, check_texts
 from geoseg.errors import ConfigError, InputFileError
 
 T = TypeVar("T")
@@ -97,7 +97,7 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     import copy
 
     out = copy.deepcopy(data)
-    for item in overrides:
+    for item in check_texts(overrides, "overrides"):
         if "=" not in item:
             raise ConfigError(
                 f"override {item!r} is not KEY=VALUE (for example training.max_epochs=3)"

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from geoseg.arguments import check_texts
 from geoseg.config.base import (
     apply_overrides,
     from_mapping,
@@ -91,7 +92,7 @@ class ExperimentConfig:
         Overrides (``"training.max_epochs=3"``) are applied to the plain data before
         validation, so an override with a typo'd key names the valid keys too.
         """
-        overrides = list(overrides)
+        overrides = check_texts(overrides, "overrides")
         base_dir = None
         if isinstance(config, ExperimentConfig):
             if not overrides:

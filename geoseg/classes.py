@@ -306,6 +306,16 @@ def parse_classes(value: Any) -> tuple[list[int] | None, dict[int, str]]:
     """
     if value is None:
         return None, {}
+    keep, names = _parse_classes(value)
+    if not keep:
+        raise ConfigError(
+            f"classes: {value!r} names no class; give class ids (classes=[1, 5]), or leave "
+            "classes out (None) for all classes"
+        )
+    return keep, names
+
+
+def _parse_classes(value: Any) -> tuple[list[int], dict[int, str]]:
     if isinstance(value, ClassTable):
         return value.ids, {c.id: c.name for c in value}
     if isinstance(value, Mapping):
@@ -343,6 +353,39 @@ def _class_id(value: Any, where: str) -> int:
                 "classes=[1, 5], or names by id, e.g. classes={1: 'water', 5: 'forest'}"
             ) from None
     return check_int(value, where, unit="a class id")
+
+
+def check_map_classes(
+    keep: Iterable[int] | None,
+    names: Mapping[int, str],
+    path: str | os.PathLike[str],
+    band: int = 1,
+) -> None:
+    """The class ids a ``classes`` option names are classes of the map, if it says which.
+
+    A map that carries its class table (the :data:`CLASSES_TAG` tag that geoseg writes)
+    knows its classes: an id that is not one of them is a typo or the wrong map, and
+    would otherwise give an empty result. A map without a table is not checked.
+
+    Raises:
+        ConfigError: naming the ids and the map's classes.
+    """
+    import rasterio
+
+    ids = list(dict.fromkeys([*(keep or ()), *names]))
+    if not ids:
+        return
+    with rasterio.open(path) as src:
+        table = read_class_table(src, band)
+    if table is None:
+        return
+    unknown = [i for i in ids if not table.has_id(i)]
+    if unknown:
+        valid = ", ".join(f"{c.id} ({c.name})" for c in table)
+        verb = "is not a class" if len(unknown) == 1 else "are not classes"
+        raise ConfigError(
+            f"classes: {unknown[:10]} {verb} of {str(path)!r}; its classes are {valid}"
+        )
 
 
 def class_table_for(path: str | os.PathLike[str], *, band: int = 1) -> ClassTable | None:

@@ -2,7 +2,8 @@
 
 * :mod:`~geoseg.analysis.areas`: :func:`class_areas` (per class, optionally per zone),
   :func:`write_stats` (CSV, or the zones with a column per class: :func:`zone_table`,
-  by the output's extension: :data:`STATS_FORMATS`), :func:`plot_class_areas`.
+  by the output's extension: :data:`STATS_FORMATS`).
+* :mod:`~geoseg.analysis.charts`: :func:`plot_class_areas` (bar chart of class areas).
 * :mod:`~geoseg.analysis.change`: :func:`change` (from-to matrix and change polygons).
 * :mod:`~geoseg.analysis.objects`: :func:`object_stats` (objects per class and zone:
   count, footprint area, mean and median size) of an instance map.
@@ -15,11 +16,11 @@ from geoseg.analysis.areas import (
     STATS_COLUMNS,
     STATS_FORMATS,
     class_areas,
-    plot_class_areas,
     write_stats,
     zone_table,
 )
 from geoseg.analysis.change import ChangeResult, change
+from geoseg.analysis.charts import plot_class_areas
 from geoseg.analysis.objects import OBJECT_COLUMNS, object_stats
 from geoseg.io.grid import pixel_areas
 

@@ -14,6 +14,7 @@ The statistics are written in the format of the output's extension
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import unicodedata
 import warnings
@@ -30,14 +31,22 @@ import shapely
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
-from geoseg.arguments import check_int, check_path
-from geoseg.classes import ClassTable, class_color, class_table_for, parse_classes
+from geoseg.analysis.charts import check_stats_frame, plot_class_areas
+from geoseg.arguments import check_flag, check_int, check_path
+from geoseg.classes import (
+    ClassTable,
+    check_map_classes,
+    class_color,
+    class_table_for,
+    parse_classes,
+)
 from geoseg.errors import (
     ConfigError,
     DataError,
     DataWarning,
     NoDataWarning,
     ReprojectionWarning,
+    brief,
     warn,
 )
 from geoseg.io.bands import (
@@ -262,12 +271,14 @@ def class_areas(
     """
     from tqdm.auto import tqdm
 
+    progress = check_flag(progress, "progress")
     check_zone_options(zones, zone_field, zone_layer)
     path = raster_path(classmap)
     band = class_band(path, band)
     grid = open_grid(path, band=band)
     table = class_table_for(path, band=band)
     keep, overrides = parse_classes(classes)
+    check_map_classes(keep, overrides, path, band)
     source = BandSource(path, band, nodata)
     row_area = pixel_areas(grid)
     zone_geoms, zone_labels = (
@@ -390,61 +401,6 @@ def _stats_frame(
     if not with_zones:
         df = df[df["zone"] == ALL_ZONES].reset_index(drop=True)
     return df
-
-
-def plot_class_areas(
-    stats: pd.DataFrame,
-    path: str | Path | None = None,
-    *,
-    colors: dict[int, str] | None = None,
-    unit: str = "ha",
-    overwrite: bool = False,
-) -> Any:
-    """Bar chart of class areas (one group of bars per zone), coloured by class colour.
-
-    Args:
-        stats: the output of :func:`class_areas`.
-        path: write the figure here (PNG) when given.
-        colors: class id -> colour (default: ``stats.attrs["colors"]``).
-        unit: ``"ha"``, ``"m2"`` or ``"percent"``.
-        overwrite: replace an existing image.
-
-    Returns:
-        The matplotlib Figure.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    columns = {"ha": "area_ha", "m2": "area_m2", "percent": "percent"}
-    if unit not in columns:
-        raise ConfigError(f"unit must be one of {list(columns)}, got {unit!r}")
-    colors = colors or stats.attrs.get("colors", {})
-    col = columns[unit]
-    zones = list(dict.fromkeys(stats["zone"]))
-    classes = stats.drop_duplicates("class_id").sort_values("class_id")
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(zones) + 3), 4.5), dpi=100)
-    width = 0.8 / max(len(classes), 1)
-    for k, (cid, name) in enumerate(zip(classes["class_id"], classes["class_name"])):
-        sub = stats[stats["class_id"] == cid].set_index("zone")[col]
-        vals = [float(sub.get(z, 0.0)) for z in zones]
-        xs = np.arange(len(zones)) + (k - (len(classes) - 1) / 2) * width
-        ax.bar(xs, vals, width=width, label=name, color=colors.get(int(cid), None),
-               edgecolor="black", linewidth=0.3)  # fmt: skip
-    ax.set_xticks(np.arange(len(zones)))
-    ax.set_xticklabels(zones, rotation=30 if len(zones) > 4 else 0, ha="right")
-    ax.set_ylabel({"ha": "area (ha)", "m2": "area (m²)", "percent": "share of zone (%)"}[unit])
-    ax.set_title("Area per class" + (" and zone" if len(zones) > 1 else ""))
-    if len(classes):
-        ax.legend(fontsize="small", ncol=2, frameon=False)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    if path is not None:
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return fig
 
 
 def stats_format(path: str | Path, *, zones: bool) -> str:
@@ -590,6 +546,22 @@ def _polygonal(geom: Any) -> Any:
     return shapely.union_all(polys) if polys else shapely.MultiPolygon()
 
 
+def _input_paths(inputs: Any) -> list[Any]:
+    """``inputs`` of :func:`write_stats` as a list: one path is one input, not its letters."""
+    if isinstance(inputs, str | os.PathLike):
+        return [inputs]
+    if isinstance(inputs, bytes) or not isinstance(inputs, Iterable):
+        raise ConfigError(
+            f"inputs: expected the input paths (a list), got {type(inputs).__name__} "
+            f"{brief(inputs)}"
+        )
+    items = list(inputs)
+    for i, v in enumerate(items):
+        if v is not None:
+            check_path(v, f"inputs[{i}]")
+    return items
+
+
 def write_stats(
     stats: pd.DataFrame,
     path: str | Path,
@@ -625,7 +597,10 @@ def write_stats(
     Raises:
         ConfigError: an unknown extension, or a format of features without zones.
     """
-    out = Path(path)
+    check_stats_frame(stats, "stats", ("zone", "class_id"))
+    out = Path(check_path(path, "path"))
+    plot, overwrite = check_flag(plot, "plot"), check_flag(overwrite, "overwrite")
+    inputs = _input_paths(inputs)
     ext = stats_format(out, zones=zones is not None)
     n_classes = stats["class_id"].nunique() if len(stats) else 0
     if plot and n_classes > MAX_CHART_CLASSES:
@@ -635,7 +610,6 @@ def write_stats(
             DataWarning,
         )
         plot = False
-    inputs = list(inputs)
     png = check_stats_outputs(out, plot=plot, overwrite=overwrite, inputs=inputs, zones=zones)
     table: pd.DataFrame = stats
     if ext != ".csv" and zones is not None:

@@ -17,7 +17,7 @@ import shapely
 from rasterio.windows import Window
 
 from geoseg.analysis.areas import raster_windows
-from geoseg.arguments import check_path
+from geoseg.arguments import check_flag, check_path
 from geoseg.classes import class_table_for
 from geoseg.errors import DataError, ReprojectionWarning, warn
 from geoseg.io.bands import (
@@ -170,6 +170,7 @@ def change(
     """
     from geoseg.io.vector import check_vector_path, write_layer
 
+    progress = check_flag(progress, "progress")
     bpath, apath = raster_path(before), raster_path(after)
     out = Path(check_path(output, "output")) if output is not None else None
     csv = out.with_suffix(".csv") if out is not None else None

@@ -19,6 +19,7 @@ import shapely
 from rasterio.features import geometry_mask
 
 from geoseg.analysis.areas import ALL_ZONES, check_zone_options, raster_windows, read_zones
+from geoseg.arguments import check_flag
 from geoseg.classes import class_color, class_table_for
 from geoseg.errors import NoDataWarning, warn
 from geoseg.io.bands import BandSource, open_grid, raster_path
@@ -70,6 +71,7 @@ def object_stats(
     """
     from tqdm.auto import tqdm
 
+    progress = check_flag(progress, "progress")
     check_zone_options(zones, zone_field, zone_layer)
     path = raster_path(instances)
     grid = open_grid(path, what="instance map")

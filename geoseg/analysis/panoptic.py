@@ -27,6 +27,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from geoseg.arguments import check_flag, check_int, check_path
 from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_table
 from geoseg.errors import ConfigError, DataError, OutputError
 from geoseg.io.bands import INSTANCES_TAG, raster_path, refuse_probabilities
@@ -125,6 +126,12 @@ def _fuse(
     chunk_size: int,
 ) -> tuple[Path, Path, tuple[Path, Path]]:
     """Write the fused pair to temporaries of ``batch``; the targets and the temporaries."""
+    chunk_size = check_int(chunk_size, "chunk_size", low=16, unit="pixels")
+    overwrite = check_flag(overwrite, "overwrite")
+    if thing_class is not None:
+        thing_class = check_int(thing_class, "thing_class", unit="a class id")
+    for name, path in zip(("output", "instances_output"), outputs, strict=True):
+        check_path(path, name)
     cpath, ipath, land = _open_pair(semantic, instances)
     out, iout = (
         check_output_path(outputs[0], overwrite=overwrite, inputs=(cpath, ipath)),
@@ -140,7 +147,7 @@ def _fuse(
         )
     if thing_class is not None:
         known = {*land.ids, *(things.ids if things else [])}
-        if isinstance(thing_class, bool) or int(thing_class) not in known:
+        if thing_class not in known:
             raise ConfigError(
                 f"thing_class: {thing_class!r} is not a class of {cpath!r} or {ipath!r} (class "
                 f"ids: {sorted(known)[:50]}); give the id of the objects' class"
@@ -207,9 +214,12 @@ def export_coco_panoptic(
     Returns:
         The JSON path.
     """
-    _check_tile_size(tile_size)
+    tile_size = _check_tile_size(tile_size)
+    overwrite = check_flag(overwrite, "overwrite")
     cpath, ipath, _ = _open_pair(classes, instances)
-    target = _coco_targets(Path(output_dir), (cpath, ipath), tile_size, overwrite)
+    target = _coco_targets(
+        Path(check_path(output_dir, "output_dir")), (cpath, ipath), tile_size, overwrite
+    )
     # All or nothing: every file is written under a temporary name and renamed only when
     # all of them are written (a full disk or an interruption leaves no half export).
     with atomic_outputs() as batch:
@@ -272,7 +282,11 @@ def write_panoptic(
         raise ConfigError("give -o / output (fuse the two maps) and/or --coco DIR (export them)")
     if output is not None and instances_output is None:
         raise ConfigError("--instances-output: the fused instance map's path is needed")
-    _check_tile_size(tile_size)
+    tile_size = _check_tile_size(tile_size)
+    overwrite = check_flag(overwrite, "overwrite")
+    for name, path in (("output", output), ("instances_output", instances_output), ("coco", coco)):
+        if path is not None:
+            check_path(path, name)
     folder = Path(coco) if coco is not None else None
     _check_panoptic_outputs(output, instances_output, folder)
     cpath, ipath, _ = _open_pair(classes, instances)
@@ -293,9 +307,8 @@ def write_panoptic(
     return done
 
 
-def _check_tile_size(tile_size: int) -> None:
-    if isinstance(tile_size, bool) or not 16 <= tile_size <= 8192:
-        raise ConfigError(f"tile_size must be 16..8192 pixels, got {tile_size}")
+def _check_tile_size(tile_size: int) -> int:
+    return check_int(tile_size, "tile_size", low=16, high=8192, unit="pixels")
 
 
 def _check_panoptic_outputs(

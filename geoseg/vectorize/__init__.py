@@ -47,6 +47,7 @@ from typing import Any
 
 import geopandas as gpd
 
+from geoseg.arguments import check_flag
 from geoseg.io.grid import RasterGrid
 from geoseg.vectorize.clean import coverage_gaps_overlaps
 from geoseg.vectorize.frames import (
@@ -143,8 +144,12 @@ def vectorize(
 
     Raises:
         DataError: the raster has no CRS or non-integer class values.
-        ConfigError: an option is invalid.
+        ConfigError: an option is invalid, or ``classes`` names a class the raster's
+            class table does not hold.
+
+    A requested class with no pixel in the map gives a DataWarning.
     """
+    progress = check_flag(progress, "progress")
     job = prepare_job(
         labels,
         simplify=simplify,
@@ -194,6 +199,7 @@ def vectorize_to_file(
     """
     from geoseg.io.vector import check_vector_path, stream_vector
 
+    progress = check_flag(progress, "progress")
     check_vector_path(
         path, overwrite=overwrite, inputs=(labels, probabilities, objects), name="path"
     )

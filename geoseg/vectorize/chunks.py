@@ -160,10 +160,12 @@ def polygonize_chunk(
         pcount[final_ids],
     )
     pairs = object_classes(opts, vals, keep, (r0, c0, h, w))
+    seen = np.unique(np.asarray(cls, np.int64)) if opts.keep is not None else np.zeros(0, np.int64)
     if opts.collect:
-        return ChunkResult(index, final, border, strips, id_classes=pairs)
+        return ChunkResult(index, final, border, strips, id_classes=pairs, classes=seen)
     final, _ = clean(final, opts)
-    return ChunkResult(index, attributes(final, g), border, strips, id_classes=pairs)
+    return ChunkResult(index, attributes(final, g), border, strips, id_classes=pairs,
+                       classes=seen)  # fmt: skip
 
 
 def trim_heap() -> None:

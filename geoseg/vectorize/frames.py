@@ -16,8 +16,14 @@ import rasterio
 import shapely
 
 from geoseg.arguments import check_flag, check_float, check_int
-from geoseg.classes import ClassTable, class_table_for, names_for, parse_classes
-from geoseg.errors import ConfigError, DataError, InputFileError, NoDataWarning, warn
+from geoseg.classes import (
+    ClassTable,
+    check_map_classes,
+    class_table_for,
+    names_for,
+    parse_classes,
+)
+from geoseg.errors import ConfigError, DataError, DataWarning, InputFileError, NoDataWarning, warn
 from geoseg.io.bands import (
     BandSource,
     is_instance_map,
@@ -58,6 +64,8 @@ class VectorizeJob:
     object_score: dict[int, float] | None = None
     #: building regularization tolerance in pixels (0: none)
     regularize_px: float = 0.0
+    #: with ``classes``: the kept classes found in the map (before any cleaning)
+    classes_seen: set[int] = field(default_factory=set)
     #: the raster file (set when the job reads a file): an empty or imagery-like
     #: result is warned about
     path: str | None = None
@@ -121,6 +129,8 @@ def prepare_job(
     if grid is None:
         raise ConfigError("prepare_job: a computed source needs its grid")
     keep, overrides = parse_classes(classes)
+    if file_path is not None:
+        check_map_classes(keep, overrides, file_path, band)
     name_of = names_for(table, overrides)
     prob_path, prob_index = _probability_index(probabilities, table, grid)
     simplify_px = simplify / grid.pixel_size_m() if simplify > 0 else 0.0
@@ -285,8 +295,15 @@ def iter_frames(job: VectorizeJob, **kw: Any) -> Generator[gpd.GeoDataFrame, Non
             yield gdf
     if job.path is None:
         return
+    kept = job.opts.keep
+    absent = sorted(set(kept) - job.classes_seen) if kept is not None else []
+    if n and absent:
+        warn(
+            f"{job.path!r}: class(es) {absent[:10]} requested but absent from the map (or all "
+            "no-data); they have no polygon",
+            DataWarning,
+        )
     if n == 0:
-        kept = job.opts.keep
         why = f"none of the classes {list(kept)[:10]} occurs in it" if kept else "no valid pixel"
         warn(
             f"{job.path!r}: no polygon: {why} (all no-data, or a wrong nodata value, band or "
@@ -349,6 +366,7 @@ def _iter_frames(
     tasks = run_tasks(opts, windows, default_workers(workers), client, progress)
     with contextlib.closing(tasks):  # the local cluster closes with this generator
         for res in tasks:
+            job.classes_seen.update(res.classes.tolist())
             if res.id_classes is not None:
                 job.object_class.update(
                     zip(res.id_classes[:, 0].tolist(), res.id_classes[:, 1].tolist())

@@ -140,6 +140,9 @@ class ChunkResult:
     alive: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # not merged yet
     #: instance maps: (object id, class id) pairs of the objects in the chunk
     id_classes: np.ndarray | None = None
+    #: the class ids of the chunk's regions before any cleaning (requested classes absent
+    #: from the whole map are warned about)
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     # Pickled (worker -> main process) with the geometries as one WKB array each: shapely
     # pickles geometry by geometry (a Python call per polygon, ~3x slower both ways).

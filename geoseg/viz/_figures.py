@@ -9,9 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geoseg.arguments import check_float, check_int, check_ints, check_path
 from geoseg.classes import ClassTable
-from geoseg.errors import ConfigError, DataError
-from geoseg.viz._render import DisplayRaster, RasterSource, colorize, read_display, stretch_rgb
+from geoseg.errors import ConfigError, DataError, brief
+from geoseg.viz._render import (
+    DisplayRaster,
+    RasterSource,
+    check_source,
+    colorize,
+    read_display,
+    stretch_rgb,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -64,6 +72,8 @@ def add_scale_bar(ax: Axes, crs: Any, *, fraction: float = 0.25) -> None:
     """
     from matplotlib.patches import Rectangle
 
+    fraction = check_float(fraction, "fraction", above=0, high=1)
+    crs = _as_crs(crs)
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()
     mpu = _metres_per_unit(crs, (y0 + y1) / 2)
@@ -90,6 +100,21 @@ def add_scale_bar(ax: Axes, crs: Any, *, fraction: float = 0.25) -> None:
         zorder=5,
         bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1.0},
     )
+
+
+def _as_crs(crs: Any) -> Any:
+    """A CRS object (``is_geographic``): a CRS as is, ``"EPSG:32618"`` or 32618 parsed."""
+    if crs is None or hasattr(crs, "is_geographic"):
+        return crs
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    try:
+        return CRS.from_user_input(crs)
+    except (CRSError, TypeError, ValueError):
+        raise ConfigError(
+            f"crs: {brief(crs)} is not a CRS; give a rasterio CRS or 'EPSG:XXXX'"
+        ) from None
 
 
 def _legend_handles(classes: ClassTable) -> list[Any]:
@@ -142,6 +167,14 @@ def plot_side_by_side(
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    check_source(image, "image")
+    check_source(classmap, "classmap")
+    rgb = check_ints(rgb, "rgb", low=1)
+    max_size = check_int(max_size, "max_size", low=1, unit="pixels")
+    dpi = check_int(dpi, "dpi", low=1, high=2400)
+    if output is not None:
+        check_path(output, "output")
+    titles = _titles(titles, 3 if polygons is not None else 2)
     img = read_display(image, bands=list(rgb), max_size=max_size)
     cmap = read_display(classmap, bands=[1], max_size=max_size)
     table = _resolve_classes(classes, cmap)
@@ -186,9 +219,24 @@ def plot_side_by_side(
     return fig
 
 
+def _titles(titles: Any, panels: int) -> list[str]:
+    """One title (a string) per panel."""
+    if isinstance(titles, str) or not isinstance(titles, Sequence) or len(titles) < panels:
+        raise ConfigError(
+            f"titles: expected {panels} panel titles, e.g. ('Imagery', 'Prediction', "
+            f"'Polygons'), got {brief(titles)}"
+        )
+    for i, t in enumerate(titles):
+        if not isinstance(t, str):
+            raise ConfigError(f"titles[{i}]: expected a string, got {brief(t)}")
+    return list(titles)
+
+
 def _as_gdf(polygons: Any) -> gpd.GeoDataFrame | None:
     if polygons is None:
         return None
+    if not hasattr(polygons, "geometry"):
+        check_path(polygons, "polygons", also="or a GeoDataFrame")
     if isinstance(polygons, str | Path):
         import geopandas as gpd
 

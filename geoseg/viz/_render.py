@@ -12,6 +12,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from geoseg.arguments import check_float, check_int, check_ints, check_path, check_paths
 from geoseg.classes import ClassTable, read_class_table
 from geoseg.errors import ConfigError, DataError, InputFileError
 from geoseg.io.handles import use_file
@@ -58,6 +59,16 @@ class DisplayRaster:
         return left, right, bottom, top
 
 
+def check_source(source: Any, name: str) -> None:
+    """``source`` is a raster to display: a path, a list of paths or an open dataset."""
+    if hasattr(source, "read") and hasattr(source, "count"):
+        return
+    if isinstance(source, list | tuple):
+        check_paths(source, name)
+    else:
+        check_path(source, name, also="(or a list of them, or an open rasterio dataset)")
+
+
 def _as_paths(source: RasterSource) -> list[Path] | None:
     if isinstance(source, str | Path):
         return [Path(source)]
@@ -85,7 +96,13 @@ def read_display(
 
     Raises:
         InputFileError: a file is missing or unreadable.
+        ConfigError: ``source`` is not a raster, or a band or ``max_size`` is not a
+            positive whole number.
     """
+    check_source(source, "source")
+    max_size = check_int(max_size, "max_size", low=1, unit="pixels")
+    if bands is not None:
+        bands = check_ints(bands, "bands", low=1)
     paths = _as_paths(source)
     if paths is not None:
         for p in paths:
@@ -153,9 +170,12 @@ def stretch_rgb(
     Returns:
         RGBA array; pixels where any shown band is no-data are transparent.
     """
-    if data.ndim != 3:
-        raise DataError(f"expected a (bands, rows, cols) array, got shape {data.shape}")
-    idx = list(rgb)
+    if getattr(data, "ndim", None) != 3:
+        raise DataError(
+            f"expected a (bands, rows, cols) array, got shape {getattr(data, 'shape', data)}"
+        )
+    idx = check_ints(rgb, "rgb")
+    low, high = _percentiles(percentiles)
     if len(idx) == 1:
         idx = idx * 3
     if len(idx) != 3:
@@ -170,13 +190,24 @@ def stretch_rgb(
         return out
     for k in range(3):
         band = sel[k]
-        lo, hi = np.percentile(band[valid], percentiles)
+        lo, hi = np.percentile(band[valid], (low, high))
         if hi <= lo:
             hi = lo + 1.0
         scaled = np.clip((band - lo) / (hi - lo), 0.0, 1.0)
         out[..., k] = np.where(valid, np.round(scaled * 255), 0).astype("uint8")
     out[..., 3] = np.where(valid, 255, 0)
     return out
+
+
+def _percentiles(value: Any) -> tuple[float, float]:
+    """A (low, high) pair of percentiles, 0 <= low < high <= 100."""
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        raise ConfigError(f"percentiles: expected a (low, high) pair such as (2, 98), got "
+                          f"{value!r}")  # fmt: skip
+    low, high = (check_float(v, "percentiles", low=0, high=100) for v in value)
+    if not low < high:
+        raise ConfigError(f"percentiles: low must be below high, got ({low:g}, {high:g})")
+    return low, high
 
 
 def colorize(classmap: np.ndarray, classes: ClassTable) -> np.ndarray:
@@ -186,6 +217,10 @@ def colorize(classmap: np.ndarray, classes: ClassTable) -> np.ndarray:
         classmap: 2-D array of class ids (as written to rasters, not indexes); NaN = no-data.
         classes: the class table giving each id its colour.
     """
+    if classes is None:
+        raise ConfigError("classes is required: give the class table (a ClassTable)")
+    if not isinstance(classes, ClassTable):
+        classes = ClassTable.from_config(classes)
     arr = np.asarray(classmap)
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]

@@ -21,10 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geoseg.arguments import check_float, check_int, check_ints, check_path
 from geoseg.classes import ClassTable
-from geoseg.errors import ConfigError, OutputError
+from geoseg.errors import ConfigError, OutputError, brief
 from geoseg.viz._figures import _as_gdf, _resolve_classes, polygon_class_ids
-from geoseg.viz._render import DisplayRaster, RasterSource, colorize, read_display, stretch_rgb
+from geoseg.viz._render import (
+    DisplayRaster,
+    RasterSource,
+    check_source,
+    colorize,
+    read_display,
+    stretch_rgb,
+)
 
 if TYPE_CHECKING:
     import folium
@@ -208,6 +216,15 @@ def web_map(
 
     if image is None and classmap is None and polygons is None:
         raise ConfigError("web_map: give at least one of image, classmap or polygons")
+    for name, source in (("image", image), ("classmap", classmap)):
+        if source is not None:
+            check_source(source, name)
+    rgb = check_ints(rgb, "rgb", low=1)
+    max_size = check_int(max_size, "max_size", low=1, unit="pixels")
+    opacity = check_float(opacity, "opacity", low=0, high=1)
+    if not isinstance(legend_title, str):
+        raise ConfigError(f"legend_title: expected a string, got {brief(legend_title)}")
+    size = _css_length(height, "height")
     layers: list[tuple[str, str, list[list[float]], float, bool]] = []
     table: ClassTable | None = ClassTable.from_config(classes) if classes is not None else None
     if image is not None:
@@ -224,7 +241,7 @@ def web_map(
     gdf = _as_gdf(polygons)
 
     m = _offline_map_class()(
-        tiles=None, control_scale=True, height=height, zoom_snap=0.25, zoom_delta=0.5
+        tiles=None, control_scale=True, height=size, zoom_snap=0.25, zoom_delta=0.5
     )
     all_bounds: list[list[float]] = []
     for name, uri, bounds, alpha, pixelated in layers:
@@ -286,6 +303,17 @@ def _add_polygons(m: folium.Map, gdf: gpd.GeoDataFrame, table: ClassTable) -> li
     return [[s, w], [n, e]]
 
 
+def _css_length(value: Any, name: str) -> float | str:
+    """A map element's size: pixels (a number > 0) or a CSS length (``"100%"``, ``"600px"``)."""
+    if isinstance(value, str):
+        if re.fullmatch(r"\s*\d+(\.\d+)?\s?([A-Za-z]{1,5}|%)\s*", value):
+            return value
+        raise ConfigError(
+            f"{name}: expected pixels (600) or a CSS length ('600px', '100%'), got {brief(value)}"
+        )
+    return check_float(value, name, above=0, unit="pixels")
+
+
 def save_web_map(m: folium.Map, path: str | Path, *, overwrite: bool = True) -> Path:
     """Write a map from :func:`web_map` as one self-contained HTML file, atomically.
 
@@ -295,6 +323,9 @@ def save_web_map(m: folium.Map, path: str | Path, *, overwrite: bool = True) -> 
     """
     from geoseg.io.outputs import atomic_path
 
+    check_path(path, "path")
+    if not hasattr(m, "get_root"):
+        raise ConfigError(f"m: expected the map of geoseg.viz.web_map, got {brief(m)}")
     html = m.get_root().render()
     remote = _REMOTE.findall(html) + _REMOTE_TILES.findall(html)
     if remote:

@@ -14,12 +14,14 @@ import numpy as np
 import shapely
 from affine import Affine
 
-from geoseg.errors import ConfigError, warn
+from geoseg.arguments import check_float, check_int
+from geoseg.errors import warn
 from geoseg.io.grid import PixelWindow
 from geoseg.labelling.label import (
     AUTOMATIC_CPU_SECONDS,
     SamSource,
     SlowOnCpuWarning,
+    check_label_options,
     get_sam,
     is_byte,
     mask_to_polygon,
@@ -87,10 +89,12 @@ def automatic_masks(
     import geopandas as gpd
     from tqdm.auto import tqdm
 
-    if not 1 <= points_per_side <= 64:
-        raise ConfigError(f"points_per_side must be 1-64, got {points_per_side}")
-    if not 0.0 <= score_threshold <= 1.0 or not 0.0 < iou_threshold <= 1.0:
-        raise ConfigError("score_threshold must be in [0, 1] and iou_threshold in (0, 1]")
+    bands, progress = check_label_options(
+        images, sam, class_field=class_field, bands=bands, progress=progress
+    )
+    points_per_side = check_int(points_per_side, "points_per_side", low=1, high=64)
+    score_threshold = check_float(score_threshold, "score_threshold", low=0, high=1)
+    iou_threshold = check_float(iou_threshold, "iou_threshold", above=0, high=1)
     mosaic = open_image(images, bands)
     warn(f"automatic masks are slow on CPU: measured {AUTOMATIC_CPU_SECONDS}", SlowOnCpuWarning)
     model = get_sam(sam)

@@ -21,7 +21,15 @@ from affine import Affine
 from rasterio.features import shapes
 from shapely.geometry import shape
 
-from geoseg.errors import DataError, DataWarning, GeosegWarning, warn
+from geoseg.arguments import (
+    check_flag,
+    check_ints,
+    check_path,
+    check_paths,
+    check_text,
+    check_texts,
+)
+from geoseg.errors import ConfigError, DataError, DataWarning, GeosegWarning, brief, warn
 from geoseg.io.grid import PixelWindow
 from geoseg.io.mosaic import Mosaic, open_mosaic
 from geoseg.labelling.prompts import Prompt, apply_transform, group_windows, read_prompts
@@ -117,6 +125,24 @@ def _decode(sam: SamModelAdapter, p: Prompt, negatives: list[Prompt], off: np.nd
 SamSource = str | Path | SamModelAdapter | Callable[[], SamModelAdapter]
 
 
+def check_label_options(
+    images: Any, sam: Any, *, class_field: Any, bands: Any, progress: Any
+) -> tuple[list[int], bool]:
+    """Check the options of :func:`label_image` and :func:`automatic_masks`: ``(bands, progress)``.
+
+    Before any work: the images are paths, ``sam`` a model, a path or a loader,
+    ``class_field`` a name, ``bands`` whole numbers and ``progress`` a flag.
+    """
+    check_paths(images, "images")
+    if not (isinstance(sam, SamModelAdapter | str | Path) or callable(sam)):
+        raise ConfigError(
+            "sam: expected a loaded model (geoseg.labelling.load_sam), the path of a SAM "
+            f"checkpoint, or a function that loads one; got {type(sam).__name__} {brief(sam)}"
+        )
+    check_text(class_field, "class_field")
+    return check_ints(bands, "bands", low=1), check_flag(progress, "progress")
+
+
 def get_sam(sam: SamSource) -> SamModelAdapter:
     """The model ``sam`` stands for, loaded now (see :data:`SamSource`)."""
     if isinstance(sam, SamModelAdapter):
@@ -159,6 +185,15 @@ def label_image(
     import geopandas as gpd
     from tqdm.auto import tqdm
 
+    bands, progress = check_label_options(
+        images, sam, class_field=class_field, bands=bands, progress=progress
+    )
+    if not isinstance(prompts, gpd.GeoDataFrame):
+        check_path(prompts, "prompts", also="or a GeoDataFrame")
+    if classes is not None:
+        classes = check_texts(classes, "classes")
+    if prompt_layer is not None:
+        check_text(prompt_layer, "prompt_layer")
     mosaic = open_image(images, bands)
     items = read_prompts(
         prompts,
@@ -203,6 +238,12 @@ def write_labels(gdf: Any, output: str | Path, *, overwrite: bool = False) -> Pa
     """Write the labelled polygons atomically (format by extension, see geoseg.io.vector)."""
     from geoseg.io.vector import write_vector
 
+    if not hasattr(gdf, "geometry"):
+        raise ConfigError(
+            f"gdf: expected the GeoDataFrame of label_image, got {type(gdf).__name__} {brief(gdf)}"
+        )
+    check_path(output, "output")
+    overwrite = check_flag(overwrite, "overwrite")
     if len(gdf) == 0:
         raise DataError("no polygons to write: SAM returned an empty mask for every prompt")
     return write_vector(gdf, output, overwrite=overwrite)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.arguments import check_path
 from geoseg.errors import CheckpointError, ConfigError, InputFileError
 
 #: SAM's pixel normalization (ImageNet mean / std on the 0-255 scale).
@@ -302,7 +303,10 @@ def check_sam_options(
         InputFileError: the path does not exist.
         ConfigError: unknown kind or segment-anything model type.
     """
-    p = Path(path)
+    p = Path(check_path(path, "sam"))
+    if not isinstance(kind, str):
+        raise ConfigError(f"kind: expected a name, one of {['auto', *sorted(SAM_KINDS)]}, got "
+                          f"{kind!r}")  # fmt: skip
     if not p.exists():
         raise InputFileError(
             f"SAM checkpoint {str(p)!r} does not exist; geoseg never downloads weights: "

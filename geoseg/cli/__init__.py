@@ -8,6 +8,8 @@ printing only: everything a command does is a public function a notebook can cal
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import errno
 import importlib
 import os
@@ -100,44 +102,132 @@ def filesystem_error(exc: BaseException) -> str | None:
     return None
 
 
+class Ended:
+    """How a command ended, for a signal that arrives after the end (outputs complete)."""
+
+    def __init__(self) -> None:
+        self.args = argparse.Namespace(command=None)
+        self.code: int | None = None  # the command's exit status, once it has ended
+        self.kept: str | None = None  # the outputs it wrote (names), when it ended
+        self.status: int | None = None  # what main returned
+
+    def end(self, code: int) -> int:
+        """Record that the command ended with ``code`` (and what it wrote); ``code``."""
+        self.kept = COMMITTED.summary()
+        self.code = code
+        return code
+
+    def line(self) -> str:
+        """The one line for a signal after the end (or, before it, :func:`interrupted`'s)."""
+        if self.code is None:
+            return interrupted(self.args)
+        command = f"geoseg {self.args.command}" if self.args.command else "geoseg"
+        if self.code != 0:
+            return f"{command}: interrupted after it ended (exit status {self.code})"
+        done = f" ({self.kept})" if self.kept else ""
+        return f"{command}: interrupted after it finished; its outputs are complete{done}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``geoseg`` console script."""
+    """Entry point of the ``geoseg`` console script.
+
+    Ctrl-C or SIGTERM is one line and exit status 130 wherever it lands: while the
+    command runs (:func:`interrupted`), and after it has ended, in its last lines or,
+    when this is the program (``argv`` None: the console script, ``python -m geoseg``),
+    while Python shuts down: the line then says that the outputs are complete.
+    """
+    program = argv is None and threading.current_thread() is threading.main_thread()
+    ended = Ended()
+    if program:
+        atexit.register(_exit_when_ended, ended)  # registered first: runs last
     previous = _terminate_as_interrupt()
     hook = sys.unraisablehook
     sys.unraisablehook = _interrupts_not_lost(hook)
-    args = argparse.Namespace(command=None)
     COMMITTED.start()
+    try:
+        try:
+            ended.status = _run_command(argv, ended)
+        finally:
+            COMMITTED.stop()
+            sys.unraisablehook = hook
+    except KeyboardInterrupt:  # after the command's end (it handles its own)
+        print(ended.line(), file=sys.stderr)
+        ended.status = 130
+    finally:
+        if program and ended.code is not None:
+            _signals_after_the_end(ended)
+        elif previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return ended.status
+
+
+def _run_command(argv: Sequence[str] | None, ended: Ended) -> int:
+    """Parse ``argv`` and run its command: the exit status (recorded in ``ended``)."""
     try:
         # imports the command's libraries: an interrupt here is one line too
         parser = build_parser(_command(sys.argv[1:] if argv is None else argv))
-        args = parser.parse_args(argv)
+        ended.args = args = parser.parse_args(argv)
         if not getattr(args, "_run", None):
             parser.print_help()
-            return 2
-        return int(args._run(args) or 0)
+            return ended.end(2)
+        return ended.end(int(args._run(args) or 0))
     except GeosegError as exc:
-        print(f"geoseg {args.command}: error: {finished_before(str(exc))}", file=sys.stderr)
-        return 1
+        print(f"geoseg {ended.args.command}: error: {finished_before(str(exc))}", file=sys.stderr)
+        return ended.end(1)
     except KeyboardInterrupt:
-        print(interrupted(args), file=sys.stderr)
+        print(ended.line(), file=sys.stderr)
         return 130
     except SystemExit as exc:
         # Lightning turns an interrupt of training into exit(1) after its own shutdown
         if not isinstance(exc.__context__, KeyboardInterrupt):
             raise
-        print(interrupted(args), file=sys.stderr)
+        print(ended.line(), file=sys.stderr)
         return 130
     except Exception as exc:
         reason = filesystem_error(exc)
         if reason is None:
             raise
-        print(f"geoseg {args.command}: error: {finished_before(reason)}", file=sys.stderr)
-        return 1
-    finally:
-        COMMITTED.stop()
-        sys.unraisablehook = hook
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        print(f"geoseg {ended.args.command}: error: {finished_before(reason)}", file=sys.stderr)
+        return ended.end(1)
+
+
+def _signals_after_the_end(ended: Ended) -> None:
+    """Ctrl-C and SIGTERM after the command ended (in the program): one line, exit 130.
+
+    Python's own handling would print a traceback (or "Exception ignored" in its shutdown)
+    or, once the handlers are gone, end the process by the signal (-2, -15) with no line.
+    """
+    line = f"{ended.line()}\n".encode()
+
+    def handler(signum: int, frame: Any) -> None:
+        _flush_std_streams()
+        with contextlib.suppress(OSError):
+            os.write(2, line)
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _exit_when_ended(ended: Ended) -> None:
+    """The program's last exit function: end the process with the command's status now.
+
+    Python restores the default signal handlers after its exit functions, and tearing
+    down the imported libraries (torch, GDAL, Dask) takes a while: a signal in that time
+    ended the process as killed (-2, -15), after complete outputs. Nothing is left to do
+    for a command that ended (its outputs are renamed into place and closed), so the
+    process exits here. A command that raised (a traceback) shuts down as usual.
+    """
+    if ended.code is None or ended.status is None:
+        return
+    _flush_std_streams()
+    os._exit(ended.status)
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or in a write interrupted here
+            stream.flush()
 
 
 def _command(argv: Sequence[str]) -> str | None:

@@ -154,6 +154,8 @@ def evaluate(
         for batch in tqdm(loader, desc=f"evaluate {split}", disable=not progress, leave=False):
             raw = adapter.forward(model, batch["image"].to(device))
             evaluator.update(adapter.outputs(raw, meta.outputs), batch)
+    if hasattr(dm, "check_unchanged"):  # no input changed while it was read
+        dm.check_unchanged()
     report = {"split": split, "checkpoint": str(ckpt), "task": meta.task, **evaluator.report()}
     if out_path is not None:
         write_report(report, out_path, classes=classes, overwrite=overwrite)

@@ -471,6 +471,8 @@ def _fit(exp: ExperimentConfig, out: Path, work: Path, datamodule: Any) -> Train
         if _has_batches(dm, "test_dataloader", stage="test"):
             trainer.test(task, datamodule=dm, verbose=False)
             metrics["test"] = task.reports["test"]
+    if hasattr(dm, "check_unchanged"):  # no input changed while it was read
+        dm.check_unchanged()
     return _write_run(exp, dm, task, (out, work), metrics, best_epoch)
 
 

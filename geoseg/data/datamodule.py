@@ -163,6 +163,19 @@ class GeoDataModule(lightning.LightningDataModule):
             files += [s.path for s in self.labels.sources]
         return files
 
+    def check_unchanged(self) -> None:
+        """InputFileError when a raster of the scene changed on disk since it was opened.
+
+        Each read checks its file and some of the files read through it (a VRT's tiles,
+        in turn); a run calls this once it has read its data, before it keeps results,
+        so a tile of a large VRT replaced during the run is caught too.
+        """
+        if not self._prepared:
+            return
+        for reader in (self.imagery, self.labels, self.instances):
+            for source in getattr(reader, "sources", ()):
+                source.check_unchanged()
+
     def prepare_scene(self) -> None:
         """Open imagery and labels, check them, scan the scene and compute the splits.
 

@@ -228,8 +228,14 @@ def open_dataset(path: str, *, what: str = "raster") -> Any:
 
 
 @contextlib.contextmanager
-def use_file(path: str | os.PathLike[str], *, what: str = "raster") -> Iterator[Any]:
-    """An open dataset for ``path`` from :data:`HANDLES`, owned by the caller in the block."""
+def use_file(
+    path: str | os.PathLike[str], *, what: str = "raster", stamp: tuple[int, int] = (0, 0)
+) -> Iterator[Any]:
+    """An open dataset for ``path`` from :data:`HANDLES`, owned by the caller in the block.
+
+    ``stamp``: the version (:func:`file_stamp`) the caller first saw; a file changed or
+    replaced since is an InputFileError (see :func:`file_key`).
+    """
     p = str(path)
-    with HANDLES.use(file_key(p), lambda: open_dataset(p, what=what)) as ds:
+    with HANDLES.use(file_key(p, stamp=stamp), lambda: open_dataset(p, what=what)) as ds:
         yield ds

@@ -14,9 +14,11 @@ subclasses in :mod:`geoseg.data` use these reads so that torchgeo samplers index
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,12 @@ from rasterio.warp import reproject, transform_bounds
 
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.grid import ALIGN_TOLERANCE_PX, Box, Grid, same_grid_crs
-from geoseg.io.handles import use_file
+from geoseg.io.handles import check_versions, file_key, file_stamp, file_versions, use_file
+from geoseg.io.outputs import input_files
+
+#: Files read through one input (a VRT's tiles) checked per read: a read of a large VRT
+#: checks the next ones in turn, and :meth:`RasterSource.check_unchanged` all of them.
+DEPENDS_CHECKED_PER_READ = 8
 
 
 @dataclass
@@ -47,6 +54,12 @@ class RasterSource:
         nodata: its no-data value (the config override when given).
         bounds: bounds in the working CRS.
         aligned: True when it lies on the working grid (exact windowed reads).
+        stamp: the file's version (:func:`~geoseg.io.handles.file_stamp`) when it was
+            first seen (default: when the source is made); every read checks it, so a
+            file modified or replaced during a run stops the run instead of mixing the
+            old and the new file.
+        depends: the files reading ``path`` reads too (a VRT's tiles) with their
+            versions (:func:`~geoseg.io.handles.file_versions`), checked on reads too.
     """
 
     path: Path
@@ -59,11 +72,22 @@ class RasterSource:
     nodata: float | None
     bounds: Box
     aligned: bool = True
+    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+    depends: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+    _next_depend: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.stamp == (0, 0):
+            self.stamp, self.depends = _version(self.path)
 
     @classmethod
     def open(cls, path: Path, *, where: str, nodata: float | None = None) -> RasterSource:
-        """Describe ``path``; a file without CRS or with a rotated grid is a DataError."""
-        with use_file(path, what=f"{where}: raster") as src:
+        """Describe ``path``; a file without CRS or with a rotated grid is a DataError.
+
+        The file's version is recorded first: later reads refuse a changed file.
+        """
+        stamp, depends = _version(path)
+        with use_file(path, what=f"{where}: raster", stamp=stamp) as src:
             if src.crs is None:
                 raise DataError(
                     f"{where}: raster {str(path)!r} has no CRS; assign one "
@@ -85,7 +109,25 @@ class RasterSource:
                 dtype=src.dtypes[0],
                 nodata=src.nodata if nodata is None else nodata,
                 bounds=tuple(src.bounds),
+                stamp=stamp,
+                depends=depends,
             )
+
+    def check_unchanged(self) -> None:
+        """InputFileError when the file, or a file read through it, changed since first seen."""
+        file_key(str(self.path), stamp=self.stamp)
+        check_versions(self.depends, str(self.path))
+
+    def _check_depends(self) -> None:
+        """Check the next :data:`DEPENDS_CHECKED_PER_READ` of ``depends`` (all, when few)."""
+        n = len(self.depends)
+        if n <= DEPENDS_CHECKED_PER_READ:
+            check_versions(self.depends, str(self.path))
+            return
+        i = self._next_depend % n
+        self._next_depend = i + DEPENDS_CHECKED_PER_READ
+        part = [self.depends[(i + k) % n] for k in range(DEPENDS_CHECKED_PER_READ)]
+        check_versions(part, str(self.path))
 
     @property
     def res(self) -> tuple[float, float]:
@@ -151,7 +193,8 @@ class RasterSource:
         valid = np.zeros((len(idx), rows, cols), dtype=bool)
         if rows == 0 or cols == 0:
             return values, valid
-        with use_file(self.path) as src:
+        self._check_depends()
+        with use_file(self.path, stamp=self.stamp) as src:  # one os.stat checks the version
             if self.aligned and not coarse:
                 self._read_aligned(src, grid, box, idx, values, valid)
             else:
@@ -245,6 +288,14 @@ class RasterSource:
         valid = ~np.isnan(dst)
         values = np.where(valid, dst, 0.0).astype(dtype, copy=False)
         return values, valid
+
+
+def _version(path: Path) -> tuple[tuple[int, int], tuple[tuple[str, int, int], ...]]:
+    """The version of ``path`` and of the files read through it ((0, 0) when missing)."""
+    with contextlib.suppress(OSError):  # a missing file is reported when opened
+        stamp = file_stamp(os.stat(path))
+        return stamp, file_versions(input_files(path)[1:])
+    return (0, 0), ()
 
 
 def work_dtype(dtypes: Iterable[str]) -> Any:

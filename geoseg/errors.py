@@ -10,7 +10,43 @@ from __future__ import annotations
 
 
 class GeosegError(Exception):
-    """Root of all geoseg errors."""
+    """Root of all geoseg errors.
+
+    One raised in a DataLoader worker process is raised again in the main process by
+    PyTorch, made from a text that holds the worker's whole traceback ("Caught
+    InputFileError in DataLoader worker process 0. Original Traceback ..."); it keeps its
+    own one-line message there, and the worker's traceback becomes a note.
+    """
+
+    def __init__(self, *args: object) -> None:
+        found = _worker_error(type(self), args)
+        if found is None:
+            super().__init__(*args)
+            return
+        message, traceback = found
+        super().__init__(message)
+        self.add_note(traceback)
+
+
+def _worker_error(cls: type[BaseException], args: tuple[object, ...]) -> tuple[str, str] | None:
+    """(message, worker traceback) of PyTorch's text of a worker's ``cls`` error, else None.
+
+    The text is ``torch._utils.ExceptionWrapper``'s: "Caught NAME in DataLoader worker
+    process N.", then "Original " and the formatted exception, whose last line is
+    "module.NAME: message".
+    """
+    if len(args) != 1 or not isinstance(args[0], str):
+        return None
+    text = args[0]
+    if not text.startswith(f"Caught {cls.__name__} in DataLoader worker process "):
+        return None
+    last = f"\n{cls.__module__}.{cls.__qualname__}: "
+    at = text.rfind(last)
+    if at < 0:
+        return None
+    where, _, traceback = text[:at].partition("\nOriginal ")
+    where = where.removeprefix(f"Caught {cls.__name__} ")  # "in DataLoader worker process N."
+    return text[at + len(last) :].rstrip("\n"), f"raised {where}\n{traceback}"
 
 
 class ConfigError(GeosegError, ValueError):

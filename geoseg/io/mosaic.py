@@ -360,7 +360,15 @@ def open_mosaic(
     handles: list[Any] = []  # (dataset, taken from the pool) per file
     try:
         mosaic = _open_mosaic(
-            paths, model_bands, bands, user_crs, dst_crs, resolution, resampling, handles
+            paths,
+            model_bands,
+            bands,
+            user_crs,
+            dst_crs,
+            resolution,
+            resampling,
+            handles,
+            masks=nodata is not None,  # own no-data looked up only when a rule needs it
         )
         return replace(mosaic, nodata=nodata) if nodata is not None else mosaic
     finally:
@@ -378,8 +386,9 @@ def _open_mosaic(
     resolution: float | tuple[float, float] | None,
     resampling: str,
     handles: list[Any],
+    masks: bool = False,
 ) -> Mosaic:
-    infos, band_sel = _scan_inputs(paths, model_bands, bands, user_crs, handles)
+    infos, band_sel = _scan_inputs(paths, model_bands, bands, user_crs, handles, masks)
     grid_crs = _parse_crs(dst_crs, "dst_crs") if dst_crs is not None else infos[0].crs
     res = _grid_resolution(infos[0], grid_crs, resolution)
     # The one CRS rule (geoseg.io.grid): a file whose CRS gives the same coordinates as
@@ -456,6 +465,7 @@ def _scan_inputs(
     bands: Sequence[int | str] | None,
     user_crs: CRS | None,
     handles: list[Any],
+    masks: bool = False,
 ) -> tuple[list[_Input], tuple[int, ...]]:
     """Open every file once: georeferencing, band selection and a truncation check.
 
@@ -494,7 +504,7 @@ def _scan_inputs(
             depends = file_versions(input_files(p)[1:])  # a VRT's sources, a variable's file
             infos.append(_Input(p, src_crs, ds.crs is None, ds.transform, ds.width, ds.height,
                                 file_stamp(st), name, depends,
-                                declares_nodata(ds, band_sel)))  # fmt: skip
+                                not masks or declares_nodata(ds, band_sel)))  # fmt: skip
         except RasterioError as exc:
             raise InputFileError(f"input {read_failure(str(p), exc, name=name)}") from exc
         except OSError as exc:

@@ -32,11 +32,12 @@ from rasterio.warp import reproject, transform_bounds
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.grid import ALIGN_TOLERANCE_PX, Box, Grid, same_grid_crs
 from geoseg.io.handles import check_versions, file_key, file_stamp, file_versions, use_file
+from geoseg.io.mosaic import CHECKED_PER_READ as DEPENDS_CHECKED_PER_READ
 from geoseg.io.outputs import input_files
 
-#: Files read through one input (a VRT's tiles) checked per read: a read of a large VRT
-#: checks the next ones in turn, and :meth:`RasterSource.check_unchanged` all of them.
-DEPENDS_CHECKED_PER_READ = 8
+# DEPENDS_CHECKED_PER_READ: files read through one input (a VRT's tiles) checked per read,
+# the mosaic's number; a read of a large VRT checks the next ones in turn, and
+# :meth:`RasterSource.check_unchanged` all of them.
 
 
 @dataclass

@@ -256,5 +256,5 @@ def test_label_checks_prompts_before_loading_sam(tmp_path, capsys):
             ["label", RGB, "--automatic", "--points-per-side", 0, "--sam", empty_sam, "-o", out],
             capsys,
         )
-    assert rc == 1 and "points_per_side must be 1-64, got 0" in err
+    assert rc == 1 and "points_per_side must be 1 to 64, got 0" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.gpkg", "sam"]

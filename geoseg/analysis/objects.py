@@ -22,7 +22,7 @@ from geoseg.analysis.areas import ALL_ZONES, check_zone_options, raster_windows,
 from geoseg.arguments import check_flag
 from geoseg.classes import class_color, class_table_for
 from geoseg.errors import NoDataWarning, warn
-from geoseg.io.bands import BandSource, open_grid, raster_path
+from geoseg.io.bands import BandSource, check_instance_map, open_grid, raster_path
 from geoseg.io.grid import pixel_areas
 from geoseg.vectorize import DEFAULT_CHUNK_SIZE
 
@@ -64,7 +64,8 @@ def object_stats(
         whole map, and objects in no zone are left out of the zone rows.
 
     Raises:
-        DataError: not an integer raster, no CRS, or zones off the map.
+        DataError: not an integer raster, no CRS, a class map or probability raster (not
+            an instance map), or zones off the map.
         ConfigError: ``zone_field`` or ``zone_layer`` without ``zones``.
 
     A map without any object gives an empty table and a NoDataWarning.
@@ -75,6 +76,7 @@ def object_stats(
     check_zone_options(zones, zone_field, zone_layer)
     path = raster_path(instances)
     grid = open_grid(path, what="instance map")
+    check_instance_map(path)
     with rasterio.open(path) as src:
         two = src.count >= 2
     ids_src = BandSource(path, 1, 0)

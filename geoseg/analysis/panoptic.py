@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from geoseg.arguments import check_flag, check_int, check_path
 from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_table
 from geoseg.errors import ConfigError, DataError, OutputError
-from geoseg.io.bands import INSTANCES_TAG, raster_path, refuse_probabilities
+from geoseg.io.bands import INSTANCES_TAG, check_instance_map, raster_path, refuse_probabilities
 from geoseg.io.grid import same_grid_crs
 from geoseg.io.outputs import OutputBatch, atomic_outputs, check_distinct, check_output_path
 
@@ -39,6 +39,7 @@ def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
     """Check the two rasters are one grid; the class table covering both."""
     cpath, ipath = raster_path(classes), raster_path(instances)
     refuse_probabilities(cpath)
+    check_instance_map(ipath)
     with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
         if c.crs is None or i.crs is None:
             raise DataError(f"{cpath!r} and {ipath!r} both need a CRS for a panoptic map")

@@ -286,6 +286,44 @@ def refuse_probabilities(path: str, *, what: str = "class map") -> None:
         )
 
 
+def check_instance_map(path: str, *, what: str = "instance map") -> None:
+    """Refuse a class map or probability raster given as an instance map; warn on a look-alike.
+
+    A geoseg class map (class table tag, no instance tag, one band) would be read as
+    "objects" that are whole classes: a plausible table or panoptic map, all wrong. An
+    untagged one-band raster with a colour table is probably a class map too (warned: other
+    tools' instance maps may carry one).
+    """
+    from geoseg.errors import DataWarning, warn
+
+    refuse_probabilities(path, what=what)
+    try:
+        with rasterio.open(path) as src:
+            tags, count = src.tags(), src.count
+            try:
+                has_colors = bool(src.colormap(1))
+            except ValueError:
+                has_colors = False
+    except rasterio.errors.RasterioIOError:
+        return  # the caller's own open reports the unreadable file clearly
+    if INSTANCES_TAG in tags:
+        return
+    if CLASSES_TAG in tags and count == 1:
+        raise DataError(
+            f"{what} {path!r} is a class map (one band of class ids, a {CLASSES_TAG} tag and "
+            f"no {INSTANCES_TAG} tag): each class would count as one object. Give the instance "
+            "map of geoseg predict --instances (band 1 object ids, band 2 their classes), or "
+            "use the class map where a class map is taken (geoseg stats gives its class areas)"
+        )
+    if has_colors:
+        warn(
+            f"{what} {path!r} has a colour table like a class map and no {INSTANCES_TAG} tag: "
+            "if its band 1 holds class ids, not object ids, each class is counted as one "
+            "object and the result is meaningless",
+            DataWarning,
+        )
+
+
 def class_band(path: str, band: int | None, *, what: str = "class map") -> int:
     """The band of class ids to read: ``band``, or 1 for a one-band (or tagged) class map.
 

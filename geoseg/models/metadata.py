@@ -22,6 +22,7 @@ from geoseg.config.base import check_class_ids
 from geoseg.config.model import check_model_kwargs
 from geoseg.errors import CheckpointError, ConfigError, InputFileError, brief
 from geoseg.models.families import DEFAULT_ADAPTER, adapter_size_divisor, check_adapter_name
+from geoseg.models.limits import MAX_BANDS, MAX_CLASSES, MAX_TILE_SIZE
 from geoseg.models.outputs import OutputSpec
 from geoseg.tasks import DEFAULT_TASK, task_info
 
@@ -29,11 +30,6 @@ CHECKPOINT_FORMAT = "geoseg-checkpoint"
 #: Bump when the metadata layout changes incompatibly; load_model accepts <= this.
 CHECKPOINT_VERSION = 2
 
-#: Sane bounds for header values that size allocations (a corrupt or hostile header
-#: must fail with a clear message, not a multi-GB allocation).
-MAX_BANDS = 1024
-MAX_CLASSES = 65535
-MAX_TILE_SIZE = 8192
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: Normalization must hold in float32: means at most this in size, stds at least
 #: MIN_STD (a smaller one divides to infinity).

@@ -8,11 +8,13 @@ from typing import Any
 
 from torch import nn
 
+from geoseg.arguments import check_int, check_text
 from geoseg.classes import ClassTable
 from geoseg.errors import ConfigError
 from geoseg.models.adapter import ModelAdapter
 from geoseg.models.detection import TorchvisionAdapter
 from geoseg.models.families import DEFAULT_ADAPTER, check_adapter_name
+from geoseg.models.limits import MAX_BANDS, MAX_CLASSES
 from geoseg.models.mask2former import TransformersAdapter
 from geoseg.models.outputs import OutputSpec, class_scores
 from geoseg.models.smp import SmpAdapter, arch_key
@@ -90,6 +92,8 @@ def build_model(
         InputFileError: the weights file does not exist.
         CheckpointError: the weights file fits nothing in the model.
     """
+    in_channels = check_int(in_channels, "in_channels", low=1, high=MAX_BANDS, unit="bands")
+    encoder = check_text(encoder, "encoder")
     found = resolve_adapter(arch, adapter)
     weights = resolve_weights(encoder_weights, download=download_weights)
     model = found.build(
@@ -132,6 +136,7 @@ def create_model(
         ConfigError: unknown architecture or encoder, or a hub weights name.
         InputFileError: the weights file does not exist.
     """
+    num_classes = check_int(num_classes, "num_classes", low=1, high=MAX_CLASSES)
     return build_model(
         arch,
         in_channels=in_channels,

@@ -36,6 +36,42 @@ def arch_key(name: str) -> str:
     return name.lower().replace("-", "").replace("_", "")
 
 
+#: Keywords an smp architecture takes through ``**kwargs`` and still honours (deprecated).
+SMP_DEPRECATED_KWARGS = frozenset({"decoder_use_batchnorm"})
+
+
+def check_smp_kwargs(
+    factory: Callable[..., nn.Module], arch: str, encoder: str, kwargs: Mapping[str, Any]
+) -> None:
+    """ConfigError for a keyword the smp architecture would silently drop.
+
+    smp passes keywords it does not name to the encoder, and its own (non-``tu-``)
+    encoders ignore them: ``decoder_chanels: [...]`` (a typo) trained the default decoder
+    without a word. ``tu-`` (timm) encoders take their own keywords, which timm checks.
+    """
+    import difflib
+    import inspect
+
+    if encoder.startswith(("tu-", "timm-")):
+        return
+    named = {
+        n
+        for n, p in inspect.signature(factory).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"
+    }
+    named |= SMP_DEPRECATED_KWARGS
+    for key in kwargs:
+        if key in named:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(named), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        settable = sorted(named - {"encoder_name", "encoder_weights", "in_channels", "classes"})
+        raise ConfigError(
+            f"model.kwargs: {key!r} is not an option of {arch!r} with the {encoder!r} encoder"
+            f"{hint}; smp would ignore it. Its options: {', '.join(settable)}"
+        )
+
+
 class SmpAdapter(ModelAdapter):
     """Networks of segmentation-models-pytorch: one (B, C, H, W) map of stacked outputs.
 
@@ -67,6 +103,8 @@ class SmpAdapter(ModelAdapter):
         """An smp model with one output channel per stacked per-pixel output channel."""
         factory = self.architectures[arch_key(arch)] if isinstance(arch, str) else arch
         channels = check_pixel_outputs(outputs, self.name)
+        if isinstance(arch, str):
+            check_smp_kwargs(factory, arch, encoder, kwargs)
         try:
             return factory(
                 encoder_name=encoder,

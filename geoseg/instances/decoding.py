@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import ConfigError
+from geoseg.arguments import check_float, check_int
+from geoseg.errors import ConfigError, DataError
 
 #: 4-connectivity: objects that touch only at a corner are two objects (scipy's
 #: ``generate_binary_structure(2, 1)``; scipy.ndimage is imported where it is used: it
@@ -44,9 +45,11 @@ class DecodeParams:
 
     def __post_init__(self) -> None:
         for name in ("footprint", "boundary", "contact"):
-            v = getattr(self, name)
+            v = check_float(getattr(self, name), f"decode.{name}")
             if not 0.0 < v <= 1.0:
                 raise ConfigError(f"decode.{name}: a probability threshold in (0, 1], got {v}")
+        check_int(self.grow_px, "decode.grow_px", unit="pixels")
+        check_int(self.min_seed_px, "decode.min_seed_px", unit="pixels")
         if not 0 <= self.grow_px <= 256:
             raise ConfigError(f"decode.grow_px: 0..256 pixels, got {self.grow_px}")
         if not 1 <= self.min_seed_px <= 1_000_000:
@@ -61,6 +64,48 @@ class DecodeParams:
         """Inverse of :meth:`to_dict` (missing keys take their defaults)."""
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def check_params(params: Any, kind: type, name: str) -> Any:
+    """``params`` or ``kind()`` when None; ConfigError for another kind of value."""
+    if params is None:
+        return kind()
+    if not isinstance(params, kind):
+        raise ConfigError(
+            f"{name}: expected a {kind.__name__} or None, got {type(params).__name__}; build "
+            f"one, e.g. {kind.__name__}(...) (from a dict: {kind.__name__}(**d))"
+        )
+    return params
+
+
+def check_maps(maps: Any, valid: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(maps, valid)`` as arrays: (3, H, W) probabilities and an (H, W) mask, or DataError.
+
+    Maps are numbers in [0, 1] (floats) or uint8 (``p = v / 254``); NaN would silently
+    read as "no object".
+    """
+    arr = np.asarray(maps)
+    if arr.ndim != 3 or arr.shape[0] != 3:
+        raise DataError(
+            f"maps must be a (3, H, W) array (footprint, boundary, contact), got shape "
+            f"{arr.shape}"
+        )
+    if arr.dtype != np.uint8:
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise DataError(f"maps must hold probabilities (numbers), got {arr.dtype}")
+        if arr.size and not np.isfinite(arr).all():
+            raise DataError("maps hold NaN or infinite values: not probabilities")
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise DataError(
+                f"maps must be probabilities in [0, 1] (or uint8 as v/254), got values from "
+                f"{arr.min()} to {arr.max()}"
+            )
+    if valid is None:
+        return arr, None
+    ok = np.asarray(valid)
+    if ok.shape != arr.shape[1:]:
+        raise DataError(f"valid must be an {arr.shape[1:]} mask like the maps, got {ok.shape}")
+    return arr, ok.astype(bool, copy=False)
 
 
 def _as_probability(a: np.ndarray) -> np.ndarray:
@@ -132,8 +177,9 @@ def decode(
     Seeds of at least ``min_seed_px`` pixels are numbered 1, 2, ... in the row-major order
     of their first pixel, then grown (see :func:`grow`).
     """
-    p = params or DecodeParams()
-    fg, seed = seed_mask(np.asarray(maps), p, valid)
+    p = check_params(params, DecodeParams, "params")
+    arr, ok = check_maps(maps, valid)
+    fg, seed = seed_mask(arr, p, ok)
     labels, n = label_seeds(seed)
     if n:
         sizes = np.bincount(labels.ravel(), minlength=n + 1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from geoseg.errors import ConfigError
+from geoseg.arguments import check_int
+from geoseg.errors import ConfigError, DataError
 
 #: Names of the encoded maps, in channel order.
 MAP_NAMES = ("footprint", "boundary", "contact")
@@ -26,6 +28,8 @@ class EncodeParams:
     contact_px: int = 5
 
     def __post_init__(self) -> None:
+        check_int(self.boundary_px, "boundary_px", unit="pixels")
+        check_int(self.contact_px, "contact_px", unit="pixels")
         if not 1 <= self.boundary_px <= 64:
             raise ConfigError(f"boundary_px must be 1..64 pixels, got {self.boundary_px}")
         if not 1 <= self.contact_px <= 64:
@@ -64,15 +68,37 @@ def contact(instances: np.ndarray, distance: int = 5) -> np.ndarray:
     return (hi > 0) & (lo < big) & (hi != lo)
 
 
+def check_ids(instances: Any) -> np.ndarray:
+    """``instances`` as an (H, W) array of object ids >= 0; DataError naming what is wrong."""
+    inst = np.asarray(instances)
+    if inst.ndim != 2:
+        raise DataError(f"instances must be a 2-D id array (H, W), got shape {inst.shape}")
+    if inst.dtype == bool or not np.issubdtype(inst.dtype, np.number):
+        raise DataError(
+            f"instances must hold integer object ids (0 = no object), got {inst.dtype}: a "
+            "mask of one class is not an instance map (label its objects first)"
+        )
+    if not np.issubdtype(inst.dtype, np.integer):
+        if inst.size and not (np.isfinite(inst).all() and (inst == np.round(inst)).all()):
+            raise DataError(
+                f"instances must hold whole object ids, got {inst.dtype} values with "
+                "fractions or NaN (probabilities or a continuous raster?)"
+            )
+        inst = inst.astype(np.int64)
+    if inst.size and inst.min() < 0:
+        raise DataError(f"instances: object ids are >= 0 (0 = no object), got {inst.min()}")
+    return inst
+
+
 def encode(instances: np.ndarray, params: EncodeParams | None = None) -> np.ndarray:
     """The (3, H, W) uint8 target maps of an (H, W) instance-id array (0 = no object).
 
     Channels are :data:`MAP_NAMES`: footprint, boundary, contact (1 = yes, 0 = no).
     """
-    p = params or EncodeParams()
-    inst = np.asarray(instances)
-    if inst.ndim != 2:
-        raise ValueError(f"instances must be a 2-D id array, got shape {inst.shape}")
+    from geoseg.instances.decoding import check_params
+
+    p = check_params(params, EncodeParams, "params")
+    inst = check_ids(instances)
     out = np.zeros((3, *inst.shape), np.uint8)
     out[0] = inst > 0
     out[1] = boundary(inst, p.boundary_px)

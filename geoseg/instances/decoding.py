@@ -87,8 +87,7 @@ def check_maps(maps: Any, valid: Any = None) -> tuple[np.ndarray, np.ndarray | N
     arr = np.asarray(maps)
     if arr.ndim != 3 or arr.shape[0] != 3:
         raise DataError(
-            f"maps must be a (3, H, W) array (footprint, boundary, contact), got shape "
-            f"{arr.shape}"
+            f"maps must be a (3, H, W) array (footprint, boundary, contact), got shape {arr.shape}"
         )
     if arr.dtype != np.uint8:
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):

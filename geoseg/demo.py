@@ -24,7 +24,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from geoseg.errors import DataError, InputFileError
+from geoseg.arguments import check_flag, check_int
+from geoseg.errors import ConfigError, DataError, InputFileError
 
 #: The model the demo uses by default, trained by geoseg from ``configs/nc_landcover.yaml``:
 #: relative to the working directory, as ``make demo`` runs it from a geoseg checkout
@@ -302,6 +303,14 @@ def run_demo(
         InputFileError: the model file or the sample data is missing (the message says
             how to retrain the model).
     """
+    if workers is not None:  # checked before any output is made (predict checks it late)
+        workers = check_int(workers, "workers", low=1, high=4096)
+    progress = check_flag(progress, "progress")
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise ConfigError(
+            f"stream: expected a text stream with .write (sys.stdout, an open file), got "
+            f"{type(stream).__name__}; to log to a file, pass open(path, 'w')"
+        )
     out = stream or sys.stdout
     model_path = Path(model) if model is not None else DEMO_MODEL
     if not model_path.is_file():

@@ -1,4 +1,4 @@
-"""Wrong arguments to create_model and the instance encoding: clear errors, no silent default.
+"""Wrong arguments to create_model, the instance encoding and run_demo: clear errors, early.
 
 Each case failed before with a raw torch/scipy/numpy error, or was accepted and gave a
 wrong result (a typo in a model keyword silently ignored by smp; float or negative ids
@@ -115,3 +115,21 @@ def test_encoded_ids_decode_back():
         got = np.unique(out[ids == k])
         assert len(got) == 1 and got[0] > 0
     assert len(np.unique(out[ids > 0])) == 3 and not out[ids == 0].any()
+
+
+BAD_DEMO = {
+    "workers 0": (dict(workers=0), r"workers must be 1 to 4096, got 0"),
+    "workers as text": (dict(workers="2"), r"workers: expected a whole number"),
+    "progress as text": (dict(progress="no"), r"progress: expected True or False"),
+    "stream as a path": (dict(stream="log.txt"), r"stream: expected a text stream with \.write"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DEMO))
+def test_run_demo_checks_its_options_before_making_any_output(case, tmp_path):
+    from geoseg.demo import run_demo
+
+    kw, message = BAD_DEMO[case]
+    with pytest.raises(ConfigError, match=message):
+        run_demo(tmp_path / "demo", **kw)
+    assert not (tmp_path / "demo").exists()  # failed before (AttributeError) or after step 2

@@ -90,7 +90,15 @@ class Deployable(nn.Module):
         """Activated outputs for raw (or, for Deepness, /255) band values."""
         raw = x * self.scale if self.scale != 1.0 else x
         z = (raw - self.mean) / self.std
-        if self.nodata is not None:
+        if self.nodata is not None and math.isnan(self.nodata):
+            # NaN marks no-data (float imagery): never equal to itself, so test it; a NaN
+            # left in some bands of a pixel ("all" rule) would turn every output to NaN
+            near = torch.isnan(raw)
+            bad = (
+                near.all(dim=1, keepdim=True) if self.nodata_all else near.any(dim=1, keepdim=True)
+            )
+            z = torch.where(bad | torch.isnan(z), torch.zeros_like(z), z)
+        elif self.nodata is not None:
             # tolerance: Deepness's x/255*255 round trip is not exact in float32
             tol = max(1e-3, abs(self.nodata) * 1e-6)
             near = (raw - self.nodata).abs().le(tol)
@@ -302,7 +310,8 @@ def _geoseg_metadata(meta: Any, tile: int, nodata: float | None, names: list[str
         "tile_size": tile,
         "resolution": meta.resolution,
         "crs": meta.crs,
-        "nodata": nodata,
+        # JSON has no NaN: a NaN no-data value is written as the string "nan"
+        "nodata": "nan" if nodata is not None and math.isnan(nodata) else nodata,
         "nodata_mode": meta.image_nodata_mode,
     }
 

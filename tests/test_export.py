@@ -195,3 +195,23 @@ def test_deepness_export_of_a_non_8bit_model_says_what_deepness_does(tmp_path, c
     assert main(["export", str(ckpt), "--format", "deepness", "-o", str(tmp_path / "c.onnx"),
                  "--tile-size", "64"]) == 0  # fmt: skip
     assert (tmp_path / "c.onnx").stat().st_size > 10_000
+
+
+def test_a_nan_nodata_value_is_masked_in_the_graph(tmp_path):
+    """NaN never equals itself: the graph tests it, and the metadata stays valid JSON."""
+    import onnxruntime as ort
+
+    out = export_model(MODEL, tmp_path / "m.onnx", tile_size=64, nodata=float("nan"))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert json.loads(sess.get_modelmeta().custom_metadata_map["geoseg"])["nodata"] == "nan"
+    x = np.random.default_rng(0).uniform(0, 100, (1, 6, 64, 64)).astype(np.float32)
+    x[0, :, 10:20, 10:20] = np.nan  # no-data in every band
+    x[0, 2, 40:50, 40:50] = np.nan  # in one band ("any": no-data)
+    y = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.isfinite(y).all()  # before: NaN spread over the outputs
+    zeroed = x.copy()
+    zeroed[np.isnan(zeroed)] = 0.0
+    ref = export_model(MODEL, tmp_path / "r.onnx", tile_size=64, nodata=0.0)
+    rs = ort.InferenceSession(str(ref), providers=["CPUExecutionProvider"])
+    # no-data pixels are zeroed after normalization either way: same scores everywhere
+    np.testing.assert_allclose(y, rs.run(None, {rs.get_inputs()[0].name: zeroed})[0], atol=1e-5)

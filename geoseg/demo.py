@@ -276,6 +276,18 @@ def _missing_model_message(path: Path) -> str:
     )
 
 
+def _check_options(workers: Any, progress: Any, stream: Any) -> tuple[int | None, bool]:
+    """run_demo's options, checked before any output is made (predict checks them late)."""
+    if workers is not None:
+        workers = check_int(workers, "workers", low=1, high=4096)
+    if stream is not None and not callable(getattr(stream, "write", None)):
+        raise ConfigError(
+            f"stream: expected a text stream with .write (sys.stdout, an open file), got "
+            f"{type(stream).__name__}; to log to a file, pass open(path, 'w')"
+        )
+    return workers, check_flag(progress, "progress")
+
+
 def run_demo(
     output_dir: str | Path = "demo-output",
     *,
@@ -303,14 +315,7 @@ def run_demo(
         InputFileError: the model file or the sample data is missing (the message says
             how to retrain the model).
     """
-    if workers is not None:  # checked before any output is made (predict checks it late)
-        workers = check_int(workers, "workers", low=1, high=4096)
-    progress = check_flag(progress, "progress")
-    if stream is not None and not callable(getattr(stream, "write", None)):
-        raise ConfigError(
-            f"stream: expected a text stream with .write (sys.stdout, an open file), got "
-            f"{type(stream).__name__}; to log to a file, pass open(path, 'w')"
-        )
+    workers, progress = _check_options(workers, progress, stream)
     out = stream or sys.stdout
     model_path = Path(model) if model is not None else DEMO_MODEL
     if not model_path.is_file():

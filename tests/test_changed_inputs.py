@@ -219,3 +219,42 @@ def test_a_class_map_vrt_tile_replaced_during_a_run_stops_its_reads(tmp_path):
     _replace(tile)
     with pytest.raises(InputFileError, match=r"a\.tif'.*read by input .*mosaic\.vrt.*changed"):
         source.read(rasterio.windows.Window(0, 0, 32, 32))
+
+
+def _replace_keeping_time(path: Path) -> None:
+    """``cp -p``/``rsync -t`` then ``mv``: other pixels, same size, same modification time."""
+    new = path.with_name("incoming.tif")
+    shutil.copy(path, new)
+    with rasterio.open(new, "r+") as d:
+        d.write(np.full((d.count, d.height, d.width), 7, d.dtypes[0]))
+    st = os.stat(path)
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(new).st_size == st.st_size  # an uncompressed tile of the same grid
+    os.replace(new, path)
+
+
+def _rewrite_setting_time_back(path: Path) -> None:
+    """Written in place, then its time set back (``touch -r``): same size and time."""
+    st = os.stat(path)
+    with rasterio.open(path, "r+") as d:
+        d.write(np.full((d.count, d.height, d.width), 9, d.dtypes[0]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("change", [_replace_keeping_time, _rewrite_setting_time_back])
+def test_a_change_keeping_size_and_time_is_still_seen(tmp_path, change):
+    """Size and time alone missed these; the inode and status-change time do not."""
+    from geoseg.io.mosaic import open_mosaic
+
+    tile, vrt = _tile_and_vrt(tmp_path)
+    direct = open_mosaic([tile], model_bands=["R", "G", "B"])
+    through = open_mosaic([vrt], model_bands=["R", "G", "B"])
+    assert direct.read(PixelWindow(0, 0, 64, 64)) is not None
+    assert through.read(PixelWindow(0, 0, 64, 64)) is not None
+    change(tile)
+    with pytest.raises(InputFileError, match=r"a\.tif'.*changed on disk during the run"):
+        direct.read(PixelWindow(0, 0, 64, 64))
+    with pytest.raises(InputFileError, match=r"a\.tif'.*read by input .*mosaic\.vrt.*changed"):
+        through.read(PixelWindow(0, 0, 64, 64))

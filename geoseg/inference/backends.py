@@ -92,9 +92,9 @@ class RunnerSpec:
     #: torch on a GPU: per-pixel outputs stay there as tensors (blended there by the
     #: block tasks of the same process, :mod:`geoseg.inference.device`)
     keep_on_device: bool = False
-    #: the checkpoint file's version (modification time in ns, size): a checkpoint
+    #: the checkpoint file's version (:func:`~geoseg.io.handles.file_stamp`): a checkpoint
     #: rewritten at the same path (retrained) gets a new runner, not the cached model
-    checkpoint_version: tuple[int, int] = (0, 0)
+    checkpoint_version: tuple[int, ...] = ()
 
 
 #: Device nodes of GPU drivers torch can use (NVIDIA, ROCm, WSL2). On Linux without any of
@@ -270,7 +270,7 @@ MAX_RUNNERS = 4
 #: PyTorch models by (checkpoint, version, device), shared by the runners of one
 #: checkpoint (tile sizes, test-time augmentation, precision differ by runner, not by
 #: weights): one copy of the weights in GPU memory, not one per tile size.
-_TORCH_MODELS: dict[tuple[str, tuple[int, int], str], tuple[Any, Any]] = {}
+_TORCH_MODELS: dict[tuple[str, tuple[int, ...], str], tuple[Any, Any]] = {}
 
 
 def _threads_for(spec: RunnerSpec) -> int:
@@ -322,7 +322,7 @@ def _outdated(old: RunnerSpec, new: RunnerSpec) -> bool:
     return old.checkpoint == new.checkpoint and old.checkpoint_version != new.checkpoint_version
 
 
-def _model_key(spec: RunnerSpec) -> tuple[str, tuple[int, int], str]:
+def _model_key(spec: RunnerSpec) -> tuple[str, tuple[int, ...], str]:
     return (spec.checkpoint, spec.checkpoint_version, spec.device)
 
 

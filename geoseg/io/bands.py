@@ -26,6 +26,9 @@ from geoseg.errors import ConfigError, DataError, InputFileError, brief
 from geoseg.io.grid import RasterGrid, check_size
 from geoseg.io.handles import (
     HANDLES,
+    NO_STAMP,
+    Stamp,
+    Version,
     check_versions,
     file_key,
     file_stamp,
@@ -126,14 +129,14 @@ class BandSource:
     warp: tuple[str, tuple[float, ...], int, int] | None = None
     #: the file's version (:func:`~geoseg.io.handles.file_stamp`) when the source was made;
     #: every read checks it, so a file replaced during a run stops the run
-    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
+    stamp: Stamp = field(default=NO_STAMP, compare=False)
     #: the files reading ``path`` reads too (a VRT's tiles), with their versions
     #: (:func:`~geoseg.io.handles.file_versions`): checked on every read as well
-    depends: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+    depends: tuple[Version, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         check_nodata(self.nodata)
-        if self.stamp == (0, 0):
+        if self.stamp == NO_STAMP:
             with contextlib.suppress(OSError):  # a missing file is reported when read
                 object.__setattr__(self, "stamp", file_stamp(os.stat(self.path)))
                 object.__setattr__(self, "depends", file_versions(input_files(self.path)[1:]))

@@ -38,8 +38,15 @@ def gdal_cache_env() -> contextlib.AbstractContextManager[Any]:
 GDAL_CACHE_MB = 64
 
 
+#: A file's version (:func:`file_stamp`); :data:`NO_STAMP` when not known.
+Stamp = tuple[int, int, int, int]
+NO_STAMP: Stamp = (0, 0, 0, 0)
+#: A file read through an input (a VRT's tile) and its version.
+Version = tuple[str, Stamp]
+
+
 def file_key(
-    path: str, *extra: Any, name: str | None = None, stamp: tuple[int, int] = (0, 0)
+    path: str, *extra: Any, name: str | None = None, stamp: Stamp = NO_STAMP
 ) -> tuple[Any, ...]:
     """Pool key of a file: its path, modification time and size, then ``extra``.
 
@@ -53,7 +60,7 @@ def file_key(
         st = os.stat(path)
     except OSError as exc:
         raise InputFileError(f"input {shown!r} vanished during the run: {exc}") from exc
-    if stamp != (0, 0) and file_stamp(st) != stamp:
+    if stamp != NO_STAMP and file_stamp(st) != stamp:
         raise InputFileError(
             f"input {shown!r} changed on disk during the run (modified or replaced); the "
             "result would mix the old and the new file: run again once it is stable"
@@ -61,39 +68,45 @@ def file_key(
     return version_key(path, file_stamp(st), *extra)
 
 
-def file_stamp(st: os.stat_result) -> tuple[int, int]:
-    """The version of a file in pool keys: (modification time in ns, size)."""
-    return (st.st_mtime_ns, st.st_size)
+def file_stamp(st: os.stat_result) -> Stamp:
+    """The version of a file: (modification time ns, size, inode, status-change time ns).
+
+    Size and modification time alone miss a file of the same size replaced by one whose
+    time was kept (``cp -p``/``rsync -t`` then ``mv``: uncompressed tiles of one grid all
+    have the same size) or rewritten and its time set back (``touch -r``): the inode
+    changes with a replacement, and the status-change time with any write, and neither
+    can be set by a user.
+    """
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
-def version_key(path: str, stamp: tuple[int, int], *extra: Any) -> tuple[Any, ...]:
+def version_key(path: str, stamp: Stamp, *extra: Any) -> tuple[Any, ...]:
     """:func:`file_key` of the version ``stamp`` (:func:`file_stamp`) of ``path``."""
     return (path, *stamp, *extra)
 
 
-def file_versions(paths: Iterable[str | os.PathLike[str]]) -> tuple[tuple[str, int, int], ...]:
-    """(path, modification time in ns, size) of each of ``paths`` that exists."""
+def file_versions(paths: Iterable[str | os.PathLike[str]]) -> tuple[Version, ...]:
+    """(path, :func:`file_stamp`) of each of ``paths`` that exists."""
     out = []
     for f in paths:
         with contextlib.suppress(OSError):
-            st = os.stat(f)
-            out.append((str(f), st.st_mtime_ns, st.st_size))
+            out.append((str(f), file_stamp(os.stat(f))))
     return tuple(out)
 
 
-def check_versions(versions: Iterable[tuple[str, int, int]], shown: str) -> None:
+def check_versions(versions: Iterable[Version], shown: str) -> None:
     """InputFileError when a file of :func:`file_versions` changed or vanished since.
 
     ``shown``: the input that reads the files (a VRT, a netCDF variable), for the message.
     """
-    for path, mtime, size in versions:
+    for path, stamp in versions:
         try:
             st = os.stat(path)
         except OSError as exc:
             raise InputFileError(
                 f"{path!r}, read by input {shown!r}, vanished during the run: {exc}"
             ) from exc
-        if (st.st_mtime_ns, st.st_size) != (mtime, size):
+        if file_stamp(st) != stamp:
             raise InputFileError(
                 f"{path!r}, read by input {shown!r}, changed on disk during the run (modified "
                 "or replaced); the result would mix the old and the new file: run again once "
@@ -229,7 +242,7 @@ def open_dataset(path: str, *, what: str = "raster") -> Any:
 
 @contextlib.contextmanager
 def use_file(
-    path: str | os.PathLike[str], *, what: str = "raster", stamp: tuple[int, int] = (0, 0)
+    path: str | os.PathLike[str], *, what: str = "raster", stamp: Stamp = NO_STAMP
 ) -> Iterator[Any]:
     """An open dataset for ``path`` from :data:`HANDLES`, owned by the caller in the block.
 

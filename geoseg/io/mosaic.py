@@ -42,6 +42,9 @@ from geoseg.io.files import named_inputs
 from geoseg.io.grid import PixelWindow, check_size, same_grid_crs
 from geoseg.io.handles import (
     HANDLES,
+    NO_STAMP,
+    Stamp,
+    Version,
     check_versions,
     file_key,
     file_stamp,
@@ -81,9 +84,9 @@ class Source:
     row_off: int
     col_off: int
     bbox: tuple[int, int, int, int]
-    stamp: tuple[int, int] = (0, 0)
+    stamp: Stamp = NO_STAMP
     name: str = ""
-    depends: tuple[tuple[str, int, int], ...] = ()
+    depends: tuple[Version, ...] = ()
     own_nodata: bool = True
 
     @property
@@ -453,9 +456,9 @@ class _Input:
     transform: Affine
     width: int
     height: int
-    stamp: tuple[int, int] = (0, 0)
+    stamp: Stamp = NO_STAMP
     name: str = ""  # as the user named it (Source.name)
-    depends: tuple[tuple[str, int, int], ...] = ()  # Source.depends
+    depends: tuple[Version, ...] = ()  # Source.depends
     own_nodata: bool = True  # Source.own_nodata
 
 

@@ -31,7 +31,16 @@ from rasterio.warp import reproject, transform_bounds
 
 from geoseg.errors import ConfigError, DataError
 from geoseg.io.grid import ALIGN_TOLERANCE_PX, Box, Grid, same_grid_crs
-from geoseg.io.handles import check_versions, file_key, file_stamp, file_versions, use_file
+from geoseg.io.handles import (
+    NO_STAMP,
+    Stamp,
+    Version,
+    check_versions,
+    file_key,
+    file_stamp,
+    file_versions,
+    use_file,
+)
 from geoseg.io.mosaic import CHECKED_PER_READ as DEPENDS_CHECKED_PER_READ
 from geoseg.io.outputs import input_files
 
@@ -73,12 +82,12 @@ class RasterSource:
     nodata: float | None
     bounds: Box
     aligned: bool = True
-    stamp: tuple[int, int] = field(default=(0, 0), compare=False)
-    depends: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
+    stamp: Stamp = field(default=NO_STAMP, compare=False)
+    depends: tuple[Version, ...] = field(default=(), compare=False)
     _next_depend: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.stamp == (0, 0):
+        if self.stamp == NO_STAMP:
             self.stamp, self.depends = _version(self.path)
 
     @classmethod
@@ -291,12 +300,12 @@ class RasterSource:
         return values, valid
 
 
-def _version(path: Path) -> tuple[tuple[int, int], tuple[tuple[str, int, int], ...]]:
-    """The version of ``path`` and of the files read through it ((0, 0) when missing)."""
+def _version(path: Path) -> tuple[Stamp, tuple[Version, ...]]:
+    """The version of ``path`` and of the files read through it (NO_STAMP when missing)."""
     with contextlib.suppress(OSError):  # a missing file is reported when opened
         stamp = file_stamp(os.stat(path))
         return stamp, file_versions(input_files(path)[1:])
-    return (0, 0), ()
+    return NO_STAMP, ()
 
 
 def work_dtype(dtypes: Iterable[str]) -> Any:

@@ -166,6 +166,14 @@ def _setup_third_audit(user: Path) -> None:
         prof, ids = src.profile, src.read(1)
     with rasterio.open(user / "map_b.tif", "w", **prof) as dst:
         dst.write(np.where(ids == (prof.get("nodata") or 0), ids, ids % ids.max() + 1), 1)
+    # a class map as geoseg writes it (uint8, class table tag), for session 6's cases
+    from geoseg.classes import ClassTable, write_class_table
+
+    table = ClassTable.from_config([{"id": k, "name": f"c{k}"} for k in range(1, 8)])
+    prof8 = prof | {"dtype": "uint8", "nodata": 0}
+    with rasterio.open(user / "classes.tif", "w", **prof8) as dst:
+        dst.write(np.clip(np.nan_to_num(ids), 0, 7).astype(np.uint8), 1)
+        write_class_table(dst, table)
 
 
 #: one quick training run (used twice: the second must refuse to replace the first)
@@ -377,6 +385,15 @@ CASES: list[tuple[str, str, str, str]] = [
     ("a --nodata that is not a number (predict)",
      "predict model.safetensors tiles -o out/nd.tif --nodata zero", "error",
      "nodata: expected a number"),
+    # fixed in session 6 (2026-12-05)
+    ("a class map as the instance map (panoptic)",
+     "panoptic classes.tif classes.tif -o out/p6.tif --instances-output out/pi6.tif "
+     "--thing-class 3",
+     "error", "is a class map"),
+    ("a typo in a model keyword (train)",
+     "train {root}/configs/nc_landcover.yaml -o out/run_typo --set model.encoder=resnet18 "
+     "--set model.kwargs.decoder_chanels=[8,8,8]",
+     "error", "did you mean 'decoder_channels'"),
     ("zone statistics as a GeoPackage (stats)",
      "stats map.tif --zones layers.gpkg --zone-layer districts --zone-field name -o out/z.gpkg "
      "--no-plot --quiet", "ok", ""),

@@ -70,7 +70,7 @@ def _span(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
+def _instrument(null_model: bool, sleep_model: float | None = None, n_classes: int = 7) -> None:
     import geoseg.inference.backends as be
     import geoseg.inference.graph as graph
     import geoseg.io.cog as writer
@@ -91,8 +91,6 @@ def _instrument(null_model: bool, sleep_model: float | None = None) -> None:
     be.Runner.__init__ = runner_init  # type: ignore[method-assign]
     be.Runner.__call__ = _timed("model+lock", be.Runner.__call__)  # type: ignore[method-assign]
     if null_model or sleep_model is not None:
-        n_classes = 7
-
         def fake(spec: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
             @_span
             def run(x: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,13 +120,22 @@ def main() -> int:
         "a thread waiting for a GPU does",
     )
     ap.add_argument("--workers", type=int, help="reading/blending threads (default: cores + 1)")
+    ap.add_argument("--model", default=str(MODEL), help="checkpoint (default: the NC model)")
+    ap.add_argument(
+        "--inputs",
+        nargs="+",
+        help="the mosaic's files (default: the NC stack mirrored to reps x reps files)",
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
-    _instrument(args.null_model, args.sleep_model)
+    from geoseg.models import read_metadata
+
+    classes = next(o.channels for o in read_metadata(args.model).outputs if o.name == "classes")
+    _instrument(args.null_model, args.sleep_model, classes)
     from geoseg.inference import predict
 
     work = Path(tempfile.mkdtemp(prefix="geoseg-breakdown-"))
-    paths = mirrored_mosaic(nc_stack(work), work / "mosaic", args.reps)
+    paths = args.inputs or mirrored_mosaic(nc_stack(work), work / "mosaic", args.reps)
     out = []
     for i in range(args.runs + 1):
         _T.clear()
@@ -136,7 +143,7 @@ def main() -> int:
         stats: dict[str, Any] = {}
         t = time.perf_counter()
         predict(
-            MODEL,
+            args.model,
             paths,
             work / "classes.tif",
             device=args.device,

@@ -111,3 +111,40 @@ def test_evaluate_rebuilds_data_from_checkpoint_config(tmp_path, monkeypatch):
     assert saved["pixels"] >= trained["pixels"] > 0
     assert saved["confusion_matrix"]["labels"] == ["not-water", "water"]
     assert (tmp_path / "eval" / "test_confusion.png").stat().st_size > 1000
+
+
+NC = ROOT / "configs" / "nc_landcover.yaml"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.num_workers=-1", r"data\.num_workers: -1 is not valid; .*0 .* to 256"),
+        ("data.num_workers=100000", r"data\.num_workers: 100000 is not valid"),
+        ("data.eval_stride=-5", r"data\.eval_stride: -5 is not valid; .*1 to 65536"),
+        ("data.eval_stride=0", r"data\.eval_stride: 0 is not valid"),
+        ("data.min_valid_fraction=5", r"data\.min_valid_fraction: 5\.0 is not valid"),
+        ("data.min_valid_fraction=1", r"data\.min_valid_fraction: 1\.0 is not valid"),
+    ],
+)
+def test_loader_settings_are_bounded(override, message):
+    """Before: torch's raw ValueError/RuntimeError, a silent default, or an indirect error."""
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.load(NC, overrides=[override])
+
+
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as text: it used to be "expected float, got str"."""
+    text = NC.read_text()
+    assert ExperimentConfig.load(NC, overrides=["training.lr=1e-3"]).training.lr == 1e-3
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        text.replace("  lr: 0.003", "  lr: 3e-3").replace("data/", str(ROOT / "data") + "/")
+    )
+    assert "lr: 3e-3" in cfg.read_text()
+    assert ExperimentConfig.load(cfg).training.lr == 3e-3
+    assert ExperimentConfig.load(NC, overrides=["training.lr=5E-4"]).training.lr == 5e-4
+    with pytest.raises(ConfigError, match=r"training\.lr: expected float, got str 'fast'"):
+        ExperimentConfig.load(NC, overrides=["training.lr=fast"])
+    with pytest.raises(ConfigError, match=r"training\.lr: 1000000000\.0 is not valid"):
+        ExperimentConfig.load(NC, overrides=["training.lr=1e9"])  # then checked like any number

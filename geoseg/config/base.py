@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -159,6 +160,10 @@ def unknown_key_error(key: str, valid: Iterable[str], where: str) -> ConfigError
     return ConfigError(f"{where}: unknown key {key!r}{did_you_mean}; valid keys are {valid}")
 
 
+#: A number in scientific notation without a dot (``1e-3``, ``5E+4``): YAML 1.1 text.
+SCIENTIFIC = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     """Light type check/coercion for config values (ints to floats, lists to tuples)."""
     origin = typing.get_origin(tp)
@@ -183,6 +188,10 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+        # PyYAML reads YAML 1.1, where ``1e-3`` (no dot) is a string; YAML 1.2 and every
+        # user mean the number
         return float(value)
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -43,6 +43,7 @@ relative to that YAML file's folder. geoseg never looks inside its own installat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -53,6 +54,10 @@ from geoseg.errors import ConfigError
 #: Most random training tiles per epoch (``data.train_samples``): more would run for
 #: days per epoch, which is never what a config means.
 MAX_TRAIN_SAMPLES = 100_000_000
+#: Most DataLoader worker processes (``data.num_workers``).
+MAX_LOADER_WORKERS = 256
+#: Largest evaluation grid stride in pixels (``data.eval_stride``).
+MAX_EVAL_STRIDE = 65536
 
 
 @dataclass
@@ -251,6 +256,28 @@ class DataConfig:
                 f"{MAX_TRAIN_SAMPLES} (random tiles per epoch)"
             )
         check_class_ids(self.classes, "data.classes")
+        self._check_loading()
+
+    def _check_loading(self) -> None:
+        """Worker count, evaluation stride and valid fraction: clear errors, not torch's."""
+        nw = self.num_workers
+        if isinstance(nw, int) and not 0 <= nw <= MAX_LOADER_WORKERS:
+            raise ConfigError(
+                f"data.num_workers: {nw} is not valid; it must be an integer from 0 (load in "
+                f"the main process) to {MAX_LOADER_WORKERS} (DataLoader worker processes)"
+            )
+        st = self.eval_stride
+        if isinstance(st, int) and not 1 <= st <= MAX_EVAL_STRIDE:
+            raise ConfigError(
+                f"data.eval_stride: {st} is not valid; it must be an integer from 1 to "
+                f"{MAX_EVAL_STRIDE} pixels, or left out (null) for the tile size"
+            )
+        f = self.min_valid_fraction
+        if isinstance(f, float) and not (math.isfinite(f) and 0.0 <= f < 1.0):
+            raise ConfigError(
+                f"data.min_valid_fraction: {f} is not valid; it must be a share from 0 to "
+                "below 1 (tiles with no more valid labelled pixels than this are skipped)"
+            )
 
     def class_table(self) -> ClassTable:
         """The :class:`~geoseg.classes.ClassTable` described by ``classes``."""

@@ -32,6 +32,7 @@ from geoseg.classes import ClassInfo, ClassTable, class_table_for, read_class_ta
 from geoseg.errors import ConfigError, DataError, OutputError
 from geoseg.io.bands import INSTANCES_TAG, check_instance_map, raster_path, refuse_probabilities
 from geoseg.io.grid import same_grid_crs
+from geoseg.io.handles import open_dataset
 from geoseg.io.outputs import OutputBatch, atomic_outputs, check_distinct, check_output_path
 
 
@@ -40,7 +41,7 @@ def _open_pair(classes: Any, instances: Any) -> tuple[str, str, ClassTable]:
     cpath, ipath = raster_path(classes), raster_path(instances)
     refuse_probabilities(cpath)
     check_instance_map(ipath)
-    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+    with open_dataset(cpath, what="class map") as c, open_dataset(ipath, what="instance map") as i:
         if c.crs is None or i.crs is None:
             raise DataError(f"{cpath!r} and {ipath!r} both need a CRS for a panoptic map")
         same = (
@@ -363,7 +364,7 @@ def _write_coco(
                    "color": list(c.rgb)} for c in table]  # fmt: skip
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    with rasterio.open(cpath) as c, rasterio.open(ipath) as i:
+    with open_dataset(cpath, what="class map") as c, open_dataset(ipath, what="instance map") as i:
         nodata = c.nodata
         for w, name in target.tiles:
             cls = c.read(1, window=w).astype(np.int64)

@@ -338,7 +338,7 @@ def class_band(path: str, band: int | None, *, what: str = "class map") -> int:
     refuse_probabilities(path, what=what)
     if band is not None:
         return check_int(band, "band", unit="1-based")
-    with rasterio.open(path) as src:
+    with open_dataset(path, what=what) as src:
         count, tags, dtype = src.count, src.tags(), src.dtypes[0]
     if count > 1 and CLASSES_TAG not in tags and INSTANCES_TAG not in tags:
         raise DataError(

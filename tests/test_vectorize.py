@@ -382,3 +382,13 @@ def test_ids_above_2_31_merge_across_seams(tmp_path):
     for v in np.unique(ids[ids > 0]):
         n += ndimage.label(ids == v)[1]
     assert len(whole) == n > 40
+
+
+@pytest.mark.parametrize("option", ["simplify", "regularize"])
+def test_a_tolerance_larger_than_the_map_is_refused(option):
+    """1e308 m overflowed inside GEOS (a RuntimeWarning) and wrote slivers, exit 0."""
+    with pytest.raises(ConfigError, match=rf"{option} 1e\+308 m is more than the whole map "
+                       r"\(489 px of 28\.5 m\)"):  # fmt: skip
+        vectorize(STRATA, workers=1, progress=False, **{option: 1e308})
+    gdf = vectorize(STRATA, workers=1, progress=False, **{option: 57.0})  # two pixels: fine
+    assert len(gdf) > 100

@@ -23,7 +23,15 @@ from geoseg.classes import (
     names_for,
     parse_classes,
 )
-from geoseg.errors import ConfigError, DataError, DataWarning, InputFileError, NoDataWarning, warn
+from geoseg.errors import (
+    ConfigError,
+    DataError,
+    DataWarning,
+    InputFileError,
+    NoDataWarning,
+    brief,
+    warn,
+)
 from geoseg.io.bands import (
     BandSource,
     is_instance_map,
@@ -134,6 +142,13 @@ def prepare_job(
     name_of = names_for(table, overrides)
     prob_path, prob_index = _probability_index(probabilities, table, grid)
     simplify_px = simplify / grid.pixel_size_m() if simplify > 0 else 0.0
+    for name, px in (("simplify", simplify_px), ("regularize", regularize / grid.pixel_size_m())):
+        if px > max(grid.width, grid.height):  # every polygon would collapse to a sliver
+            raise ConfigError(
+                f"{name} {brief(simplify if name == 'simplify' else regularize)} m is more "
+                f"than the whole map ({max(grid.width, grid.height)} px of "
+                f"{grid.pixel_size_m():.3g} m): give a tolerance of about a pixel or two"
+            )
     opts = Options(
         source=source,
         grid=grid,

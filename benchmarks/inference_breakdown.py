@@ -91,6 +91,7 @@ def _instrument(null_model: bool, sleep_model: float | None = None, n_classes: i
     be.Runner.__init__ = runner_init  # type: ignore[method-assign]
     be.Runner.__call__ = _timed("model+lock", be.Runner.__call__)  # type: ignore[method-assign]
     if null_model or sleep_model is not None:
+
         def fake(spec: Any) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
             @_span
             def run(x: np.ndarray) -> dict[str, np.ndarray]:

@@ -394,6 +394,13 @@ CASES: list[tuple[str, str, str, str]] = [
      "train {root}/configs/nc_landcover.yaml -o out/run_typo --set model.encoder=resnet18 "
      "--set model.kwargs.decoder_chanels=[8,8,8]",
      "error", "did you mean 'decoder_channels'"),
+    ("a negative DataLoader worker count (train)",
+     "train {root}/configs/nc_landcover.yaml -o out/run_nw --set data.num_workers=-1",
+     "error", "data.num_workers: -1 is not valid"),
+    ("a missing class map (stats)", "stats nothere.tif -o out/s6.csv", "error",
+     "cannot be read"),
+    ("a tolerance larger than the map (vectorize)",
+     "vectorize map.tif -o out/v6.gpkg --simplify 1e308", "error", "more than the whole map"),
     ("zone statistics as a GeoPackage (stats)",
      "stats map.tif --zones layers.gpkg --zone-layer districts --zone-field name -o out/z.gpkg "
      "--no-plot --quiet", "ok", ""),

@@ -47,14 +47,18 @@ def _tile_and_vrt(tmp_path: Path) -> tuple[Path, Path]:
     return tile, vrt
 
 
-def _replace(path: Path) -> None:
-    """An atomic mv of a new version of ``path`` (same size, other pixels, newer time)."""
+def _replace(path: Path, *, later: int = 10**9) -> None:
+    """An atomic mv of a new version of ``path`` (same size, other pixels, time + ``later`` ns).
+
+    ``later=0``: ``cp -p``/``rsync -t`` then ``mv``, the modification time kept.
+    """
     new = path.with_name("incoming.tif")
     shutil.copy(path, new)
     with rasterio.open(new, "r+") as d:
         d.write(np.full((d.count, d.height, d.width), 7, d.dtypes[0]))
     st = os.stat(path)
-    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns + later))
+    assert os.stat(new).st_size == st.st_size  # an uncompressed tile of the same grid
     os.replace(new, path)
 
 
@@ -222,15 +226,7 @@ def test_a_class_map_vrt_tile_replaced_during_a_run_stops_its_reads(tmp_path):
 
 
 def _replace_keeping_time(path: Path) -> None:
-    """``cp -p``/``rsync -t`` then ``mv``: other pixels, same size, same modification time."""
-    new = path.with_name("incoming.tif")
-    shutil.copy(path, new)
-    with rasterio.open(new, "r+") as d:
-        d.write(np.full((d.count, d.height, d.width), 7, d.dtypes[0]))
-    st = os.stat(path)
-    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert os.stat(new).st_size == st.st_size  # an uncompressed tile of the same grid
-    os.replace(new, path)
+    _replace(path, later=0)
 
 
 def _rewrite_setting_time_back(path: Path) -> None:

@@ -364,3 +364,25 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(ckpt, tmp_path, monkeyp
     with pytest.raises(OutputError, match=r"no space left on the device while writing"):
         predict(ckpt, RGB, tmp_path / "c.tif", probabilities=tmp_path / "p.tif", progress=False)
     assert _tree(tmp_path) == set()
+
+
+def test_temporaries_of_another_machine_sharing_the_folder_are_left_alone(tmp_path):
+    """A process id means something only where it was made (network drive, shared volume)."""
+    from geoseg.io.outputs import MACHINE, owner, remove_stale_temporaries, work_folder
+
+    pid = _dead_pid()
+    other = "0123abcd" if MACHINE != "0123abcd" else "fedc4321"
+    theirs = [tmp_path / f".geoseg-predict-{pid}@{other}-abcd",
+              tmp_path / f".out.{pid}@{other}-xyz.tmp.tif"]  # fmt: skip
+    ours = [
+        tmp_path / f".geoseg-predict-{pid}@{MACHINE}-abcd",
+        tmp_path / f".out.{pid}@{MACHINE}-xyz.tmp.tif",
+        tmp_path / f".geoseg-predict-{pid}-old",
+    ]  # an older geoseg's name: this machine's
+    for p in theirs + ours:
+        p.mkdir() if "predict" in p.name else p.write_bytes(b"partial")
+    live = work_folder(tmp_path, "predict")
+    assert live.name.startswith(f".geoseg-predict-{owner()}-")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted(ours)
+    assert all(p.exists() for p in theirs) and live.exists()

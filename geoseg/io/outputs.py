@@ -308,7 +308,7 @@ class OutputBatch:
             remove_stale_temporaries(final.parent)
             self._swept.add(parent)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{final.stem}.{os.getpid()}-", suffix=f".tmp{final.suffix}",
+            prefix=f".{final.stem}.{owner()}-", suffix=f".tmp{final.suffix}",
             dir=final.parent or ".",
         )  # fmt: skip
         os.close(fd)
@@ -533,9 +533,29 @@ def _low_space(folder: Path, exc: BaseException) -> bool:
         return False
 
 
-#: Temporary files and work folders geoseg makes beside its outputs, with the id of the
-#: process that made them (``.<name>.<pid>-<random>.tmp<suffix>``, ``.geoseg-<what>-<pid>-*``).
-_TEMPORARY = re.compile(r"^\.(?:.+\.(?P<pid>\d+)-[^.]+\.tmp.*|geoseg-[a-z]+-(?P<wpid>\d+)-.+)$")
+def _machine() -> str:
+    """8 hex digits naming this machine (container, pod) in temporary names."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+#: This machine's token: a process id means something only on the machine that made it.
+MACHINE = _machine()
+
+#: Temporary files and work folders geoseg makes beside its outputs, with the process and
+#: machine that made them (``.<name>.<pid>@<machine>-<random>.tmp<suffix>``,
+#: ``.geoseg-<what>-<pid>@<machine>-*``; geoseg before 2026-12-05 wrote no machine).
+_TEMPORARY = re.compile(
+    r"^\.(?:.+\.(?P<pid>\d+)(?:@(?P<host>[0-9a-f]{8}))?-[^.]+\.tmp.*"
+    r"|geoseg-[a-z]+-(?P<wpid>\d+)(?:@(?P<whost>[0-9a-f]{8}))?-.+)$"
+)
+
+
+def owner() -> str:
+    """``<pid>@<machine>`` of this process (after a fork: the child's own id)."""
+    return f"{os.getpid()}@{MACHINE}"
 
 
 def work_folder(parent: str | Path, what: str) -> Path:
@@ -544,7 +564,7 @@ def work_folder(parent: str | Path, what: str) -> Path:
     Its user removes it on success or failure; when its process was killed,
     :func:`remove_stale_temporaries` finds it by its name.
     """
-    return Path(tempfile.mkdtemp(prefix=f".geoseg-{what}-{os.getpid()}-", dir=parent))
+    return Path(tempfile.mkdtemp(prefix=f".geoseg-{what}-{owner()}-", dir=parent))
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -552,7 +572,9 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
     A run killed with SIGKILL (or a crash of the machine) cannot clean up after itself;
     the next run in the same folder does. Only names geoseg makes are considered, and only
-    those of processes that no longer exist on this machine.
+    those of processes that no longer exist on this machine: a name made on another
+    machine or container sharing the folder (a network drive, a mounted volume) is left
+    alone, as its process id says nothing here.
 
     Returns:
         What was removed.
@@ -567,7 +589,8 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         if m is None:
             continue
         pid = int(m.group("pid") or m.group("wpid"))
-        if pid == os.getpid() or _alive(pid):
+        host = m.group("host") or m.group("whost")
+        if (host is not None and host != MACHINE) or pid == os.getpid() or _alive(pid):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

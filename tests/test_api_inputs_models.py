@@ -8,6 +8,8 @@ defaults).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,29 @@ def test_run_demo_checks_its_options_before_making_any_output(case, tmp_path):
     with pytest.raises(ConfigError, match=message):
         run_demo(tmp_path / "demo", **kw)
     assert not (tmp_path / "demo").exists()  # failed before (AttributeError) or after step 2
+
+
+def test_a_checkpoint_with_integer_weights_is_refused(tmp_path):
+    """torch copied int32 values into the float weights silently: a wrong map, exit 0."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from geoseg.errors import CheckpointError
+    from geoseg.models import load_model
+
+    shipped = Path(__file__).parents[1] / "models" / "nc_landcover.safetensors"
+    state = load_file(str(shipped))
+    with safe_open(str(shipped), framework="pt") as f:
+        meta = f.metadata()
+    key = "decoder.blocks.0.conv1.0.weight"
+    save_file({**state, key: state[key].to(torch.int32)}, str(tmp_path / "i.safetensors"),
+              metadata=meta)  # fmt: skip
+    message = r"integer tensors where the model has float weights \(\['decoder\.blocks\.0\."
+    with pytest.raises(CheckpointError, match=message + r"conv1\.0\.weight'\], torch\.int32\)"):
+        load_model(tmp_path / "i.safetensors")
+    # half-precision weights are weights: loaded (as float32, the model's type)
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+              str(tmp_path / "h.safetensors"), metadata=meta)  # fmt: skip
+    model, _ = load_model(tmp_path / "h.safetensors")
+    assert next(model.parameters()).dtype == torch.float32

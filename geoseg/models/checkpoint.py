@@ -92,6 +92,21 @@ def load_model(
         model = build_network(meta)
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from exc
+    expected = model.state_dict()
+    # load_state_dict copies an integer tensor into a float weight without a word (0.37
+    # becomes 0): a damaged or hand-edited checkpoint would predict a wrong map, exit 0
+    wrong = [
+        k
+        for k, v in state.items()
+        if k in expected and expected[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds integer tensors where the model has float "
+            f"weights ({wrong[:3]}{' ...' if len(wrong) > 3 else ''}, "
+            f"{state[wrong[0]].dtype}): the file is damaged or was edited; retrain or "
+            "re-export the model"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

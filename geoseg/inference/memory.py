@@ -68,6 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ResourceError
+from geoseg.io.handles import file_stamp
 
 #: Peak memory of a prediction or export process apart from the window's activations:
 #: Python, torch or ONNX Runtime, the model, reading and blending buffers (measured:
@@ -547,7 +548,7 @@ def _probe_key(checkpoint: str | Path) -> str:
     path = os.path.abspath(checkpoint)
     try:
         st = os.stat(path)
-        stamp = f"{st.st_mtime_ns}:{st.st_size}"
+        stamp = ":".join(map(str, file_stamp(st)))  # a rewrite keeping size and time too
     except OSError:
         stamp = "?"
     text = f"{PROBE_VERSION}|{path}|{stamp}"

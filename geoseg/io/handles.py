@@ -48,7 +48,7 @@ Version = tuple[str, Stamp]
 def file_key(
     path: str, *extra: Any, name: str | None = None, stamp: Stamp = NO_STAMP
 ) -> tuple[Any, ...]:
-    """Pool key of a file: its path, modification time and size, then ``extra``.
+    """Pool key of a file: its path and version (:func:`file_stamp`), then ``extra``.
 
     Readers add what else makes a handle differ (an assumed CRS, a warp onto a grid).
     ``name``: how errors name the file (default ``path``). ``stamp``: the version
@@ -123,7 +123,7 @@ class HandlePool:
     a millisecond: with a handle per thread, 16 threads over a 144-file mosaic spent
     seconds opening files and reading stopped scaling past two cores.
 
-    Keys are (path, modification time, size, warp settings), so a rewritten file is
+    Keys are (path, version, warp settings), so a rewritten file is
     reopened. At most ``max_idle`` idle handles stay open (least recently used closed
     first), well under the process's file descriptor limit.
     """

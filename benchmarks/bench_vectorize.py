@@ -38,16 +38,25 @@ STRATA = ROOT / "data" / "nc-landsat7-landcover" / "strata.tif"
 
 
 # ------------------------------------------------------------------------------------------
-def make_map(size: int, out: Path) -> Path:
-    """Tile and mirror the NC strata raster to size x size (uint8, nodata 0, EPSG:3358)."""
+def make_map(size: int, out: Path, source: Path = STRATA) -> Path:
+    """Tile and mirror a class map to size x size (uint8, nodata 0, the source's CRS).
+
+    The NC strata raster by default. Another map's classes are renumbered from 1 (its
+    no-data, if declared, becomes 0), so any label raster keeps its regions.
+    """
     import rasterio
     from rasterio.windows import Window
 
     if out.exists():
         return out
-    with rasterio.open(STRATA) as src:
+    with rasterio.open(source) as src:
         a = src.read(1)
-        a = np.where(a == src.nodata, 0, a).astype(np.uint8)
+        valid = a != src.nodata if src.nodata is not None else np.ones(a.shape, bool)
+        if source != STRATA:
+            a = np.where(valid, a - a[valid].min() + 1, 0)
+        if a.max() > 255:
+            raise SystemExit(f"{source}: more than 255 classes; give a class map")
+        a = np.where(valid, a, 0).astype(np.uint8)
         profile = src.profile
         transform = src.transform
     h, w = a.shape
@@ -207,6 +216,9 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=None, help="geoseg chunk size (default 2048)")
     p.add_argument("--workers", type=int, default=None, help="geoseg workers (default: cores)")
     p.add_argument("--workdir", default="/tmp/geoseg-bench", help="where generated maps go")
+    p.add_argument(
+        "--source", default=str(STRATA), help="class map to mirror (default: NC strata.tif)"
+    )
     p.add_argument("--json", default=None, help="also write the JSON here")
     p.add_argument("--_run", default=None, help=argparse.SUPPRESS)
     p.add_argument("--raster", default=None, help=argparse.SUPPRESS)
@@ -234,11 +246,14 @@ def main() -> None:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    big = make_map(size, work / f"nc_{size}.tif")
-    half = make_map(size // 2, work / f"nc_{size // 2}.tif")
+    source = Path(args.source)
+    stem = "nc" if source == STRATA else source.stem
+    big = make_map(size, work / f"{stem}_{size}.tif", source)
+    half = make_map(size // 2, work / f"{stem}_{size // 2}.tif", source)
     t_make = time.perf_counter() - t0
-    R: dict = {"size_px": size, "mpx": size * size / 1e6, "chunk": chunk, "workers": workers,
-               "cores": cores, "map_seconds": t_make}  # fmt: skip
+    R: dict = {"source": str(source), "size_px": size, "mpx": size * size / 1e6,
+               "chunk": chunk, "workers": workers, "cores": cores,
+               "map_seconds": t_make}  # fmt: skip
 
     common = ["--chunk", str(chunk), "--workers", str(workers)]
     if args.quick:

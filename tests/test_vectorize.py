@@ -392,3 +392,42 @@ def test_a_tolerance_larger_than_the_map_is_refused(option):
         vectorize(STRATA, workers=1, progress=False, **{option: 1e308})
     gdf = vectorize(STRATA, workers=1, progress=False, **{option: 57.0})  # two pixels: fine
     assert len(gdf) > 100
+
+
+def test_worker_processes_are_forked_one_at_a_time():
+    """Dask forks its workers from several threads at once; recent filelock (imported with
+    torch) makes such a fork fail on Python 3.12+ ("Nanny failed to start", 2 of 5 runs
+    with 8 workers). The hooks below widen each fork to 0.2 s: concurrent forks overlap."""
+    import os
+    import threading
+    import time
+
+    from geoseg.vectorize.chunks import local_cluster
+
+    state = {"on": True, "active": 0, "most": 0, "forks": 0}
+    lock = threading.Lock()
+
+    def before() -> None:
+        if state["on"]:
+            with lock:
+                state["active"] += 1
+                state["forks"] += 1
+                state["most"] = max(state["most"], state["active"])
+            time.sleep(0.2)
+
+    def after() -> None:
+        if state["on"]:
+            with lock:
+                state["active"] -= 1
+
+    os.register_at_fork(before=before, after_in_parent=after)  # cannot be removed: gated
+    try:
+        cluster, client = local_cluster(3)
+        try:
+            assert len(client.scheduler_info()["workers"]) == 3
+        finally:
+            client.close()
+            cluster.close()
+    finally:
+        state["on"] = False
+    assert state["forks"] >= 3 and state["most"] == 1

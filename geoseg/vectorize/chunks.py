@@ -16,7 +16,7 @@ from rasterio.windows import Window
 from shapely import GeometryType
 
 from geoseg.arguments import check_int
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, ResourceError
 from geoseg.io.grid import RasterGrid
 from geoseg.io.handles import gdal_cache_env
 from geoseg.vectorize.clean import attributes, clean
@@ -310,7 +310,7 @@ def local_cluster(workers: int) -> tuple[Any, Any]:
     # (an interrupt meanwhile is delivered to this thread when the block ends)
     with interrupts_deferred(), dask.config.set({key: method}):
         cluster = LocalCluster(
-            n_workers=workers,
+            n_workers=0 if method == "fork" else workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
@@ -319,8 +319,27 @@ def local_cluster(workers: int) -> tuple[Any, Any]:
             # communicate with scheduler during heartbeat", with a traceback)
             silence_logs=logging.CRITICAL,
         )
+        try:
+            client = Client(cluster)
+            if method == "fork":
+                # one fork at a time: Dask starts its workers from several threads at
+                # once, and recent filelock (4.2, 4.3; imported with torch) refuses, on
+                # Python 3.12+, a fork while another thread forks ("Nanny failed to
+                # start" for 2 of 5 runs with 8 workers); one by one costs ~0.05 s each
+                for k in range(1, workers + 1):
+                    cluster.scale(k)
+                    try:
+                        client.wait_for_workers(k, timeout=WORKER_START_TIMEOUT)
+                    except TimeoutError as exc:
+                        raise ResourceError(
+                            f"vectorize: worker process {k} of {workers} did not start "
+                            f"within {WORKER_START_TIMEOUT:.0f} s (memory or process limits?); "
+                            "use fewer workers (--workers / workers=), or 1 for no processes"
+                        ) from exc
+        except BaseException:
+            cluster.close()
+            raise
     try:
-        client = Client(cluster)
         if method == "fork":
             environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
             client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
@@ -328,6 +347,10 @@ def local_cluster(workers: int) -> tuple[Any, Any]:
         cluster.close()
         raise
     return cluster, client
+
+
+#: Seconds a vectorize worker process may take to start (a fork takes well under one).
+WORKER_START_TIMEOUT = 60.0
 
 
 def default_workers(workers: int | None) -> int:

@@ -160,6 +160,18 @@ def unknown_key_error(key: str, valid: Iterable[str], where: str) -> ConfigError
     return ConfigError(f"{where}: unknown key {key!r}{did_you_mean}; valid keys are {valid}")
 
 
+def check_rules(where: str, obj: Any, rules: Mapping[str, tuple[bool, str]]) -> None:
+    """ConfigError for the first key whose check failed (``rules``: key -> (ok, rule)).
+
+    The message is ``"<where>.<key>: <value> is not valid; it must be <rule>"``.
+    """
+    for key, (ok, rule) in rules.items():
+        if not ok:
+            raise ConfigError(
+                f"{where}.{key}: {getattr(obj, key)!r} is not valid; it must be {rule}"
+            )
+
+
 #: A number in scientific notation without a dot (``1e-3``, ``5E+4``): YAML 1.1 text.
 SCIENTIFIC = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
 

@@ -48,8 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from geoseg.classes import ClassTable
-from geoseg.config.base import check_class_ids
-from geoseg.errors import ConfigError
+from geoseg.config.base import check_class_ids, check_rules
 
 #: Most random training tiles per epoch (``data.train_samples``): more would run for
 #: days per epoch, which is never what a config means.
@@ -249,35 +248,31 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         """Sizes and class ids are checked here, before they size a run."""
-        ts = self.train_samples
-        if isinstance(ts, int) and not 1 <= ts <= MAX_TRAIN_SAMPLES:
-            raise ConfigError(
-                f"data.train_samples: {ts} is not valid; it must be an integer from 1 to "
-                f"{MAX_TRAIN_SAMPLES} (random tiles per epoch)"
-            )
+        nw, st, f = self.num_workers, self.eval_stride, self.min_valid_fraction
+        check_rules("data", self, {
+            "train_samples": (
+                not isinstance(self.train_samples, int)
+                or 1 <= self.train_samples <= MAX_TRAIN_SAMPLES,
+                f"an integer from 1 to {MAX_TRAIN_SAMPLES} (random tiles per epoch)",
+            ),
+            # clear errors, not torch's traceback, a silent default or an indirect error
+            "num_workers": (
+                not isinstance(nw, int) or 0 <= nw <= MAX_LOADER_WORKERS,
+                f"an integer from 0 (load in the main process) to {MAX_LOADER_WORKERS} "
+                "(DataLoader worker processes)",
+            ),
+            "eval_stride": (
+                not isinstance(st, int) or 1 <= st <= MAX_EVAL_STRIDE,
+                f"an integer from 1 to {MAX_EVAL_STRIDE} pixels, or left out (null) for the "
+                "tile size",
+            ),
+            "min_valid_fraction": (
+                not isinstance(f, float) or (math.isfinite(f) and 0.0 <= f < 1.0),
+                "a share from 0 to below 1 (tiles with no more valid labelled pixels than "
+                "this are skipped)",
+            ),
+        })  # fmt: skip
         check_class_ids(self.classes, "data.classes")
-        self._check_loading()
-
-    def _check_loading(self) -> None:
-        """Worker count, evaluation stride and valid fraction: clear errors, not torch's."""
-        nw = self.num_workers
-        if isinstance(nw, int) and not 0 <= nw <= MAX_LOADER_WORKERS:
-            raise ConfigError(
-                f"data.num_workers: {nw} is not valid; it must be an integer from 0 (load in "
-                f"the main process) to {MAX_LOADER_WORKERS} (DataLoader worker processes)"
-            )
-        st = self.eval_stride
-        if isinstance(st, int) and not 1 <= st <= MAX_EVAL_STRIDE:
-            raise ConfigError(
-                f"data.eval_stride: {st} is not valid; it must be an integer from 1 to "
-                f"{MAX_EVAL_STRIDE} pixels, or left out (null) for the tile size"
-            )
-        f = self.min_valid_fraction
-        if isinstance(f, float) and not (math.isfinite(f) and 0.0 <= f < 1.0):
-            raise ConfigError(
-                f"data.min_valid_fraction: {f} is not valid; it must be a share from 0 to "
-                "below 1 (tiles with no more valid labelled pixels than this are skipped)"
-            )
 
     def class_table(self) -> ClassTable:
         """The :class:`~geoseg.classes.ClassTable` described by ``classes``."""

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from geoseg.config.base import check_rules
 from geoseg.errors import ConfigError
 
 
@@ -66,27 +67,16 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         """Numbers are checked here, before they size a run: a clear error per key."""
-        checks = {
-            "max_epochs": 1 <= self.max_epochs <= 100_000,
-            "lr": math.isfinite(self.lr) and 0.0 < self.lr <= 10.0,
-            "weight_decay": math.isfinite(self.weight_decay) and 0.0 <= self.weight_decay <= 10.0,
-            "momentum": math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0,
-            "pad_multiple": 1 <= self.pad_multiple <= 1024,
-            "log_every_n_steps": self.log_every_n_steps >= 1,
-        }
-        rules = {
-            "max_epochs": "an integer from 1 to 100000",
-            "lr": "a number > 0 and <= 10",
-            "weight_decay": "a number from 0 to 10",
-            "momentum": "a number from 0 to below 1",
-            "pad_multiple": "an integer from 1 to 1024",
-            "log_every_n_steps": "an integer >= 1",
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ConfigError(
-                    f"training.{key}: {getattr(self, key)!r} is not valid; it must be {rules[key]}"
-                )
+        check_rules("training", self, {
+            "max_epochs": (1 <= self.max_epochs <= 100_000, "an integer from 1 to 100000"),
+            "lr": (math.isfinite(self.lr) and 0.0 < self.lr <= 10.0, "a number > 0 and <= 10"),
+            "weight_decay": (math.isfinite(self.weight_decay) and 0.0 <= self.weight_decay <= 10.0,
+                             "a number from 0 to 10"),
+            "momentum": (math.isfinite(self.momentum) and 0.0 <= self.momentum < 1.0,
+                         "a number from 0 to below 1"),
+            "pad_multiple": (1 <= self.pad_multiple <= 1024, "an integer from 1 to 1024"),
+            "log_every_n_steps": (self.log_every_n_steps >= 1, "an integer >= 1"),
+        })  # fmt: skip
         if self.early_stopping_patience is not None and self.early_stopping_patience < 0:
             raise ConfigError(
                 f"training.early_stopping_patience: {self.early_stopping_patience} must be "

@@ -90,21 +90,16 @@ class Deployable(nn.Module):
         """Activated outputs for raw (or, for Deepness, /255) band values."""
         raw = x * self.scale if self.scale != 1.0 else x
         z = (raw - self.mean) / self.std
-        if self.nodata is not None and math.isnan(self.nodata):
-            # NaN marks no-data (float imagery): never equal to itself, so test it; a NaN
-            # left in some bands of a pixel ("all" rule) would turn every output to NaN
-            near = torch.isnan(raw)
-            bad = (
-                near.all(dim=1, keepdim=True) if self.nodata_all else near.any(dim=1, keepdim=True)
-            )
-            z = torch.where(bad | torch.isnan(z), torch.zeros_like(z), z)
-        elif self.nodata is not None:
+        if self.nodata is not None:
+            nan = math.isnan(self.nodata)  # NaN never equals itself: tested as NaN
             # tolerance: Deepness's x/255*255 round trip is not exact in float32
             tol = max(1e-3, abs(self.nodata) * 1e-6)
-            near = (raw - self.nodata).abs().le(tol)
+            near = torch.isnan(raw) if nan else (raw - self.nodata).abs().le(tol)
             bad = (
                 near.all(dim=1, keepdim=True) if self.nodata_all else near.any(dim=1, keepdim=True)
             )
+            if nan:  # a NaN left in some bands ("all" rule) would turn every output to NaN
+                bad = bad | torch.isnan(z)
             z = torch.where(bad, torch.zeros_like(z), z)
         out = self.inner(z)
         return tuple(out[i] for i in self.keep)

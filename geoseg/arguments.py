@@ -173,3 +173,19 @@ def check_texts(value: Any, name: str) -> list[str]:
         if not isinstance(v, str):
             raise ConfigError(f"{name}[{i}]: expected a string, got {_kind(v)}")
     return items
+
+
+def check_instance(value: Any, kind: type, name: str) -> Any:
+    """``value`` if it is a ``kind``, ``kind()`` when None; ConfigError for anything else.
+
+    For options objects (``DecodeParams``): a ``dict`` is not one, and ``params or
+    Default()`` would silently replace an empty one by the defaults.
+    """
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(
+            f"{name}: expected a {kind.__name__} or None, got {type(value).__name__}; build "
+            f"one, e.g. {kind.__name__}(...) (from a dict: {kind.__name__}(**d))"
+        )
+    return value

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.arguments import check_float, check_int
+from geoseg.arguments import check_float, check_instance, check_int
 from geoseg.errors import ConfigError, DataError
 
 #: 4-connectivity: objects that touch only at a corner are two objects (scipy's
@@ -64,18 +64,6 @@ class DecodeParams:
         """Inverse of :meth:`to_dict` (missing keys take their defaults)."""
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
         return cls(**known)
-
-
-def check_params(params: Any, kind: type, name: str) -> Any:
-    """``params`` or ``kind()`` when None; ConfigError for another kind of value."""
-    if params is None:
-        return kind()
-    if not isinstance(params, kind):
-        raise ConfigError(
-            f"{name}: expected a {kind.__name__} or None, got {type(params).__name__}; build "
-            f"one, e.g. {kind.__name__}(...) (from a dict: {kind.__name__}(**d))"
-        )
-    return params
 
 
 def check_maps(maps: Any, valid: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -176,7 +164,7 @@ def decode(
     Seeds of at least ``min_seed_px`` pixels are numbered 1, 2, ... in the row-major order
     of their first pixel, then grown (see :func:`grow`).
     """
-    p = check_params(params, DecodeParams, "params")
+    p = check_instance(params, DecodeParams, "params")
     arr, ok = check_maps(maps, valid)
     fg, seed = seed_mask(arr, p, ok)
     labels, n = label_seeds(seed)

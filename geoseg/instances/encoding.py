@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.arguments import check_int
+from geoseg.arguments import check_instance, check_int
 from geoseg.errors import ConfigError, DataError
 
 #: Names of the encoded maps, in channel order.
@@ -95,9 +95,7 @@ def encode(instances: np.ndarray, params: EncodeParams | None = None) -> np.ndar
 
     Channels are :data:`MAP_NAMES`: footprint, boundary, contact (1 = yes, 0 = no).
     """
-    from geoseg.instances.decoding import check_params
-
-    p = check_params(params, EncodeParams, "params")
+    p = check_instance(params, EncodeParams, "params")
     inst = check_ids(instances)
     out = np.zeros((3, *inst.shape), np.uint8)
     out[0] = inst > 0

@@ -282,11 +282,15 @@ def refuse_probabilities(path: str, *, what: str = "class map") -> None:
     except rasterio.errors.RasterioIOError:
         return  # the caller's own open reports the unreadable file clearly
     if probs:
-        raise DataError(
-            f"{what} {path!r} is a probability raster ({count} scaled band(s), one per class), "
-            "not a class map of class ids: give the class map predict wrote beside it (or "
-            "its per-pixel argmax); use it with --probabilities where a command takes one"
-        )
+        raise _probabilities_error(path, count, what)
+
+
+def _probabilities_error(path: str, count: int, what: str) -> DataError:
+    return DataError(
+        f"{what} {path!r} is a probability raster ({count} scaled band(s), one per class), "
+        "not a class map of class ids: give the class map predict wrote beside it (or "
+        "its per-pixel argmax); use it with --probabilities where a command takes one"
+    )
 
 
 def check_instance_map(path: str, *, what: str = "instance map") -> None:
@@ -299,16 +303,17 @@ def check_instance_map(path: str, *, what: str = "instance map") -> None:
     """
     from geoseg.errors import DataWarning, warn
 
-    refuse_probabilities(path, what=what)
     try:
         with rasterio.open(path) as src:
-            tags, count = src.tags(), src.count
+            probs, tags, count = is_probability_raster(src), src.tags(), src.count
             try:
                 has_colors = bool(src.colormap(1))
             except ValueError:
                 has_colors = False
     except rasterio.errors.RasterioIOError:
         return  # the caller's own open reports the unreadable file clearly
+    if probs:
+        raise _probabilities_error(path, count, what)
     if INSTANCES_TAG in tags:
         return
     if CLASSES_TAG in tags and count == 1:

@@ -368,15 +368,16 @@ def test_a_full_disk_is_a_clear_error_and_leaves_nothing(ckpt, tmp_path, monkeyp
 
 def test_temporaries_of_another_machine_sharing_the_folder_are_left_alone(tmp_path):
     """A process id means something only where it was made (network drive, shared volume)."""
-    from geoseg.io.outputs import MACHINE, owner, remove_stale_temporaries, work_folder
+    from geoseg.io.outputs import machine, owner, remove_stale_temporaries, work_folder
 
     pid = _dead_pid()
-    other = "0123abcd" if MACHINE != "0123abcd" else "fedc4321"
+    here = machine()
+    other = "0123abcd" if here != "0123abcd" else "fedc4321"
     theirs = [tmp_path / f".geoseg-predict-{pid}@{other}-abcd",
               tmp_path / f".out.{pid}@{other}-xyz.tmp.tif"]  # fmt: skip
     ours = [
-        tmp_path / f".geoseg-predict-{pid}@{MACHINE}-abcd",
-        tmp_path / f".out.{pid}@{MACHINE}-xyz.tmp.tif",
+        tmp_path / f".geoseg-predict-{pid}@{here}-abcd",
+        tmp_path / f".out.{pid}@{here}-xyz.tmp.tif",
         tmp_path / f".geoseg-predict-{pid}-old",
     ]  # an older geoseg's name: this machine's
     for p in theirs + ours:

@@ -15,6 +15,7 @@ The rules every writer of geoseg follows (a user's data is never lost):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -533,16 +534,17 @@ def _low_space(folder: Path, exc: BaseException) -> bool:
         return False
 
 
-def _machine() -> str:
-    """8 hex digits naming this machine (container, pod) in temporary names."""
+@functools.cache
+def machine() -> str:
+    """8 hex digits naming this machine (container, pod) in temporary names.
+
+    A process id means something only on the machine that made it. Computed once.
+    """
     import hashlib
     import socket
 
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
-
-#: This machine's token: a process id means something only on the machine that made it.
-MACHINE = _machine()
 
 #: Temporary files and work folders geoseg makes beside its outputs, with the process and
 #: machine that made them (``.<name>.<pid>@<machine>-<random>.tmp<suffix>``,
@@ -555,7 +557,7 @@ _TEMPORARY = re.compile(
 
 def owner() -> str:
     """``<pid>@<machine>`` of this process (after a fork: the child's own id)."""
-    return f"{os.getpid()}@{MACHINE}"
+    return f"{os.getpid()}@{machine()}"
 
 
 def work_folder(parent: str | Path, what: str) -> Path:
@@ -590,7 +592,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
             continue
         pid = int(m.group("pid") or m.group("wpid"))
         host = m.group("host") or m.group("whost")
-        if (host is not None and host != MACHINE) or pid == os.getpid() or _alive(pid):
+        if (host is not None and host != machine()) or pid == os.getpid() or _alive(pid):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):

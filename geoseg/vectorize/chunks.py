@@ -322,31 +322,33 @@ def local_cluster(workers: int) -> tuple[Any, Any]:
         try:
             client = Client(cluster)
             if method == "fork":
-                # one fork at a time: Dask starts its workers from several threads at
-                # once, and recent filelock (4.2, 4.3; imported with torch) refuses, on
-                # Python 3.12+, a fork while another thread forks ("Nanny failed to
-                # start" for 2 of 5 runs with 8 workers); one by one costs ~0.05 s each
-                for k in range(1, workers + 1):
-                    cluster.scale(k)
-                    try:
-                        client.wait_for_workers(k, timeout=WORKER_START_TIMEOUT)
-                    except TimeoutError as exc:
-                        raise ResourceError(
-                            f"vectorize: worker process {k} of {workers} did not start "
-                            f"within {WORKER_START_TIMEOUT:.0f} s (memory or process limits?); "
-                            "use fewer workers (--workers / workers=), or 1 for no processes"
-                        ) from exc
+                start_one_by_one(cluster, client, workers)
+                environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
+                client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
         except BaseException:
             cluster.close()
             raise
-    try:
-        if method == "fork":
-            environ = dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {}
-            client.run(forked_worker_heap, environ.get("MALLOC_TRIM_THRESHOLD_"))
-    except BaseException:
-        cluster.close()
-        raise
     return cluster, client
+
+
+def start_one_by_one(cluster: Any, client: Any, workers: int) -> None:
+    """Start ``workers`` worker processes of an empty cluster, one fork at a time.
+
+    Dask starts its workers from several threads at once, and recent filelock (4.2, 4.3;
+    imported with torch) refuses, on Python 3.12+, a fork while another thread forks
+    ("Nanny failed to start" for 2 of 5 runs with 8 workers). One by one costs ~0.05 s
+    each; a worker that does not start is a ResourceError, not a hang.
+    """
+    for k in range(1, workers + 1):
+        cluster.scale(k)
+        try:
+            client.wait_for_workers(k, timeout=WORKER_START_TIMEOUT)
+        except TimeoutError as exc:
+            raise ResourceError(
+                f"vectorize: worker process {k} of {workers} did not start within "
+                f"{WORKER_START_TIMEOUT:.0f} s (memory or process limits?); use fewer "
+                "workers (--workers / workers=), or 1 for no processes"
+            ) from exc
 
 
 #: Seconds a vectorize worker process may take to start (a fork takes well under one).

@@ -142,11 +142,11 @@ def prepare_job(
     name_of = names_for(table, overrides)
     prob_path, prob_index = _probability_index(probabilities, table, grid)
     simplify_px = simplify / grid.pixel_size_m() if simplify > 0 else 0.0
-    for name, px in (("simplify", simplify_px), ("regularize", regularize / grid.pixel_size_m())):
-        if px > max(grid.width, grid.height):  # every polygon would collapse to a sliver
+    side = max(grid.width, grid.height)
+    for name, value in (("simplify", simplify), ("regularize", regularize)):
+        if value / grid.pixel_size_m() > side:  # every polygon a sliver (or a GEOS overflow)
             raise ConfigError(
-                f"{name} {brief(simplify if name == 'simplify' else regularize)} m is more "
-                f"than the whole map ({max(grid.width, grid.height)} px of "
+                f"{name} {brief(value)} m is more than the whole map ({side} px of "
                 f"{grid.pixel_size_m():.3g} m): give a tolerance of about a pixel or two"
             )
     opts = Options(
